@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, NamedTuple
+from uuid import uuid4
 
 OptionType = Literal["CE", "PE"]
 
@@ -101,3 +102,5 @@ class AttemptRecord:
     error: str | None
     latency_ms: float
     flow_run_id: str | None = None
+    # The key that lets compaction and views keep each attempt exactly once.
+    attempt_id: str = field(default_factory=lambda: uuid4().hex)
