@@ -1,0 +1,44 @@
+"""When each job runs: cron schedules in Asia/Kolkata (NSE trading hours).
+
+Cron cannot skip exchange holidays, so every scheduled flow checks the trading calendar itself and
+ends a holiday run as "Skipped" (Completed, not Failed): PREFECT.md, "Scheduling and serving".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+TIMEZONE = "Asia/Kolkata"
+
+#: Every 3 minutes from 09:15 to 15:30 inclusive (126 slots); one cron cannot express the
+#: ragged first and last hours, so three do (09:15-09:57, 10:00-14:57, 15:00-15:30).
+OI_SNAPSHOT_CRONS: tuple[str, ...] = (
+    "15-57/3 9 * * 1-5",
+    "*/3 10-14 * * 1-5",
+    "0-30/3 15 * * 1-5",
+)
+#: Starts before the open; the flow itself runs until 15:35 IST.
+LIVE_CAPTURE_CRON = "10 9 * * 1-5"
+#: After the close: fill the day's candle gaps and the intraday OI slots that were missed.
+NIGHTLY_BACKFILL_CRON = "15 16 * * 1-5"
+OI_BACKFILL_CRON = "40 15 * * 1-5"
+#: Late evening, when every partition of the day is closed.
+NIGHTLY_COMPACTION_CRON = "30 21 * * 1-5"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    deployment: str
+    crons: tuple[str, ...]
+    description: str
+
+
+SCHEDULES: tuple[ScheduleSpec, ...] = (
+    ScheduleSpec("oi-snapshot", OI_SNAPSHOT_CRONS, "option chain + OI every 3 min in session"),
+    ScheduleSpec("oi-backfill", (OI_BACKFILL_CRON,), "fill today's missed OI snapshot slots"),
+    ScheduleSpec("live-capture", (LIVE_CAPTURE_CRON,), "live quotes and bars 09:10-15:35"),
+    ScheduleSpec(
+        "historical-backfill", (NIGHTLY_BACKFILL_CRON,), "nightly candles backfill and gap fill"
+    ),
+    ScheduleSpec("compact", (NIGHTLY_COMPACTION_CRON,), "merge closed partitions"),
+)

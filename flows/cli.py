@@ -1,0 +1,274 @@
+"""The `protrade` command line: one clear sentence on failure, details in the logs.
+
+Heavy imports (Prefect, the flows) happen inside the commands, so `protrade query` stays quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import sys
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="protrade",
+    help="ProTrade Ingest: Indian market data into a Parquet lake, queried with DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear sentence on stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str = "") -> None:
+    if fmt == "json":
+        records = [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+        sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows([[_jsonable(v) for v in row] for row in rows])
+        sys.stdout.write(buffer.getvalue())
+    else:
+        table = Table(title=title or None, show_lines=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        out.print(table)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="A read-only SQL query over the views.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+) -> None:
+    """Run read-only SQL over the views (option_chain, candles, ticks, provider_attempts)."""
+    from storage.catalog import ReadOnlyQueryError, run_readonly_query
+
+    if fmt not in ("table", "csv", "json"):
+        raise fail(f"unknown format {fmt!r}: use table, csv or json", 2)
+    try:
+        columns, rows = run_readonly_query(sql)
+    except ReadOnlyQueryError as exc:
+        raise fail(str(exc), 2) from exc
+    except Exception as exc:  # DuckDB parser/binder errors: show DuckDB's own sentence
+        raise fail(f"query failed: {str(exc).splitlines()[0]}", 1) from exc
+    render(columns, rows, fmt)
+
+
+def main() -> None:  # pragma: no cover - console entry point wrapper
+    app()
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _run_flow(flow_fn: Any, **params: Any) -> Any:
+    """Run a flow in this process; return its result or raise the exception it failed with."""
+    state = run_async(flow_fn(**params, return_state=True))
+    if state.is_completed():
+        return state.result()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        raise result
+    raise RuntimeError(state.message or f"flow run ended {state.name}")
+
+
+def _failure_lines(exc: BaseException) -> list[str]:
+    return [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+
+
+@app.command()
+def snapshot(
+    underlying: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--underlying", "-u", help="Underlying (repeatable); default PROTRADE_UNDERLYINGS"
+        ),
+    ] = None,
+) -> None:
+    """One option-chain/OI snapshot (all expiries) per underlying, through the registry."""
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.snapshot import SnapshotIncompleteError, oi_snapshot, summary_table
+
+    try:
+        results = _run_flow(oi_snapshot, underlyings=underlying or None)
+    except SnapshotIncompleteError as exc:
+        for line in _failure_lines(exc):
+            err.print(f"[bold red]snapshot failed:[/] {line}", highlight=False)
+        raise typer.Exit(1) from exc
+    rows = summary_table(results)
+    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "OI snapshot")
+
+
+@app.command("oi-backfill")
+def oi_backfill_command(
+    day: Annotated[
+        str, typer.Option("--date", help="Trading date (only 'today' is possible)")
+    ] = "today",
+    every: Annotated[str, typer.Option("--every", help="Slot width, e.g. 3m")] = "3m",
+    underlying: Annotated[list[str] | None, typer.Option("--underlying", "-u")] = None,
+) -> None:
+    """Fill today's missing snapshot slots from a provider that answers "as of HH:MM"."""
+    from flows.timespec import TimeSpecError, parse_duration
+
+    try:
+        width = parse_duration(every)
+        target = None if day == "today" else date.fromisoformat(day)
+    except (TimeSpecError, ValueError) as exc:
+        raise fail(str(exc), 2) from exc
+    if width.total_seconds() % 60:
+        raise fail("--every must be whole minutes, e.g. 3m", 2)
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.oi_backfill import OiBackfillError, oi_backfill
+
+    try:
+        results = _run_flow(
+            oi_backfill,
+            underlyings=underlying or None,
+            day=target,
+            every_minutes=int(width.total_seconds() // 60),
+        )
+    except (OiBackfillError, ValueError) as exc:
+        for line in _failure_lines(exc):
+            err.print(f"[bold red]oi-backfill failed:[/] {line}", highlight=False)
+        raise typer.Exit(1) from exc
+    rows = [r.__dict__ for r in results]
+    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Intraday OI backfill")
+
+
+@app.command()
+def backfill(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. NSE:NIFTY")],
+    interval: Annotated[
+        str, typer.Option("--interval", "-i", help="1,3,5,15,30,60,120,240,1D,1W,1M")
+    ],
+    count: Annotated[int | None, typer.Option("--count", "-n", help="Latest N bars")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Reach back to YYYY-MM-DD")] = None,
+) -> None:
+    """Fetch candles through the registry, write them idempotently, find and fill gaps."""
+    from providers.errors import InvalidRequestError
+    from providers.tradingview.symbols import validate_interval, validate_symbol
+
+    if count is not None and since is not None:
+        raise fail("use either --count or --since, not both", 2)
+    if count is not None and count < 1:
+        raise fail("--count must be at least 1", 2)
+    try:
+        interval = validate_interval(interval)
+        symbols = [validate_symbol(s) for s in symbols]
+        since_date = date.fromisoformat(since) if since else None
+    except (InvalidRequestError, ValueError) as exc:
+        raise fail(str(exc), 2) from exc
+
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from rich.progress import Progress
+
+    from flows import backfill as backfill_flow
+
+    with Progress(console=err, transient=True) as progress:
+        bar = progress.add_task(f"backfill {interval}", total=len(symbols))
+
+        def advance(outcome: backfill_flow.SymbolBackfill) -> None:
+            progress.update(bar, advance=1, description=f"{outcome.symbol} done")
+
+        backfill_flow.progress_listeners.append(advance)
+        try:
+            results = _run_flow(
+                backfill_flow.historical_backfill,
+                symbols=symbols,
+                interval=interval,
+                count=count,
+                since=since_date,
+            )
+            failure: BaseException | None = None
+        except backfill_flow.BackfillFailedError as exc:
+            results, failure = [], exc
+        finally:
+            backfill_flow.progress_listeners.remove(advance)
+    if failure is not None:
+        for line in _failure_lines(failure):
+            err.print(f"[bold red]backfill failed:[/] {line}", highlight=False)
+        raise typer.Exit(1)
+    rows = backfill_flow.summary_table(results)
+    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Candles backfill")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server")] = 4200,
+) -> None:
+    """The main job: a local Prefect server + UI, then every deployment on its schedule."""
+    from flows.server import ServerStartError
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from flows.serve import serve_all
+
+    try:
+        serve_all(port, lambda line: out.print(line, highlight=False))
+    except ServerStartError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command("refresh-catalog")
+def refresh_catalog_command() -> None:
+    """(Re)create the views in $PROTRADE_DATA_DIR/protrade.duckdb."""
+    from storage.catalog import refresh_catalog
+    from storage.errors import CatalogLockedError
+
+    try:
+        result = refresh_catalog()
+    except CatalogLockedError as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"views refreshed in {result}", highlight=False)
+
+
+@app.command()
+def compact(
+    before: Annotated[
+        str | None, typer.Option(help="Compact partitions dated before YYYY-MM-DD (default today)")
+    ] = None,
+) -> None:
+    """Merge each closed day's small files into one sorted, deduplicated file."""
+    try:
+        cutoff = date.fromisoformat(before) if before else None
+    except ValueError as exc:
+        raise fail(f"--before: {exc}", 2) from exc
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.compact import compact_lake
+
+    rows = _run_flow(compact_lake, before=cutoff)
+    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Compaction")

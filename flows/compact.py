@@ -1,0 +1,42 @@
+"""Flow `compact`: merge each closed day's small files into one sorted, deduplicated file."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_table_artifact
+
+from providers.calendar import IST
+from storage.compaction import compact
+from storage.schemas import DATASETS
+
+
+def _run_name() -> str:
+    return f"compact {datetime.now(IST).date()}"
+
+
+@flow(name="compact", flow_run_name=_run_name)
+async def compact_lake(
+    datasets: list[str] | None = None,
+    before: date | None = None,
+    only_on_trading_days: bool = False,
+) -> list[dict[str, object]]:
+    """Compact partitions dated before `before` (default: today, IST): today's stay open.
+
+    `only_on_trading_days` is accepted for a uniform schedule, but compaction is useful any day.
+    """
+    logger = get_run_logger()
+    cutoff = before or datetime.now(IST).date()
+    names = datasets or list(DATASETS)
+    rows: list[dict[str, object]] = []
+    for name in names:
+        report = await asyncio.to_thread(compact, name, cutoff)
+        row = {"dataset": name, **report.as_row()}
+        logger.info("compact %s before %s: %s", name, cutoff, row)
+        rows.append(row)
+    await acreate_table_artifact(
+        key="compact", table=rows, description=f"Compaction of partitions before {cutoff}"
+    )
+    return rows

@@ -1,0 +1,30 @@
+"""Flow-level configuration from the environment (ARCHITECTURE.md, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_UNDERLYINGS = ("NIFTY", "BANKNIFTY")
+DEFAULT_CAPTURE_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
+DEFAULT_BACKFILL_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
+
+
+def _csv(name: str, default: tuple[str, ...]) -> list[str]:
+    raw = os.environ.get(name, "")
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    return values or list(default)
+
+
+def underlyings() -> list[str]:
+    """Underlyings of the scheduled OI snapshots (`PROTRADE_UNDERLYINGS`)."""
+    return [u.upper() for u in _csv("PROTRADE_UNDERLYINGS", DEFAULT_UNDERLYINGS)]
+
+
+def capture_symbols() -> list[str]:
+    """Symbols of the scheduled live capture (`PROTRADE_CAPTURE_SYMBOLS`)."""
+    return _csv("PROTRADE_CAPTURE_SYMBOLS", DEFAULT_CAPTURE_SYMBOLS)
+
+
+def backfill_symbols() -> list[str]:
+    """Symbols of the nightly candle backfill (`PROTRADE_BACKFILL_SYMBOLS`)."""
+    return _csv("PROTRADE_BACKFILL_SYMBOLS", DEFAULT_BACKFILL_SYMBOLS)

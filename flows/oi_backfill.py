@@ -1,0 +1,141 @@
+"""Flow `oi-backfill`: fill today's missing option-chain snapshot slots.
+
+Only a provider that can answer "as of HH:MM" can do this (Trendlyne's `maxTime`); NSE raises
+`UnsupportedOperationError` and the registry fails over, so no "now" is ever stored under a past
+slot. Trendlyne answers only for the current trading day, so only today can be filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+
+from flows import config
+from flows.gaps import missing_slots
+from flows.lake_rows import option_chain_rows
+from flows.runtime import RunContext, run_context
+from providers.calendar import IST, is_trading_day, snapshot_slots
+from providers.errors import AllProvidersFailedError, ProviderError
+from storage.queries import existing_snapshot_times
+
+DEFAULT_EVERY = timedelta(minutes=3)
+
+
+class OiBackfillError(RuntimeError):
+    """Some slots could not be filled from any provider; one line per underlying."""
+
+
+@dataclass
+class SlotFill:
+    underlying: str
+    slots: int = 0
+    missing: int = 0
+    filled: int = 0
+    rows: int = 0
+    provider: str | None = None
+    error: str | None = None
+
+
+def _now() -> datetime:
+    from flows import backfill
+
+    return backfill.clock()
+
+
+@task(
+    name="oi-backfill-underlying", task_run_name="oi-backfill-{underlying}", cache_policy=NO_CACHE
+)
+async def fill_underlying(
+    underlying: str, day: date, every: timedelta, ctx: RunContext
+) -> SlotFill:
+    logger = get_run_logger()
+    now = _now()
+    result = SlotFill(underlying)
+    slots = [s for s in snapshot_slots(day, every) if s <= now]
+    present = await asyncio.to_thread(existing_snapshot_times, underlying, day)
+    missing = missing_slots(slots, present, every)
+    result.slots, result.missing = len(slots), len(missing)
+    if not missing:
+        logger.info("%s: all %d slots of %s present", underlying, len(slots), day)
+        return result
+    try:
+        expiries = (await ctx.registry.get_expiry_dates(underlying)).value
+    except (AllProvidersFailedError, ProviderError) as exc:
+        result.error = f"no expiry list: {exc}"
+        logger.error("%s: %s", underlying, result.error)
+        return result
+    errors: list[str] = []
+    for slot in missing:
+        time_str = slot.astimezone(IST).strftime("%H:%M")
+        records = []
+        for expiry in expiries:
+            try:
+                fetched = await ctx.registry.get_oi_data(underlying, expiry, time_str)
+            except (AllProvidersFailedError, ProviderError) as exc:
+                errors.append(f"{time_str} {expiry}: {exc}")
+                continue
+            records.extend(fetched.value)
+            result.provider = fetched.provider
+        if records:
+            await asyncio.to_thread(ctx.writer.write, "option_chain", option_chain_rows(records))
+            result.filled += 1
+            result.rows += len(records)
+    if errors:
+        result.error = f"{len(errors)} slot/expiry fetches failed, first: {errors[0]}"
+        logger.error("%s: %s", underlying, result.error)
+    logger.info(
+        "%s: %d of %d missing slots filled (%d rows) from %s",
+        underlying,
+        result.filled,
+        result.missing,
+        result.rows,
+        result.provider,
+    )
+    return result
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    day = params.get("day") or datetime.now(IST).date()
+    return f"oi-backfill {','.join(params.get('underlyings') or config.underlyings())} {day}"
+
+
+@flow(name="oi-backfill", flow_run_name=_run_name)
+async def oi_backfill(
+    underlyings: list[str] | None = None,
+    day: date | None = None,
+    every_minutes: int = 3,
+    only_on_trading_days: bool = False,
+) -> list[SlotFill]:
+    logger = get_run_logger()
+    today = _now().astimezone(IST).date()
+    day = day or today
+    if day != today:
+        raise ValueError(
+            f"only today's slots can be backfilled ({today}); no provider answers for {day}"
+        )
+    if not is_trading_day(day):
+        if only_on_trading_days:
+            return Completed(name="Skipped", message=f"{day} is not an NSE trading day")  # type: ignore[return-value]
+        logger.warning("%s is not an NSE trading day: there are no slots to fill", day)
+    every = timedelta(minutes=every_minutes)
+    names = [u.upper() for u in (underlyings or config.underlyings())]
+    async with run_context() as ctx:
+        results = [await fill_underlying(u, day, every, ctx) for u in names]
+    await acreate_table_artifact(
+        key="oi-backfill",
+        table=[r.__dict__ for r in results],
+        description=f"Intraday OI backfill {day}",
+    )
+    failed = [r for r in results if r.error]
+    if failed:
+        raise OiBackfillError("\n".join(f"{r.underlying}: {r.error}" for r in failed))
+    return results

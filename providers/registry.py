@@ -1,0 +1,522 @@
+"""The provider registry: the one path every data call takes.
+
+Per call it tries the enabled providers of a kind in order; per provider it retries transient
+failures with capped exponential backoff and full jitter inside a time budget, honours
+Retry-After, and fails over on anything else. A circuit breaker per provider skips one that keeps
+failing and probes it again after a cool-down. Every attempt becomes an `AttemptRecord`.
+
+The clock, sleep and random source are injected so tests never wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from providers import settings
+from providers.errors import (
+    AllProvidersFailedError,
+    ProviderError,
+    ProviderFailure,
+    RateLimitedError,
+    UnknownSymbolError,
+    UnsupportedOperationError,
+)
+from providers.interfaces import PROVIDER_KINDS
+from providers.records import AttemptRecord, Bar, OptionChainRow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Receives every attempt as it happens; may be sync or async.
+AttemptSink = Callable[[AttemptRecord], Awaitable[None] | None]
+
+#: Failures that say nothing about a provider's health: it is fine, it just cannot answer this.
+_NEUTRAL_FAILURES: tuple[type[ProviderError], ...] = (
+    UnsupportedOperationError,
+    UnknownSymbolError,
+)
+
+#: Error text is bounded: it lands in a lake column and in UI artifacts.
+_MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How one provider is retried on transient failures before the registry fails over."""
+
+    max_attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    #: Seconds one provider may take, attempts and sleeps together, within one call.
+    budget: float = 30.0
+
+    def backoff(self, retry: int, rng: Callable[[], float]) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**retry)) (AWS architecture blog)."""
+        return rng() * min(self.max_delay, self.base_delay * 2**retry)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a provider's circuit opens and how long it stays open."""
+
+    failure_threshold: int = 5
+    cooldown: float = 60.0
+
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A provider's circuit breaker, for operator status."""
+
+    kind: str
+    provider: str
+    state: BreakerState
+    consecutive_failures: int
+    opened_at: datetime | None
+    #: Seconds until the next probe is allowed; None unless open.
+    probe_in: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched(Generic[T]):
+    """A value, the provider that answered, and every attempt the call made."""
+
+    value: T
+    provider: str
+    attempts: list[AttemptRecord]
+
+
+class _Breaker:
+    """Closed -> open after N consecutive failed calls -> one half-open probe after cool-down."""
+
+    def __init__(
+        self, policy: BreakerPolicy, clock: Callable[[], float], wall_clock: Callable[[], datetime]
+    ) -> None:
+        self._policy = policy
+        self._clock = clock
+        self._wall_clock = wall_clock
+        # Prefect may run tasks on other threads; transitions must not interleave.
+        self._lock = threading.Lock()
+        self.state: BreakerState = "closed"
+        self.failures = 0
+        self.open_until = 0.0
+        self.opened_at: datetime | None = None
+        self.last_error: str | None = None
+        self._probing = False
+        self._retry_after_hint = 0.0
+
+    def acquire(self) -> bool:
+        """Whether a call may go ahead now; in half-open state only one probe at a time."""
+        with self._lock:
+            if self.state == "closed":
+                return True
+            if self.state == "open":
+                if self._clock() < self.open_until:
+                    return False
+                self.state = "half_open"
+                self._probing = False
+            if self._probing:
+                return False
+            self._probing = True
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self.state = "closed"
+            self.failures = 0
+            self.opened_at = None
+            self._probing = False
+            self._retry_after_hint = 0.0
+
+    def failure(self, error: str, retry_after: float | None) -> None:
+        with self._lock:
+            self.failures += 1
+            self.last_error = error
+            self._probing = False
+            if retry_after:
+                self._retry_after_hint = max(self._retry_after_hint, retry_after)
+            if self.state == "half_open" or self.failures >= self._policy.failure_threshold:
+                # The provider's own Retry-After outranks a shorter configured cool-down.
+                cooldown = max(self._policy.cooldown, self._retry_after_hint)
+                self.state = "open"
+                self.open_until = self._clock() + cooldown
+                self.opened_at = self._wall_clock()
+                self._retry_after_hint = 0.0
+
+    def release(self) -> None:
+        """End a call that says nothing about health (caller error, cancellation)."""
+        with self._lock:
+            self._probing = False
+
+    def snapshot(self, kind: str, provider: str) -> BreakerSnapshot:
+        with self._lock:
+            probe_in = None
+            if self.state == "open":
+                probe_in = max(0.0, self.open_until - self._clock())
+            return BreakerSnapshot(
+                kind, provider, self.state, self.failures, self.opened_at, probe_in,
+                self.last_error,
+            )
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    provider: Any
+    priority: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How one provider's turn in a call ended, when it did not return a value."""
+
+    failure: ProviderFailure
+
+
+class ProviderRegistry:
+    """Providers by kind, in priority order, with retries, failover and circuit breakers."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        policy: RetryPolicy | None = None,
+        breaker_policy: BreakerPolicy | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self.policy = policy or RetryPolicy()
+        self.breaker_policy = breaker_policy or BreakerPolicy()
+        self._wall_clock = wall_clock
+        # Keyed by (kind, name): "tradingview" is both a historical and a live provider.
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._breakers: dict[tuple[str, str], _Breaker] = {}
+        self._sinks: list[AttemptSink] = []
+        self._seq = 0
+        self._warned_unknown: set[tuple[str, str]] = set()
+
+    # -- registration and order ------------------------------------------------------------
+
+    def register(
+        self, name: str, provider: Any, priority: int = 0, *, kinds: Iterable[str] | None = None
+    ) -> None:
+        """Register `provider` for every kind whose interface it implements (or `kinds`).
+
+        Re-registering a name for a kind replaces that provider and keeps its place among equals.
+        """
+        implemented = [k for k, iface in PROVIDER_KINDS.items() if isinstance(provider, iface)]
+        if kinds is not None:
+            wanted = list(kinds)
+            missing = [k for k in wanted if k not in implemented]
+            if missing:
+                raise TypeError(f"provider {name!r} does not implement kind(s) {missing}")
+            implemented = wanted
+        if not implemented:
+            raise TypeError(
+                f"provider {name!r} implements none of the interfaces for {list(PROVIDER_KINDS)}"
+            )
+        for kind in implemented:
+            previous = self._entries.get((kind, name))
+            if previous is None:
+                self._seq += 1
+                seq = self._seq
+            else:
+                seq = previous.seq
+            self._entries[(kind, name)] = _Entry(name, provider, priority, seq)
+            self._breakers.setdefault(
+                (kind, name), _Breaker(self.breaker_policy, self._clock, self._wall_clock)
+            )
+
+    def providers(self, kind: str) -> list[tuple[str, Any]]:
+        """The enabled providers of `kind`, in the order a call tries them.
+
+        `PROTRADE_<KIND>_PROVIDERS`, read now, overrides priority: its order wins and names it
+        leaves out are disabled.
+        """
+        if kind not in PROVIDER_KINDS:
+            raise ValueError(f"unknown provider kind {kind!r}; expected one of {[*PROVIDER_KINDS]}")
+        registered = sorted(
+            (e for (k, _), e in self._entries.items() if k == kind),
+            key=lambda e: (-e.priority, e.seq),
+        )
+        override = settings.provider_order(kind)
+        if override is None:
+            return [(e.name, e.provider) for e in registered]
+        by_name = {e.name: e for e in registered}
+        ordered: list[tuple[str, Any]] = []
+        for name in override:
+            entry = by_name.get(name)
+            if entry is None:
+                if (kind, name) not in self._warned_unknown:
+                    self._warned_unknown.add((kind, name))
+                    log.warning(
+                        "PROTRADE_%s_PROVIDERS names %r, which is not a registered %s provider "
+                        "(registered: %s); ignoring it",
+                        kind.upper(), name, kind, sorted(by_name),
+                    )
+                continue
+            if all(n != name for n, _ in ordered):
+                ordered.append((name, entry.provider))
+        return ordered
+
+    def breaker_states(self) -> dict[str, BreakerSnapshot]:
+        """Each provider's breaker, keyed "kind:name" (e.g. "options:nse")."""
+        return {
+            f"{kind}:{name}": breaker.snapshot(kind, name)
+            for (kind, name), breaker in self._breakers.items()
+            if (kind, name) in self._entries
+        }
+
+    def add_sink(self, sink: AttemptSink) -> None:
+        """Hand every future attempt to `sink` (e.g. the provider_attempts writer)."""
+        self._sinks.append(sink)
+
+    # -- the call path ---------------------------------------------------------------------
+
+    async def call(
+        self,
+        kind: str,
+        operation: str,
+        fn: Callable[[Any], Awaitable[T]],
+        *,
+        dataset: str,
+        flow_run_id: str | None = None,
+    ) -> Fetched[T]:
+        """Run `fn(provider)` on the providers of `kind` in order until one answers.
+
+        Raises `InvalidRequestError` (the caller's fault) as is, or `AllProvidersFailedError`.
+        """
+        attempts: list[AttemptRecord] = []
+        failures: list[ProviderFailure] = []
+        context = _CallContext(kind, operation, dataset, flow_run_id, attempts)
+        for name, provider in self.providers(kind):
+            breaker = self._breakers[(kind, name)]
+            if not breaker.acquire():
+                message = (
+                    f"circuit open after {breaker.failures} consecutive failures "
+                    f"(last: {breaker.last_error})"
+                )
+                await self._record(context, name, "skipped", None, message, 0.0)
+                failures.append(ProviderFailure(name, "CircuitOpen", message))
+                continue
+            result = await self._try_provider(context, name, provider, breaker, fn)
+            if isinstance(result, _Outcome):
+                failures.append(result.failure)
+                log.warning(
+                    "%s %s: provider %s failed (%s: %s)", kind, operation,
+                    name, result.failure.error_class, result.failure.message,
+                )
+                continue
+            return Fetched(result[0], name, attempts)
+        error = AllProvidersFailedError(operation, failures)
+        log.error("%s", error)
+        raise error
+
+    async def _try_provider(
+        self,
+        ctx: _CallContext,
+        name: str,
+        provider: Any,
+        breaker: _Breaker,
+        fn: Callable[[Any], Awaitable[T]],
+    ) -> tuple[T] | _Outcome:
+        """One provider's turn: a 1-tuple with its value, or how it failed."""
+        policy = self.policy
+        started = self._clock()
+        settled = False  # whether the breaker has heard how this turn ended
+        try:
+            attempt = 0
+            while True:
+                attempt += 1
+                t0 = self._clock()
+                ts = self._wall_clock()
+                try:
+                    value = await fn(provider)
+                except ProviderError as exc:
+                    latency = (self._clock() - t0) * 1000
+                    await self._record(ctx, name, "error", exc, str(exc), latency, ts)
+                    if not exc.fail_over:
+                        raise  # the caller's mistake; every provider would refuse it
+                    failure = ProviderFailure(name, type(exc).__name__, _bounded(str(exc)))
+                    if isinstance(exc, _NEUTRAL_FAILURES):
+                        return _Outcome(failure)
+                    retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
+                    if exc.retryable and attempt < policy.max_attempts:
+                        delay = policy.backoff(attempt - 1, self._rng)
+                        if retry_after is not None:
+                            delay = max(delay, retry_after)
+                        if self._clock() - started + delay <= policy.budget:
+                            await self._sleep(delay)
+                            continue
+                        log.info(
+                            "%s %s: %s would wait %.1fs, beyond its %.1fs budget; failing over",
+                            ctx.kind, ctx.operation, name, delay, policy.budget,
+                        )
+                    breaker.failure(failure.message, retry_after)
+                    settled = True
+                    return _Outcome(failure)
+                except Exception as exc:
+                    # A bug or an exception the provider failed to translate: this provider
+                    # failed, the next one may still answer; the traceback goes to the log.
+                    latency = (self._clock() - t0) * 1000
+                    log.exception(
+                        "%s %s: provider %s raised %s", ctx.kind, ctx.operation, name,
+                        type(exc).__name__,
+                    )
+                    await self._record(ctx, name, "error", exc, str(exc), latency, ts)
+                    failure = ProviderFailure(name, type(exc).__name__, _bounded(str(exc)))
+                    breaker.failure(failure.message, None)
+                    settled = True
+                    return _Outcome(failure)
+                latency = (self._clock() - t0) * 1000
+                breaker.success()
+                settled = True
+                await self._record(ctx, name, "ok", None, None, latency, ts)
+                return (value,)
+        finally:
+            if not settled:
+                breaker.release()
+
+    async def _record(
+        self,
+        ctx: _CallContext,
+        provider: str,
+        outcome: Literal["ok", "error", "skipped"],
+        error: BaseException | None,
+        message: str | None,
+        latency_ms: float,
+        ts: datetime | None = None,
+    ) -> None:
+        record = AttemptRecord(
+            ts=ts or self._wall_clock(),
+            dataset=ctx.dataset,
+            operation=ctx.operation,
+            provider=provider,
+            outcome=outcome,
+            error_class=type(error).__name__ if error is not None else None,
+            error=_bounded(message) if message is not None else None,
+            latency_ms=latency_ms,
+            flow_run_id=ctx.flow_run_id,
+        )
+        ctx.attempts.append(record)
+        for sink in list(self._sinks):
+            try:
+                result = sink(record)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                # Losing one attempt record must never cost the data itself.
+                log.exception("attempt sink %r failed", sink)
+
+    # -- convenience methods ---------------------------------------------------------------
+
+    async def get_option_chain(
+        self, underlying: str, expiry: date | None = None, *, flow_run_id: str | None = None
+    ) -> Fetched[list[OptionChainRow]]:
+        return await self.call(
+            "options", "get_option_chain", lambda p: p.get_option_chain(underlying, expiry),
+            dataset="option_chain", flow_run_id=flow_run_id,
+        )
+
+    async def get_expiry_dates(
+        self, underlying: str, *, flow_run_id: str | None = None
+    ) -> Fetched[list[date]]:
+        return await self.call(
+            "options", "get_expiry_dates", lambda p: p.get_expiry_dates(underlying),
+            dataset="option_chain", flow_run_id=flow_run_id,
+        )
+
+    async def get_oi_data(
+        self,
+        underlying: str,
+        expiry: date,
+        time_str: str | None = None,
+        *,
+        flow_run_id: str | None = None,
+    ) -> Fetched[list[OptionChainRow]]:
+        return await self.call(
+            "options", "get_oi_data", lambda p: p.get_oi_data(underlying, expiry, time_str),
+            dataset="option_chain", flow_run_id=flow_run_id,
+        )
+
+    async def get_hist_candles(
+        self, symbol: str, interval: str, count: int, *, flow_run_id: str | None = None
+    ) -> Fetched[list[Bar]]:
+        return await self.call(
+            "historical", "get_hist_candles", lambda p: p.get_hist_candles(symbol, interval, count),
+            dataset="candles", flow_run_id=flow_run_id,
+        )
+
+    async def aclose(self) -> None:
+        """Close every registered provider that has `aclose` (each object once)."""
+        seen: set[int] = set()
+        for entry in list(self._entries.values()):
+            if id(entry.provider) in seen:
+                continue
+            seen.add(id(entry.provider))
+            closer = getattr(entry.provider, "aclose", None)
+            if closer is None:
+                continue
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing provider %s failed", entry.name)
+
+
+@dataclass(frozen=True, slots=True)
+class _CallContext:
+    kind: str
+    operation: str
+    dataset: str
+    flow_run_id: str | None
+    attempts: list[AttemptRecord]
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+def initialize_default_providers(registry: ProviderRegistry | None = None) -> ProviderRegistry:
+    """Register the built-in providers (imported here, lazily, so the registry stays light)."""
+    if registry is None:
+        registry = ProviderRegistry()
+    from providers.nse import NseOptionsProvider
+    from providers.tradingview.historical import TradingViewHistoricalProvider
+    from providers.tradingview.live import TradingViewLiveProvider
+    from providers.trendlyne import TrendlyneOptionsProvider
+
+    registry.register("nse", NseOptionsProvider(), 100)
+    registry.register("trendlyne", TrendlyneOptionsProvider(), 50)
+    registry.register("tradingview", TradingViewHistoricalProvider(), 100)
+    registry.register("tradingview", TradingViewLiveProvider(), 100)
+    return registry
+
+
+_default_registry: ProviderRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def get_registry() -> ProviderRegistry:
+    """The process-wide registry with the built-in providers, created on first use."""
+    global _default_registry
+    with _default_lock:
+        if _default_registry is None:
+            _default_registry = initialize_default_providers()
+        return _default_registry
