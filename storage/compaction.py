@@ -1,0 +1,184 @@
+"""Compaction: one sorted, deduplicated file per closed partition (STORAGE.md, "Reading").
+
+Order of operations keeps readers and crashes safe: read the small files, publish the merged
+file atomically, verify it, and only then delete the small files. A crash before the delete
+leaves duplicates that the views' dedup hides and the next run removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from storage.partitioning import parse_date_folder
+from storage.paths import lake_root
+from storage.publish import fsync_dir, write_parquet_atomically
+from storage.schemas import INGESTED_AT, DatasetSpec, get_spec
+from storage.writer import file_name
+
+log = logging.getLogger(__name__)
+
+COMPACTED_PREFIX = "compacted_"
+_FILE_RANK = "__file_rank"
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCompaction:
+    folder: Path
+    files_in: int
+    rows_in: int
+    rows_out: int
+    output: Path
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFailure:
+    folder: Path
+    message: str
+
+
+@dataclass(slots=True)
+class CompactionReport:
+    dataset: str
+    before: date
+    compacted: list[PartitionCompaction] = field(default_factory=list)
+    failures: list[PartitionFailure] = field(default_factory=list)
+    skipped: int = 0
+    temp_files_removed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def files_removed(self) -> int:
+        return sum(p.files_in for p in self.compacted)
+
+
+class CompactionVerificationError(RuntimeError):
+    """The merged file does not hold exactly one row per distinct key read."""
+
+
+def dedupe_latest(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
+    """One row per key: the latest `ingested_at`, then the latest file (`__file_rank`)."""
+    order = [(k, "ascending", "at_end") for k in key]
+    order += [(INGESTED_AT, "descending", "at_end"), (_FILE_RANK, "descending", "at_end")]
+    ordered = table.take(pc.sort_indices(table, sort_keys=order))
+    n = ordered.num_rows
+    if n <= 1:
+        return ordered
+    first = None
+    for k in key:
+        col = ordered[k].combine_chunks()
+        diff = pc.fill_null(pc.not_equal(col.slice(1), col.slice(0, n - 1)), True)
+        first = diff if first is None else pc.or_(first, diff)
+    keep = pa.concat_arrays([pa.array([True]), first])
+    return ordered.filter(keep)
+
+
+def partition_folders(spec: DatasetSpec, dataset_root: Path, before: date) -> list[Path]:
+    """Leaf folders of closed partitions (date < before), oldest first."""
+    folders: list[Path] = []
+    if not dataset_root.is_dir():
+        return folders
+    for date_dir in sorted(dataset_root.iterdir()):
+        day = parse_date_folder(date_dir.name)
+        if day is None or day >= before or not date_dir.is_dir():
+            continue
+        if spec.instrument_column:
+            prefix = f"{spec.instrument_column}="
+            folders += sorted(
+                p for p in date_dir.iterdir() if p.is_dir() and p.name.startswith(prefix)
+            )
+        else:
+            folders.append(date_dir)
+    return folders
+
+
+def _remove_stale_temp_files(folder: Path, older_than: float) -> int:
+    removed = 0
+    for tmp in folder.glob(".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            if tmp.stat().st_mtime < older_than:
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def compact_partition(
+    spec: DatasetSpec, folder: Path, dataset_root: Path
+) -> PartitionCompaction | None:
+    """Merge the files of one partition folder; None when it already has at most one file."""
+    files = sorted(folder.glob("*.parquet"))
+    if len(files) <= 1:
+        return None
+    tables = []
+    for rank, path in enumerate(files):
+        t = pq.read_table(path).select(list(spec.columns)).cast(spec.schema)
+        tables.append(
+            t.append_column(_FILE_RANK, pa.repeat(pa.scalar(rank, pa.int32()), t.num_rows))
+        )
+    merged_in = pa.concat_tables(tables)
+    distinct = merged_in.group_by(list(spec.key)).aggregate([]).num_rows
+    merged = dedupe_latest(merged_in, spec.key).drop_columns([_FILE_RANK])
+    merged = merged.take(
+        pc.sort_indices(merged, sort_keys=[(c, "ascending", "at_end") for c in spec.sort_columns])
+    )
+    if merged.num_rows != distinct:
+        raise CompactionVerificationError(
+            f"merged {merged.num_rows} rows but read {distinct} distinct keys"
+        )
+    output = write_parquet_atomically(
+        merged, folder, file_name(spec, merged, prefix=COMPACTED_PREFIX), root=dataset_root
+    )
+    written = pq.read_metadata(output).num_rows
+    if written != distinct:
+        output.unlink()
+        raise CompactionVerificationError(
+            f"the merged file holds {written} rows, expected {distinct} distinct keys"
+        )
+    # Published and verified: only now may the small files go.
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):  # a concurrent run removed it already
+            path.unlink()
+    fsync_dir(folder)
+    return PartitionCompaction(folder, len(files), merged_in.num_rows, merged.num_rows, output)
+
+
+def compact(
+    dataset: str,
+    before: date,
+    data_dir: Path | None = None,
+    *,
+    stale_temp_after: timedelta = timedelta(hours=1),
+) -> CompactionReport:
+    """Compact every closed partition (date < before) of `dataset` that has several files.
+
+    A failing partition is reported in `failures` and left untouched; the others proceed.
+    """
+    spec = get_spec(dataset)
+    dataset_root = lake_root(data_dir) / spec.name
+    report = CompactionReport(dataset=spec.name, before=before)
+    # A temp file this old is a crashed writer's leftover, not a write in progress.
+    cutoff = time.time() - stale_temp_after.total_seconds()
+    for folder in partition_folders(spec, dataset_root, before):
+        try:
+            report.temp_files_removed += _remove_stale_temp_files(folder, cutoff)
+            result = compact_partition(spec, folder, dataset_root)
+        except (OSError, pa.ArrowException, CompactionVerificationError) as exc:
+            log.warning("compaction of %s failed: %s", folder, exc)
+            report.failures.append(PartitionFailure(folder, f"{type(exc).__name__}: {exc}"))
+            continue
+        if result is None:
+            report.skipped += 1
+        else:
+            report.compacted.append(result)
+    return report

@@ -1,0 +1,67 @@
+"""Many writers and readers at once: readers never fail, no row is lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+
+from storage.catalog import refresh_catalog, run_readonly_query
+
+WRITER = textwrap.dedent("""
+    import sys
+    from datetime import UTC, datetime, timedelta
+    from storage.writer import LakeWriter
+    lake, capture, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    w = LakeWriter(lake)
+    t0 = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)
+    for b in range(batches):
+        w.write("ticks", [
+            {"ts": t0, "symbol": "NSE:NIFTY" if s % 2 else "NSE:BANKNIFTY", "price": float(s),
+             "provider": "tv", "received_at": t0 + timedelta(seconds=b), "capture_id": capture,
+             "seq": b * 100 + s}
+            for s in range(100)
+        ])
+        w.write("candles", [
+            {"symbol": capture, "interval": "1", "ts": t0 + timedelta(minutes=b), "open": 1.0,
+             "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0, "provider": "tv"}
+        ])
+""")
+
+BATCHES = 40
+
+
+def test_two_writer_processes_and_a_reader_run_without_errors_or_lost_rows(data_dir: Path) -> None:
+    refresh_catalog(data_dir)
+    repo = Path(__file__).resolve().parents[2]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(data_dir / "lake"), cap, str(BATCHES)],
+            cwd=repo,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cap in ("cap-a", "cap-b")
+    ]
+    counts: list[int] = []
+    catalog = duckdb.connect(str(data_dir / "protrade.duckdb"), read_only=True)
+    try:
+        deadline = time.monotonic() + 60
+        while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
+            counts.append(catalog.execute("SELECT count(*) FROM ticks").fetchall()[0][0])
+            counts.append(run_readonly_query("SELECT count(*) FROM candles", data_dir)[1][0][0])
+        for w in writers:
+            assert w.wait(timeout=30) == 0, w.stderr.read()
+        total = catalog.execute(
+            "SELECT count(*), count(DISTINCT (capture_id, seq)) FROM ticks"
+        ).fetchall()
+    finally:
+        catalog.close()
+    assert len(counts) > 4  # the reader really ran while the writers wrote
+    assert total == [(2 * BATCHES * 100, 2 * BATCHES * 100)]
+    assert run_readonly_query("SELECT count(*) FROM candles", data_dir)[1] == [(2 * BATCHES,)]
+    assert not list((data_dir / "lake").rglob("*.tmp"))

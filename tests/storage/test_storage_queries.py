@@ -1,0 +1,87 @@
+"""Read helpers for flows and the CLI."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from storage_samples import T0, attempt_rows, candle_rows, option_rows, tick_rows
+
+from storage.queries import (
+    StatusRow,
+    dataset_status,
+    existing_candle_times,
+    existing_snapshot_times,
+    recent_attempts,
+)
+from storage.writer import LakeWriter
+
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)  # 15:30 IST
+
+
+def test_status_reports_rows_freshness_and_last_provider_per_instrument(data_dir: Path) -> None:
+    w = LakeWriter(data_dir=data_dir)
+    yesterday = T0 - timedelta(days=1)
+    w.write("candles", candle_rows(start=yesterday, count=2, provider="yahoo"))
+    w.write("candles", candle_rows(count=3, provider="tradingview"))
+    w.write("candles", candle_rows(symbol="NSE:BANKNIFTY", count=1))
+    w.write("ticks", tick_rows())
+    status = dataset_status(data_dir, now=lambda: NOW)
+    candles = [s for s in status if s.dataset == "candles"]
+    assert candles == [
+        StatusRow("candles", "NSE:BANKNIFTY", 1, 1, T0, T0, "tradingview"),
+        StatusRow(
+            "candles", "NSE:NIFTY", 5, 3, yesterday, T0 + timedelta(minutes=2), "tradingview"
+        ),
+    ]
+    ticks = {s.instrument: s.rows for s in status if s.dataset == "ticks"}
+    assert ticks == {"NSE:BANKNIFTY": 3, "NSE:NIFTY": 3}
+    assert StatusRow("option_chain", None, 0, 0, None, None, None) in status
+    assert StatusRow("provider_attempts", None, 0, 0, None, None, None) in status
+
+
+def test_existing_candle_times_are_the_stored_bars_in_a_half_open_range(data_dir: Path) -> None:
+    w = LakeWriter(data_dir=data_dir)
+    w.write("candles", candle_rows(count=5))
+    w.write("candles", candle_rows(count=5))  # duplicates count once
+    w.write("candles", candle_rows(interval="5", count=5))  # another interval: not included
+    got = existing_candle_times(
+        "NSE:NIFTY", "1", T0 + timedelta(minutes=1), T0 + timedelta(minutes=4), data_dir
+    )
+    assert got == {T0 + timedelta(minutes=m) for m in (1, 2, 3)}
+    assert existing_candle_times("NSE:OTHER", "1", T0, NOW, data_dir) == set()
+
+
+def test_existing_candle_times_refuses_naive_bounds(data_dir: Path) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        existing_candle_times("NSE:NIFTY", "1", datetime(2026, 1, 1), NOW, data_dir)
+
+
+def test_existing_snapshot_times_follow_the_ist_trading_date(data_dir: Path) -> None:
+    w = LakeWriter(data_dir=data_dir)
+    ist_midnight = datetime(2026, 11, 22, 18, 30, tzinfo=UTC)  # 2026-11-23 00:00 IST
+    for ts in (ist_midnight - timedelta(seconds=1), ist_midnight, T0, T0 + timedelta(minutes=5)):
+        w.write("option_chain", option_rows(snapshot_ts=ts, strikes=1))
+    w.write("option_chain", option_rows(underlying="BANKNIFTY", strikes=1))
+    got = existing_snapshot_times("NIFTY", date(2026, 11, 23), data_dir)
+    assert got == {ist_midnight, T0, T0 + timedelta(minutes=5)}
+    assert all(t.tzinfo is UTC for t in got)
+
+
+def test_recent_attempts_summarise_errors_per_provider(data_dir: Path) -> None:
+    w = LakeWriter(data_dir=data_dir)
+    w.write("provider_attempts", attempt_rows(count=2, provider="nse", outcome="error"))
+    w.write("provider_attempts", attempt_rows(count=1, provider="trendlyne", outcome="ok"))
+    w.write(
+        "provider_attempts", attempt_rows(count=5, provider="nse", start=T0 - timedelta(days=2))
+    )  # too old
+    summary = recent_attempts(T0 - timedelta(hours=1), data_dir)
+    assert [(s.provider, s.attempts, s.errors) for s in summary] == [
+        ("nse", 2, 2),
+        ("trendlyne", 1, 0),
+    ]
+    nse, trendlyne = summary
+    assert (nse.last_error, nse.last_error_class) == ("403 page 1", "BlockedError")
+    assert nse.last_error_at == T0 + timedelta(seconds=1) and nse.last_ok_at is None
+    assert trendlyne.last_error is None and trendlyne.last_ok_at == T0
