@@ -268,7 +268,80 @@ def compact(
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.compact import compact_lake
+    from flows.compact import CompactionFailedError, compact_lake
 
-    rows = _run_flow(compact_lake, before=cutoff)
+    try:
+        rows = _run_flow(compact_lake, before=cutoff)
+    except CompactionFailedError as exc:
+        for line in _failure_lines(exc):
+            err.print(f"[bold red]compaction failed:[/] {line}", highlight=False)
+        raise typer.Exit(1) from exc
     render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Compaction")
+
+
+@app.command()
+def status(
+    hours: Annotated[float, typer.Option(help="Provider health window, in hours")] = 24.0,
+) -> None:
+    """Freshness, rows today, gaps today and provider health; non-zero if stale in market hours."""
+    from datetime import UTC, timedelta
+
+    from flows import config
+    from flows.status import ProviderHealth, assess, format_age, stale_sentences
+    from flows.status_gaps import gaps_today
+    from providers.calendar import is_market_open
+    from storage.queries import dataset_status, recent_attempts
+
+    now = datetime.now(UTC)
+    try:
+        rows = dataset_status()
+        attempts = recent_attempts(now - timedelta(hours=hours))
+        gaps = gaps_today(rows, now)
+    except Exception as exc:
+        raise fail(f"could not read the lake: {str(exc).splitlines()[0]}") from exc
+    market_open = is_market_open(now)
+    known = {(r.dataset, r.instrument) for r in rows}
+    expected = [("option_chain", u) for u in config.underlyings()]
+    missing = [key for key in expected if key not in known]
+    health = assess([r for r in rows if r.instrument is not None], now, market_open, gaps)
+
+    table = Table(title=f"Datasets ({'market open' if market_open else 'market closed'})")
+    for column in ("dataset", "instrument", "rows", "today", "newest", "age", "provider", "gaps"):
+        table.add_column(column)
+    for h in health:
+        table.add_row(
+            h.dataset,
+            h.instrument,
+            str(h.rows),
+            str(h.rows_today),
+            h.last_ts.isoformat(timespec="seconds") if h.last_ts else "-",
+            ("[red]" if h.stale else "") + format_age(h.age),
+            h.last_provider or "-",
+            "-" if h.gaps_today is None else str(h.gaps_today),
+        )
+    for dataset, instrument in missing:
+        table.add_row(dataset, instrument, "0", "0", "-", "[red]never" if market_open else "never")
+    out.print(table)
+
+    providers = Table(title=f"Providers (last {hours:g} h)")
+    for column in ("provider", "state", "attempts", "errors", "error rate", "last error"):
+        providers.add_column(column, overflow="fold")
+    for a in attempts:
+        p = ProviderHealth(a.provider, a.attempts, a.errors, a.last_error)
+        providers.add_row(
+            p.provider,
+            p.state,
+            str(p.attempts),
+            str(p.errors),
+            f"{p.error_rate:.0%}",
+            f"{a.last_error_class}: {a.last_error}" if a.last_error else "",
+        )
+    out.print(providers)
+
+    problems = stale_sentences(health)
+    if market_open:
+        problems += [f"{d} {i} has no data at all" for d, i in missing]
+    for line in problems:
+        err.print(f"[bold red]stale:[/] {line}", highlight=False)
+    if problems:
+        raise typer.Exit(1)

@@ -13,6 +13,10 @@ from storage.compaction import compact
 from storage.schemas import DATASETS
 
 
+class CompactionFailedError(RuntimeError):
+    """Some partitions could not be merged; they were left untouched. One line each."""
+
+
 def _run_name() -> str:
     return f"compact {datetime.now(IST).date()}"
 
@@ -31,12 +35,26 @@ async def compact_lake(
     cutoff = before or datetime.now(IST).date()
     names = datasets or list(DATASETS)
     rows: list[dict[str, object]] = []
+    failures: list[str] = []
     for name in names:
         report = await asyncio.to_thread(compact, name, cutoff)
-        row = {"dataset": name, **report.as_row()}
+        row = {
+            "dataset": name,
+            "partitions_compacted": len(report.compacted),
+            "files_merged": report.files_removed,
+            "rows_out": sum(p.rows_out for p in report.compacted),
+            "failed_partitions": len(report.failures),
+            "stale_temp_files_removed": report.temp_files_removed,
+        }
         logger.info("compact %s before %s: %s", name, cutoff, row)
+        for failure in report.failures:
+            logger.error("compact %s: %s: %s", name, failure.folder, failure.message)
+            failures.append(f"{name} {failure.folder.name}: {failure.message}")
         rows.append(row)
     await acreate_table_artifact(
         key="compact", table=rows, description=f"Compaction of partitions before {cutoff}"
     )
+    if failures:
+        # The failed partitions were left as they were (still correct, just not merged).
+        raise CompactionFailedError("\n".join(failures))
     return rows

@@ -41,6 +41,8 @@ def fsync_dir(folder: Path) -> None:
 
 def make_dirs(folder: Path, root: Path) -> None:
     """Create `folder` (below `root`) and fsync the parent of every folder created."""
+    # The data dir itself may not exist yet on a fresh machine.
+    root.parent.mkdir(parents=True, exist_ok=True)
     missing: list[Path] = []
     current = folder
     while not current.exists():
