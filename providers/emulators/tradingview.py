@@ -1,0 +1,748 @@
+"""A local TradingView WebSocket server for tests, the demo and benchmarks, built on our codec.
+
+It speaks the protocol of PROTOCOLS.md: hello on connect, `~h~N` heartbeats (and it disconnects a
+client that does not echo them), quote sessions with full then partial `qsd`, chart sessions with
+deterministic history, paging and live `du` updates, and the error messages. Fault controls let
+tests break it on purpose.
+
+Two ways to run it:
+- inside a running loop: `async with TradingViewEmulator() as emu: ... emu.url`;
+- in a background thread with its own loop: `with TradingViewEmulator() as emu: ...`.
+Control methods may be called from any thread. Those that act on sockets return a
+`concurrent.futures.Future`: call `.result()` from another thread, or
+`await asyncio.wrap_future(f)` inside the server's loop (never `.result()` there: it would block
+the loop it waits for).
+
+Bars. Prices are a deterministic function of (seed, symbol, interval, bar time), so every page and
+every run agree. Intraday bars exist only inside NSE hours (09:15–15:30 IST, Mon–Fri); `1D` bars
+on weekdays, `1W` on Mondays, `1M` on the first weekday of a month, each stamped 09:15 IST. The
+newest bar is the last one that opened at or before the clock's "now"; it is the forming bar.
+Live `du` updates repeat the forming bar every `tick_interval`; the next bar starts when the clock
+reaches its open time, or, with `bar_seconds`, every `bar_seconds` real seconds: the series then
+steps to the next session slot each time, so its bar times run ahead of the clock (a `"1"` bar
+lasting 2 s moves emulated time by one minute per 2 s). Timestamps stay on the session grid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from providers.errors import ProtocolError
+from providers.tradingview import codec
+from providers.tradingview.logs import frame_safe_logger
+from providers.tradingview.symbols import INTERVAL_SECONDS
+
+IST = timezone(timedelta(hours=5, minutes=30))
+_OPEN = 9 * 3600 + 15 * 60  # seconds after IST midnight
+_CLOSE = 15 * 3600 + 30 * 60
+_EARLIEST = date(1990, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic market data
+# --------------------------------------------------------------------------------------------
+
+
+def _day_opens(day: date, interval: str) -> list[int]:
+    """Bar open times (epoch s) of one IST day, ascending."""
+    if day.weekday() >= 5:
+        return []
+    start = int(datetime(day.year, day.month, day.day, tzinfo=IST).timestamp())
+    step = INTERVAL_SECONDS[interval]
+    if step is not None:
+        return [start + _OPEN + k * step for k in range(math.ceil((_CLOSE - _OPEN) / step))]
+    if interval == "1W" and day.weekday() != 0:
+        return []
+    if interval == "1M" and not (day.day == 1 or (day.weekday() == 0 and day.day <= 3)):
+        return []
+    return [start + _OPEN]
+
+
+def bar_opens_desc(interval: str, at_or_before: int) -> Iterator[int]:
+    """Session bar opens at or before a time, newest first."""
+    day = datetime.fromtimestamp(at_or_before, IST).date()
+    while day >= _EARLIEST:
+        for ts in reversed(_day_opens(day, interval)):
+            if ts <= at_or_before:
+                yield ts
+        day -= timedelta(days=1)
+
+
+def next_bar_open(interval: str, after: int) -> int:
+    """The first session bar open strictly after a time."""
+    day = datetime.fromtimestamp(after, IST).date()
+    while True:
+        for ts in _day_opens(day, interval):
+            if ts > after:
+                return ts
+        day += timedelta(days=1)
+
+
+def _uniforms(*key: object) -> list[float]:
+    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=20).digest()
+    return [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in range(0, 20, 4)]
+
+
+def base_price(symbol: str) -> float:
+    """A plausible, stable price level per symbol (NIFTY-like indices near 20k)."""
+    u = _uniforms("base", symbol)[0]
+    return round(20_000 + 5_000 * u, 2) if "NIFTY" in symbol else round(100 + 4_900 * u, 2)
+
+
+def _mid(base: float, ts: float, phase: float) -> float:
+    return base * (
+        1
+        + 0.08 * math.sin(2 * math.pi * ts / (86_400 * 41) + phase)
+        + 0.015 * math.sin(2 * math.pi * ts / (86_400 * 3.3) + 2 * phase)
+    )
+
+
+def bar_values(symbol: str, interval: str, ts: int, seed: int = 0) -> list[float]:
+    """`[ts, o, h, l, c, v]` of one bar: a pure function, so every page agrees."""
+    base = base_price(symbol)
+    phase = _uniforms("phase", symbol)[0] * 6.28
+    step = INTERVAL_SECONDS[interval] or 86_400
+    u1, u2, u3, u4, u5 = _uniforms(seed, symbol, interval, ts)
+    o = _mid(base, ts, phase) * (1 + 0.002 * (u1 - 0.5))
+    c = _mid(base, ts + step, phase) * (1 + 0.002 * (u2 - 0.5))
+    h = max(o, c) * (1 + 0.002 * u3)
+    lo = min(o, c) * (1 - 0.002 * u4)
+    return [ts, round(o, 2), round(h, 2), round(lo, 2), round(c, 2), float(int(1_000 + u5 * 1e5))]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-connection state
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Series:
+    symbol: str
+    interval: str
+    turnaround: str
+    newest: int  # open time of the newest bar at creation
+    served: int = 0  # bars sent so far, counted back from `newest`
+    oldest: int | None = None
+    forming: list[float] | None = None
+    forming_index: int = 0
+    roll_at: float | None = None  # monotonic time of the next bar when `bar_seconds` is set
+    live: bool = False
+
+
+@dataclass
+class _ChartSession:
+    symbols: dict[str, str | None] = field(default_factory=dict)  # symbol id -> symbol or None
+    series: dict[str, _Series] = field(default_factory=dict)
+
+
+@dataclass
+class _QuoteState:
+    price: float
+    prev_close: float
+    volume: float
+
+
+@dataclass
+class _Client:
+    id: int
+    ws: ServerConnection
+    commands: list[tuple[str, list[Any]]]
+    decoder: codec.FrameDecoder = field(default_factory=codec.FrameDecoder)
+    queue: asyncio.Queue[tuple[str, list[Any]]] = field(default_factory=asyncio.Queue)
+    quote_sessions: dict[str, dict[str, _QuoteState]] = field(default_factory=dict)
+    chart_sessions: dict[str, _ChartSession] = field(default_factory=dict)
+    unanswered: dict[int, float] = field(default_factory=dict)  # heartbeat number -> sent at
+    echoes: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# The emulator
+# --------------------------------------------------------------------------------------------
+
+
+class TradingViewEmulator:
+    """A TradingView-like WebSocket server on 127.0.0.1 (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        clock: Callable[[], datetime] | None = None,
+        heartbeat_interval: float = 10.0,
+        heartbeat_timeout: float = 60.0,
+        tick_interval: float | None = 1.0,
+        bar_seconds: float | None = None,
+        page_size: int = 5000,
+        max_history: int = 20_000,
+        history_delay: float = 0.0,
+        unknown_symbols: Iterable[str] = (),
+        seed: int = 0,
+    ) -> None:
+        self.port = port
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.tick_interval = tick_interval
+        self.bar_seconds = bar_seconds
+        self.page_size = page_size
+        self.max_history = max_history
+        self.history_delay = history_delay
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._unknown: set[str] = {s.upper() for s in unknown_symbols}
+        self._stall_until = 0.0
+        self._refuse = 0
+        self._heartbeats_on = True
+        self._rng = random.Random(seed)
+        self._clients: dict[int, _Client] = {}
+        self._server: Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_stop: asyncio.Event | None = None
+        #: Accepted handshakes, refused handshakes, and every command per connection (in order).
+        self.connection_count = 0
+        self.refused_count = 0
+        #: Heartbeat echoes received from clients, all connections together.
+        self.echo_count = 0
+        self.commands: dict[int, list[tuple[str, list[Any]]]] = {}
+        #: `firehose` message index -> `time.perf_counter()` when it was handed to the socket.
+        self.firehose_send_times: list[float] = []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running")
+        return f"ws://127.0.0.1:{self.port}/socket.io/websocket"
+
+    async def astart(self) -> None:
+        """Start serving in the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await serve(
+            self._handler,
+            "127.0.0.1",
+            self.port,
+            process_request=self._process_request,
+            ping_interval=None,
+            close_timeout=1,
+            max_size=codec.DEFAULT_MAX_MESSAGE_SIZE,
+            logger=frame_safe_logger("websockets.server"),  # client frames carry the token
+        )
+        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+
+    async def astop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> TradingViewEmulator:
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+    def start(self) -> str:
+        """Serve from a background thread with its own loop; returns the URL."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._thread_stop = asyncio.Event()
+            try:
+                await self.astart()
+            except BaseException as exc:  # hand the failure to the starting thread
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            await self._thread_stop.wait()
+            await self.astop()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name="tv-emulator", daemon=True
+        )
+        self._thread.start()
+        ready.wait(10)
+        if failure:
+            raise failure[0]
+        return self.url
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None or self._thread_stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._thread_stop.set)
+        self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> TradingViewEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- fault controls
+
+    def _submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the emulator is not running")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def drop_connections(self) -> concurrent.futures.Future[Any]:
+        """Cut every client socket at once, without a close frame (a network drop)."""
+
+        async def drop() -> None:
+            for client in list(self._clients.values()):
+                client.ws.transport.abort()
+
+        return self._submit(drop())
+
+    def send_protocol_error(self) -> concurrent.futures.Future[Any]:
+        """Send `protocol_error` to every client, then close, as TradingView does."""
+
+        async def send() -> None:
+            frame = codec.encode_message("protocol_error", ["wrong data"])
+            for client in list(self._clients.values()):
+                await self._send(client, frame)
+                await client.ws.close()
+
+        return self._submit(send())
+
+    def send_bad_frame(self) -> concurrent.futures.Future[Any]:
+        """Send a frame whose length prefix is too short (the stream goes out of step)."""
+        payload = codec.encode_payload("qsd", ["qs_x", {"n": "NSE:NIFTY", "s": "ok", "v": {}}])
+        frame = f"~m~{len(payload) - 7}~m~{payload}"
+
+        async def send() -> None:
+            for client in list(self._clients.values()):
+                await self._send(client, frame)
+
+        return self._submit(send())
+
+    def firehose(
+        self, n_messages: int, symbols: Iterable[str], batch: int = 1
+    ) -> concurrent.futures.Future[Any]:
+        """Send `n_messages` partial quotes round-robin over `symbols`, as fast as possible.
+
+        Goes to every client with a quote session (benchmarks use one). The send time of message
+        i lands in `firehose_send_times[i]`; set `tick_interval=None` so no other `qsd` interleaves.
+        """
+        return self._submit(self._firehose(n_messages, list(symbols), max(1, batch)))
+
+    def stall(self, seconds: float) -> None:
+        """Keep sockets open but send nothing, not even heartbeats, for `seconds`."""
+        with self._lock:
+            self._stall_until = time.monotonic() + seconds
+
+    def refuse_connections(self, n: int) -> None:
+        """Answer the next `n` handshakes with HTTP 503."""
+        with self._lock:
+            self._refuse = n
+
+    def set_unknown_symbols(self, symbols: Iterable[str]) -> None:
+        """Symbols to treat as unknown, besides tickers starting `UNKNOWN` and `NSE:BAD...`."""
+        with self._lock:
+            self._unknown = {s.upper() for s in symbols}
+
+    def stop_heartbeats(self) -> None:
+        with self._lock:
+            self._heartbeats_on = False
+
+    def resume_heartbeats(self) -> None:
+        with self._lock:
+            self._heartbeats_on = True
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._clients)
+
+    def is_unknown(self, symbol: str) -> bool:
+        ticker = symbol.partition(":")[2]
+        with self._lock:
+            listed = symbol in self._unknown
+        return listed or ticker.startswith("UNKNOWN") or symbol.startswith("NSE:BAD")
+
+    def _stalled(self) -> float:
+        return max(0.0, self._stall_until - time.monotonic())
+
+    # ---------------------------------------------------------------- connection handling
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        with self._lock:
+            if self._refuse > 0:
+                self._refuse -= 1
+                self.refused_count += 1
+                return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "try again later\n")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        self.connection_count += 1
+        client = _Client(self.connection_count, ws, [])
+        self.commands[client.id] = client.commands
+        self._clients[client.id] = client
+        tasks = [
+            asyncio.create_task(self._worker(client)),
+            asyncio.create_task(self._heartbeats(client)),
+            asyncio.create_task(self._ticks(client)),
+        ]
+        try:
+            await self._send(client, codec.encode_frame(self._hello()))
+            async for data in ws:
+                if not self._receive(client, data):
+                    await self._send(client, codec.encode_message("protocol_error", ["wrong data"]))
+                    await ws.close()
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._clients.pop(client.id, None)
+
+    def _receive(self, client: _Client, data: str | bytes) -> bool:
+        """Record and queue the commands in one frame; False on a malformed frame."""
+        try:
+            payloads = client.decoder.feed(data)
+        except ProtocolError:
+            return False
+        for payload in payloads:
+            if payload.startswith(codec.HEARTBEAT_PREFIX):
+                # Echoes are handled here, not in the worker, so a slow answer never delays them.
+                number = payload[3:]
+                if number.isdigit():
+                    client.echoes += 1
+                    self.echo_count += 1
+                    for n in [n for n in client.unanswered if n <= int(number)]:
+                        del client.unanswered[n]
+                continue
+            try:
+                message = json.loads(payload)
+                method, params = message["m"], message["p"]
+            except (ValueError, KeyError, TypeError):
+                return False
+            if not isinstance(method, str) or not isinstance(params, list):
+                return False
+            client.commands.append((method, params))
+            client.queue.put_nowait((method, params))
+        return True
+
+    def _hello(self) -> str:
+        now = self.clock()
+        return json.dumps(
+            {
+                "session_id": f"<0.{self.connection_count}.1>_emulator",
+                "timestamp": int(now.timestamp()),
+                "timestampMs": int(now.timestamp() * 1000),
+                "release": "emulator",
+                "studies_metadata_hash": "0" * 40,
+                "auth_scheme_vsn": 2,
+                "protocol": "json",
+                "via": f"127.0.0.1:{self.port}",
+                "javastudies": ["3.66"],
+            },
+            separators=(",", ":"),
+        )
+
+    async def _send(self, client: _Client, frame: str) -> None:
+        # A loop, not an Event: another thread may extend the stall while we sleep.
+        while (wait := self._stalled()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        try:
+            await client.ws.send(frame)
+        except ConnectionClosed:
+            pass
+
+    async def _heartbeats(self, client: _Client) -> None:
+        """Send `~h~N`; close a client whose echo is later than `heartbeat_timeout`."""
+        number = 0
+        next_beat = time.monotonic() + self.heartbeat_interval
+        poll = max(0.01, min(self.heartbeat_interval, self.heartbeat_timeout) / 5)
+        while True:
+            await asyncio.sleep(poll)
+            now = time.monotonic()
+            if self._stalled():
+                # Nothing goes out during a stall, so nothing can be owed.
+                client.unanswered.clear()
+                next_beat = now + self.heartbeat_interval
+                continue
+            if client.unanswered and now - min(client.unanswered.values()) > self.heartbeat_timeout:
+                await client.ws.close(1000, "heartbeat timeout")
+                return
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_interval
+                if self._heartbeats_on:
+                    number += 1
+                    client.unanswered[number] = now
+                    await self._send(client, codec.encode_heartbeat(number))
+
+    # ---------------------------------------------------------------- commands
+
+    async def _worker(self, client: _Client) -> None:
+        """Answer commands in order; slow answers (a delayed history) happen here."""
+        while True:
+            method, params = await client.queue.get()
+            handler = getattr(self, f"_cmd_{method}", None)
+            if handler is None:
+                continue  # like TradingView: methods it does not need are ignored
+            try:
+                await handler(client, params)
+            except (IndexError, KeyError, TypeError, ValueError):
+                await self._send(
+                    client, codec.encode_message("critical_error", ["bad params", method])
+                )
+
+    async def _cmd_quote_create_session(self, client: _Client, p: list[Any]) -> None:
+        client.quote_sessions[str(p[0])] = {}
+
+    async def _cmd_quote_delete_session(self, client: _Client, p: list[Any]) -> None:
+        client.quote_sessions.pop(str(p[0]), None)
+
+    async def _cmd_quote_add_symbols(self, client: _Client, p: list[Any]) -> None:
+        qs, symbols = str(p[0]), [str(s) for s in p[1:]]
+        session = client.quote_sessions[qs]
+        frames = []
+        for symbol in symbols:
+            if self.is_unknown(symbol):
+                body = {"n": symbol, "s": "error", "errmsg": "invalid symbol", "v": {}}
+                frames.append(codec.encode_message("qsd", [qs, body]))
+                continue
+            base = base_price(symbol)
+            state = _QuoteState(price=base, prev_close=round(base * 0.995, 2), volume=1_000.0)
+            session[symbol] = state
+            full = self._quote_values(state) | {
+                "bid": round(base - 0.05, 2),
+                "ask": round(base + 0.05, 2),
+                "current_session": "market",
+                "update_mode": "streaming",
+                "exchange": symbol.partition(":")[0],
+                "short_name": symbol.partition(":")[2],
+                "pro_name": symbol,
+                "type": "index" if "NIFTY" in symbol else "stock",
+            }
+            frames.append(codec.encode_message("qsd", [qs, {"n": symbol, "s": "ok", "v": full}]))
+            frames.append(codec.encode_message("quote_completed", [qs, symbol]))
+        if frames:
+            await self._send(client, "".join(frames))
+
+    async def _cmd_quote_remove_symbols(self, client: _Client, p: list[Any]) -> None:
+        session = client.quote_sessions.get(str(p[0]), {})
+        for symbol in p[1:]:
+            session.pop(str(symbol), None)
+
+    async def _cmd_chart_create_session(self, client: _Client, p: list[Any]) -> None:
+        client.chart_sessions[str(p[0])] = _ChartSession()
+
+    async def _cmd_chart_delete_session(self, client: _Client, p: list[Any]) -> None:
+        client.chart_sessions.pop(str(p[0]), None)
+
+    async def _cmd_resolve_symbol(self, client: _Client, p: list[Any]) -> None:
+        cs, symbol_id, spec = str(p[0]), str(p[1]), str(p[2])
+        session = client.chart_sessions[cs]
+        symbol = str(json.loads(spec[1:])["symbol"]) if spec.startswith("=") else spec
+        if self.is_unknown(symbol):
+            session.symbols[symbol_id] = None
+            await self._send(
+                client, codec.encode_message("symbol_error", [cs, symbol_id, "invalid symbol"])
+            )
+            return
+        session.symbols[symbol_id] = symbol
+        exchange, _, ticker = symbol.partition(":")
+        info = {
+            "name": ticker,
+            "full_name": symbol,
+            "pro_name": symbol,
+            "exchange": exchange,
+            "listed_exchange": exchange,
+            "timezone": "Asia/Kolkata",
+            "session": "0915-1530",
+            "pricescale": 100,
+            "minmov": 1,
+            "type": "index" if "NIFTY" in ticker else "stock",
+            "currency_code": "INR",
+            "has_intraday": True,
+        }
+        await self._send(client, codec.encode_message("symbol_resolved", [cs, symbol_id, info]))
+
+    async def _cmd_create_series(self, client: _Client, p: list[Any]) -> None:
+        cs, series_id, turnaround, symbol_id, interval = (str(x) for x in p[:5])
+        await self._start_series(client, cs, series_id, turnaround, symbol_id, interval, int(p[5]))
+
+    async def _cmd_modify_series(self, client: _Client, p: list[Any]) -> None:
+        cs, series_id, turnaround, symbol_id, interval = (str(x) for x in p[:5])
+        await self._start_series(client, cs, series_id, turnaround, symbol_id, interval, 300)
+
+    async def _start_series(
+        self, client: _Client, cs: str, series_id: str, turnaround: str, symbol_id: str,
+        interval: str, count: int,
+    ) -> None:
+        session = client.chart_sessions[cs]
+        symbol = session.symbols.get(symbol_id)
+        reason = "invalid interval" if interval not in INTERVAL_SECONDS else None
+        if symbol is None:
+            reason = "resolve error"
+        if reason:
+            session.series.pop(series_id, None)
+            frame = codec.encode_message("series_error", [cs, series_id, turnaround, reason])
+            await self._send(client, frame)
+            return
+        assert symbol is not None
+        newest = next(bar_opens_desc(interval, int(self.clock().timestamp())))
+        series = _Series(symbol, interval, turnaround, newest)
+        session.series[series_id] = series
+        await self._send(
+            client, codec.encode_message("series_loading", [cs, series_id, turnaround])
+        )
+        await self._send_page(client, cs, series_id, series, count)
+        series.live = True
+        if self.bar_seconds is not None:
+            series.roll_at = time.monotonic() + self.bar_seconds
+
+    async def _cmd_request_more_data(self, client: _Client, p: list[Any]) -> None:
+        cs, series_id, count = str(p[0]), str(p[1]), int(p[2])
+        series = client.chart_sessions[cs].series.get(series_id)
+        if series is None:
+            return
+        await self._send_page(client, cs, series_id, series, count)
+
+    async def _cmd_remove_series(self, client: _Client, p: list[Any]) -> None:
+        client.chart_sessions[str(p[0])].series.pop(str(p[1]), None)
+
+    async def _send_page(
+        self, client: _Client, cs: str, series_id: str, series: _Series, count: int
+    ) -> None:
+        """Up to `page_size` bars older than those sent, then `series_completed`."""
+        if self.history_delay:
+            await asyncio.sleep(self.history_delay)
+        n = max(0, min(count, self.page_size, self.max_history - series.served))
+        start = series.newest if series.oldest is None else series.oldest - 1
+        opens = []
+        for ts in bar_opens_desc(series.interval, start):
+            if len(opens) >= n:
+                break
+            opens.append(ts)
+        opens.reverse()
+        first_index = self.max_history - series.served - len(opens)
+        bars = [
+            {"i": first_index + k, "v": bar_values(series.symbol, series.interval, ts, self.seed)}
+            for k, ts in enumerate(opens)
+        ]
+        if opens:
+            series.oldest = opens[0]
+            if series.served == 0:
+                series.forming = list(bars[-1]["v"])
+                series.forming_index = bars[-1]["i"]
+            series.served += len(opens)
+        frames = []
+        if bars:
+            body = {series_id: {"node": "emulator", "s": bars, "ns": {"d": "", "indexes": []},
+                                "t": series.turnaround, "lbs": {}}}
+            frames.append(codec.encode_message("timescale_update", [cs, body]))
+        frames.append(codec.encode_message(
+            "series_completed", [cs, series_id, "streaming", series.turnaround, {}]
+        ))
+        await self._send(client, "".join(frames))
+
+    # ---------------------------------------------------------------- live updates
+
+    def _quote_values(self, state: _QuoteState) -> dict[str, Any]:
+        change = round(state.price - state.prev_close, 2)
+        return {
+            "lp": state.price,
+            "lp_time": int(self.clock().timestamp()),
+            "ch": change,
+            "chp": round(100 * change / state.prev_close, 2),
+            "volume": state.volume,
+        }
+
+    def _tick_quote(self, state: _QuoteState) -> dict[str, Any]:
+        state.price = round(state.price * (1 + self._rng.uniform(-5e-4, 5e-4)), 2)
+        state.volume += float(self._rng.randint(1, 500))
+        values = self._quote_values(state)
+        values["bid"], values["ask"] = round(state.price - 0.05, 2), round(state.price + 0.05, 2)
+        return values
+
+    def _tick_series(self, series: _Series) -> list[dict[str, Any]]:
+        """The bars of one `du`: the next bar when one is due, else the forming bar again."""
+        assert series.forming is not None
+        bars = []
+        due = (
+            time.monotonic() >= series.roll_at
+            if series.roll_at is not None
+            else self.clock().timestamp() >= next_bar_open(series.interval, int(series.forming[0]))
+        )
+        if due:
+            bars.append({"i": series.forming_index, "v": list(series.forming)})
+            ts = next_bar_open(series.interval, int(series.forming[0]))
+            close = series.forming[4]
+            series.forming = [ts, close, close, close, close, 0.0]
+            series.forming_index += 1
+            if series.roll_at is not None and self.bar_seconds is not None:
+                series.roll_at += self.bar_seconds
+        forming = series.forming
+        forming[4] = round(forming[4] * (1 + self._rng.uniform(-5e-4, 5e-4)), 2)
+        forming[2], forming[3] = max(forming[2], forming[4]), min(forming[3], forming[4])
+        forming[5] += float(self._rng.randint(1, 500))
+        bars.append({"i": series.forming_index, "v": list(forming)})
+        return bars
+
+    async def _ticks(self, client: _Client) -> None:
+        if self.tick_interval is None:
+            return
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            if self._stalled():
+                continue
+            # Build every message before the first await: the worker may change the sessions.
+            frames = []
+            for qs, session in client.quote_sessions.items():
+                for symbol, state in session.items():
+                    body = {"n": symbol, "s": "ok", "v": self._tick_quote(state)}
+                    frames.append(codec.encode_message("qsd", [qs, body]))
+            for cs, chart in client.chart_sessions.items():
+                for series_id, series in chart.series.items():
+                    if series.live and series.forming is not None:
+                        body = {series_id: {"s": self._tick_series(series)}}
+                        frames.append(codec.encode_message("du", [cs, body]))
+            if frames:
+                await self._send(client, "".join(frames))
+
+    async def _firehose(self, n_messages: int, symbols: list[str], batch: int) -> None:
+        targets = [
+            (client, qs) for client in self._clients.values() for qs in client.quote_sessions
+        ]
+        states = {s: _QuoteState(base_price(s), round(base_price(s) * 0.995, 2), 0.0)
+                  for s in symbols}
+        self.firehose_send_times = []
+        for start in range(0, n_messages, batch):
+            messages = []
+            for i in range(start, min(start + batch, n_messages)):
+                symbol = symbols[i % len(symbols)]
+                values = self._tick_quote(states[symbol])
+                messages.append((symbol, values))
+            sent_at = time.perf_counter()
+            for client, qs in targets:
+                frame = "".join(
+                    codec.encode_message("qsd", [qs, {"n": s, "s": "ok", "v": v}])
+                    for s, v in messages
+                )
+                await self._send(client, frame)
+            self.firehose_send_times.extend([sent_at] * len(messages))

@@ -1,0 +1,511 @@
+"""TradingView WebSocket protocol, free of I/O: text in, typed events out; commands in, frames out.
+
+Framing (PROTOCOLS.md): every message is `~m~<length>~m~<payload>`, one WebSocket frame may carry
+several, and (rarely) one message may be split across frames, so the decoder buffers.
+
+`<length>` counts the payload's UTF-8 bytes. TradingView's traffic is ASCII in practice, where bytes
+and characters agree; for non-ASCII text we follow PROTOCOLS.md ("count bytes"), and the encoder
+and decoder agree with each other. Our own JSON is ASCII-only (`ensure_ascii`), so what we send
+means the same under either reading.
+
+Malformed input (a header that is not `~m~<digits>~m~`, a length above `max_message_size`, a payload
+that is not valid UTF-8 or JSON, a known method with the wrong parameter shape) raises
+`providers.errors.ProtocolError` from `receive_data`; nothing else escapes. Once the stream is out
+of step it cannot be trusted, so the connection then stays failed: every later call raises too, and
+the caller reconnects. Events decoded earlier in the same call are dropped with it; the reconnect
+resubscribes and the server resends full state. The server's own `protocol_error` message is a
+different thing: a well-formed message, surfaced as a `ProtocolErrorEvent`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+from providers.errors import ProtocolError
+from providers.tradingview.symbols import validate_interval, validate_symbol
+
+FRAME_MARKER = "~m~"
+HEARTBEAT_PREFIX = "~h~"
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: A length header longer than this cannot be honest (it would exceed any max message size).
+_MAX_LENGTH_DIGITS = 10
+_MARKER = FRAME_MARKER.encode()
+#: Epoch seconds beyond year 3000 are corrupt, and would overflow `datetime`.
+_MAX_EPOCH = 32_503_680_000
+
+#: Quote fields the live client asks for; `QuoteBook` maps them onto `providers.records.Quote`.
+DEFAULT_QUOTE_FIELDS: tuple[str, ...] = (
+    "lp", "lp_time", "ch", "chp", "volume", "bid", "ask", "current_session", "update_mode",
+)
+ANONYMOUS_TOKEN = "unauthorized_user_token"
+
+# --------------------------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------------------------
+
+
+def encode_frame(payload: str) -> str:
+    """`~m~<UTF-8 byte length>~m~<payload>`."""
+    return f"{FRAME_MARKER}{len(payload.encode('utf-8'))}{FRAME_MARKER}{payload}"
+
+
+def encode_payload(method: str, params: Sequence[Any]) -> str:
+    """The compact, ASCII-only JSON `{"m": method, "p": params}`."""
+    return json.dumps({"m": method, "p": list(params)}, separators=(",", ":"), ensure_ascii=True)
+
+
+def encode_message(method: str, params: Sequence[Any]) -> str:
+    """One framed message, ready to send as a WebSocket text frame."""
+    return encode_frame(encode_payload(method, params))
+
+
+def encode_heartbeat(number: int | str) -> str:
+    """The framed heartbeat `~m~4~m~~h~7` (servers send it; clients echo it back)."""
+    return encode_frame(f"{HEARTBEAT_PREFIX}{number}")
+
+
+class FrameDecoder:
+    """Splits a stream of text into message payloads, buffering a message split across frames."""
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        self._buffer = bytearray()
+        self._failure: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back, waiting for the rest of a message."""
+        return len(self._buffer)
+
+    def fail(self, reason: str) -> ProtocolError:
+        """Mark the stream as out of step; returns the error to raise."""
+        if self._failure is None:
+            self._failure = reason
+        return ProtocolError(reason, provider="tradingview")
+
+    def feed(self, data: str | bytes) -> list[str]:
+        """The payloads of every complete message now in the buffer."""
+        if self._failure is not None:
+            raise ProtocolError(
+                f"stream already failed ({self._failure})", provider="tradingview"
+            )
+        self._buffer += data.encode("utf-8") if isinstance(data, str) else data
+        buf = self._buffer
+        payloads: list[str] = []
+        pos = 0
+        try:
+            while pos < len(buf):
+                head = bytes(buf[pos : pos + 3])
+                if head != _MARKER[: len(head)]:
+                    raise self.fail("expected a '~m~' frame header")
+                if len(head) < 3:
+                    break
+                digits_start = j = pos + 3
+                while j < len(buf) and 0x30 <= buf[j] <= 0x39:
+                    j += 1
+                if j - digits_start > _MAX_LENGTH_DIGITS:
+                    raise self.fail("frame length header too long")
+                if j == len(buf):
+                    break  # the header itself is split; wait for more
+                rest = bytes(buf[j : j + 3])
+                if rest != _MARKER[: len(rest)]:
+                    # No payload bytes in the message: a client frame may carry the token.
+                    raise self.fail("non-numeric frame length")
+                if len(rest) < 3:
+                    break
+                if j == digits_start:
+                    raise self.fail("empty frame length")
+                digits = bytes(buf[digits_start:j])
+                end = j
+                length = int(digits)
+                if length > self.max_message_size:
+                    raise self.fail(
+                        f"frame length {length} exceeds the limit of {self.max_message_size}"
+                    )
+                start = end + 3
+                if len(buf) - start < length:
+                    break  # the payload is split across frames; wait for the rest
+                raw = bytes(buf[start : start + length])
+                try:
+                    payloads.append(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise self.fail("frame length cuts the payload inside a character") from None
+                pos = start + length
+        finally:
+            del buf[:pos]
+        return payloads
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------------
+
+
+class RawBar(NamedTuple):
+    """One bar as the server sent it: `{"i": index, "v": [ts, o, h, l, c, v]}`; ts in epoch s."""
+
+    index: int
+    ts: float
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first payload: a JSON object without `m`. Nothing in it needs an answer."""
+
+    session_id: str | None
+    release: str | None
+    protocol: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """`~h~N`: the client must send `reply` back at once or the server disconnects it."""
+
+    payload: str
+
+    @property
+    def reply(self) -> str:
+        return encode_frame(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteData:
+    """`qsd`: a partial quote (only changed fields) for `symbol`; status "error" = unknown."""
+
+    session: str
+    symbol: str
+    status: str
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteCompleted:
+    session: str
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimescaleUpdate:
+    """Initial history (or a page of it): series id -> bars."""
+
+    session: str
+    series: dict[str, list[RawBar]]
+
+
+@dataclass(frozen=True, slots=True)
+class DataUpdate:
+    """`du`: the forming bar again, and at a bar boundary the next one."""
+
+    session: str
+    series: dict[str, list[RawBar]]
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLoading:
+    session: str
+    series_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCompleted:
+    session: str
+    series_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolResolved:
+    session: str
+    symbol_id: str
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolError:
+    session: str
+    symbol_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesError:
+    session: str
+    series_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalError:
+    reason: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolErrorEvent:
+    """The server's `protocol_error`: it says *we* broke the protocol, and closes the socket."""
+
+    reason: str
+    params: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A method we do not use (`notify_user`, `study_loading`, ...): ignore it, never crash."""
+
+    method: str
+    params: list[Any]
+
+
+Event = (
+    Hello | Heartbeat | QuoteData | QuoteCompleted | TimescaleUpdate | DataUpdate | SeriesLoading
+    | SeriesCompleted | SymbolResolved | SymbolError | SeriesError | CriticalError
+    | ProtocolErrorEvent | UnknownMessage
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Payload parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _bad(reason: str) -> ProtocolError:
+    return ProtocolError(reason, provider="tradingview")
+
+
+def _str_at(params: list[Any], index: int, method: str) -> str:
+    if len(params) <= index or not isinstance(params[index], str):
+        raise _bad(f"{method}: parameter {index} must be a string")
+    return params[index]
+
+
+def _reason(params: Iterable[Any]) -> str:
+    """A short human reason from the string parameters of an error message."""
+    return " ".join(p for p in params if isinstance(p, str))[:300]
+
+
+def _number(value: Any, what: str) -> float:
+    # bool is an int subclass; a `true` price is corruption, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(f"{what} must be a number")
+    return float(value)
+
+
+def _parse_bars(params: list[Any], method: str) -> tuple[str, dict[str, list[RawBar]]]:
+    session = _str_at(params, 0, method)
+    if len(params) < 2 or not isinstance(params[1], dict):
+        raise _bad(f"{method}: parameter 1 must be an object")
+    series: dict[str, list[RawBar]] = {}
+    for series_id, body in params[1].items():
+        # Study and marker entries ride in the same object without a bar list "s": skip them.
+        if not isinstance(body, dict) or "s" not in body:
+            continue
+        items = body["s"]
+        if not isinstance(items, list):
+            raise _bad(f"{method}: {series_id}.s must be a list")
+        bars: list[RawBar] = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise _bad(f"{method}: a bar must be an object")
+            index, values = item.get("i"), item.get("v")
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise _bad(f"{method}: bar index must be an integer")
+            if not isinstance(values, list) or not 5 <= len(values) <= 6:
+                raise _bad(f"{method}: bar values must be [ts, o, h, l, c, v]")
+            ts = _number(values[0], "bar ts")
+            if not (math.isfinite(ts) and 0 <= ts < _MAX_EPOCH):
+                raise _bad(f"{method}: bar ts out of range")
+            o, h, lo, c = (_number(v, "bar price") for v in values[1:5])
+            # Indices have no volume: TradingView then sends five values (or a null).
+            volume = values[5] if len(values) == 6 and values[5] is not None else 0.0
+            bars.append(RawBar(index, ts, o, h, lo, c, _number(volume, "bar volume")))
+        series[series_id] = bars
+    return session, series
+
+
+def parse_payload(payload: str) -> Event:
+    """One message payload -> one typed event; raises `ProtocolError` for anything malformed."""
+    if payload.startswith(HEARTBEAT_PREFIX):
+        if not payload[3:].isdigit():
+            raise _bad("malformed heartbeat")
+        return Heartbeat(payload)
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise _bad("payload is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise _bad("payload is not a JSON object")
+    if "m" not in message:
+        def text(key: str) -> str | None:
+            value = message.get(key)
+            return value if isinstance(value, str) else None
+
+        return Hello(text("session_id"), text("release"), text("protocol"), message)
+    method, params = message["m"], message.get("p", [])
+    if not isinstance(method, str) or not isinstance(params, list):
+        raise _bad("message must be {'m': str, 'p': list}")
+    return _parse_method(method, params)
+
+
+def _parse_method(method: str, p: list[Any]) -> Event:
+    if method == "qsd":
+        session = _str_at(p, 0, method)
+        if len(p) < 2 or not isinstance(p[1], dict):
+            raise _bad("qsd: parameter 1 must be an object")
+        body = p[1]
+        symbol, status, values = body.get("n"), body.get("s"), body.get("v", {})
+        if not isinstance(symbol, str) or not isinstance(status, str):
+            raise _bad("qsd: 'n' and 's' must be strings")
+        if not isinstance(values, dict):
+            raise _bad("qsd: 'v' must be an object")
+        return QuoteData(session, symbol, status, values)
+    if method == "quote_completed":
+        return QuoteCompleted(_str_at(p, 0, method), _str_at(p, 1, method))
+    if method == "timescale_update":
+        return TimescaleUpdate(*_parse_bars(p, method))
+    if method == "du":
+        return DataUpdate(*_parse_bars(p, method))
+    if method == "series_loading":
+        return SeriesLoading(_str_at(p, 0, method), _str_at(p, 1, method))
+    if method == "series_completed":
+        return SeriesCompleted(_str_at(p, 0, method), _str_at(p, 1, method))
+    if method == "symbol_resolved":
+        info = p[2] if len(p) > 2 and isinstance(p[2], dict) else {}
+        return SymbolResolved(_str_at(p, 0, method), _str_at(p, 1, method), info)
+    if method == "symbol_error":
+        return SymbolError(_str_at(p, 0, method), _str_at(p, 1, method), _reason(p[2:]))
+    if method == "series_error":
+        return SeriesError(_str_at(p, 0, method), _str_at(p, 1, method), _reason(p[2:]))
+    if method == "critical_error":
+        return CriticalError(_reason(p), p)
+    if method == "protocol_error":
+        return ProtocolErrorEvent(_reason(p), p)
+    return UnknownMessage(method, p)
+
+
+class Connection:
+    """The client side of one TradingView connection: `receive_data(text) -> events`.
+
+    Heartbeats come out as `Heartbeat` events; answer each with `event.reply` before anything
+    slow. The hello payload is kept in `hello` (and returned as an event too).
+    """
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self._decoder = FrameDecoder(max_message_size)
+        self.hello: Hello | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._decoder.failed
+
+    def receive_data(self, data: str | bytes) -> list[Event]:
+        events: list[Event] = []
+        for payload in self._decoder.feed(data):
+            try:
+                event = parse_payload(payload)
+            except ProtocolError as exc:
+                raise self._decoder.fail(exc.message) from None
+            if isinstance(event, Hello) and self.hello is None:
+                self.hello = event
+            events.append(event)
+        return events
+
+
+# --------------------------------------------------------------------------------------------
+# Commands (client -> server), each returning one frame
+# --------------------------------------------------------------------------------------------
+
+_SESSION_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_session_id(prefix: Literal["qs", "cs"], rng: random.Random) -> str:
+    """`qs_`/`cs_` + 12 random `[a-z0-9]`; the rng is injected so tests are deterministic."""
+    return f"{prefix}_" + "".join(rng.choice(_SESSION_ALPHABET) for _ in range(12))
+
+
+def set_auth_token(token: str) -> str:
+    """The frame carries the token: a secret. Never log frames."""
+    return encode_message("set_auth_token", [token])
+
+
+def set_locale(language: str = "en", country: str = "US") -> str:
+    return encode_message("set_locale", [language, country])
+
+
+def quote_create_session(qs: str) -> str:
+    return encode_message("quote_create_session", [qs])
+
+
+def quote_delete_session(qs: str) -> str:
+    return encode_message("quote_delete_session", [qs])
+
+
+def quote_set_fields(qs: str, fields: Sequence[str] = DEFAULT_QUOTE_FIELDS) -> str:
+    return encode_message("quote_set_fields", [qs, *fields])
+
+
+def quote_add_symbols(qs: str, symbols: Sequence[str]) -> str:
+    return encode_message("quote_add_symbols", [qs, *(validate_symbol(s) for s in symbols)])
+
+
+def quote_remove_symbols(qs: str, symbols: Sequence[str]) -> str:
+    return encode_message("quote_remove_symbols", [qs, *(validate_symbol(s) for s in symbols)])
+
+
+def chart_create_session(cs: str) -> str:
+    return encode_message("chart_create_session", [cs, ""])
+
+
+def chart_delete_session(cs: str) -> str:
+    return encode_message("chart_delete_session", [cs])
+
+
+def symbol_spec(symbol: str, adjustment: str = "splits") -> str:
+    """The `={"symbol":..,"adjustment":..}` string that `resolve_symbol` takes."""
+    body = json.dumps(
+        {"symbol": validate_symbol(symbol), "adjustment": adjustment}, separators=(",", ":")
+    )
+    return "=" + body
+
+
+def resolve_symbol(cs: str, symbol_id: str, symbol: str, adjustment: str = "splits") -> str:
+    return encode_message("resolve_symbol", [cs, symbol_id, symbol_spec(symbol, adjustment)])
+
+
+def create_series(
+    cs: str, series_id: str, turnaround: str, symbol_id: str, interval: str, count: int
+) -> str:
+    return encode_message(
+        "create_series",
+        [cs, series_id, turnaround, symbol_id, validate_interval(interval), int(count), ""],
+    )
+
+
+def modify_series(
+    cs: str, series_id: str, turnaround: str, symbol_id: str, interval: str
+) -> str:
+    return encode_message(
+        "modify_series", [cs, series_id, turnaround, symbol_id, validate_interval(interval), ""]
+    )
+
+
+def request_more_data(cs: str, series_id: str, count: int) -> str:
+    return encode_message("request_more_data", [cs, series_id, int(count)])
+
+
+def remove_series(cs: str, series_id: str) -> str:
+    return encode_message("remove_series", [cs, series_id])

@@ -1,0 +1,280 @@
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from providers.errors import InvalidRequestError, ProtocolError, TransientError
+from providers.tradingview import codec
+from providers.tradingview.codec import (
+    Connection,
+    CriticalError,
+    DataUpdate,
+    FrameDecoder,
+    Heartbeat,
+    Hello,
+    ProtocolErrorEvent,
+    QuoteCompleted,
+    QuoteData,
+    RawBar,
+    SeriesCompleted,
+    SeriesError,
+    SeriesLoading,
+    SymbolError,
+    SymbolResolved,
+    TimescaleUpdate,
+    UnknownMessage,
+    encode_frame,
+    encode_heartbeat,
+    encode_message,
+)
+
+HELLO = '{"session_id":"<0.1.2>_x","timestamp":1,"release":"r1","protocol":"json"}'
+QSD = encode_message("qsd", ["qs_a", {"n": "NSE:NIFTY", "s": "ok", "v": {"lp": 1.5}}])
+TSU = encode_message(
+    "timescale_update",
+    ["cs_a", {"sds_1": {"s": [{"i": 0, "v": [1700000000, 1, 2, 0.5, 1.5, 10]},
+                              {"i": 1, "v": [1700000060, 1.5, 2, 1, 1.2]}], "t": "s1"},
+              "st1": {"st": []}}],
+)
+STREAM = [encode_frame(HELLO), encode_heartbeat(1), QSD, TSU, encode_heartbeat(2),
+          encode_message("series_completed", ["cs_a", "sds_1", "streaming", "s1", {}]),
+          encode_message("notify_user", ["x"])]
+
+
+def decode_all(chunks: list[str]) -> list[codec.Event]:
+    conn = Connection()
+    events: list[codec.Event] = []
+    for chunk in chunks:
+        events.extend(conn.receive_data(chunk))
+    return events
+
+
+# ---------------------------------------------------------------- framing
+
+
+def test_frame_is_marker_length_marker_payload() -> None:
+    assert encode_frame("~h~7") == "~m~4~m~~h~7"
+    assert encode_heartbeat(7) == "~m~4~m~~h~7"
+
+
+def test_message_is_compact_ascii_json() -> None:
+    frame = encode_message("set_locale", ["en", "US"])
+    assert frame == '~m~34~m~{"m":"set_locale","p":["en","US"]}'
+    assert encode_message("x", ["₹"]).isascii()
+
+
+def test_non_ascii_length_counts_utf8_bytes_and_round_trips() -> None:
+    payload = '{"m":"x","p":["₹ निफ्टी"]}'
+    frame = encode_frame(payload)
+    assert frame.startswith(f"~m~{len(payload.encode())}~m~")
+    assert FrameDecoder().feed(frame) == [payload]
+
+
+def test_several_messages_in_one_frame_decode_in_order() -> None:
+    events = decode_all(["".join(STREAM)])
+    assert [type(e) for e in events] == [Hello, Heartbeat, QuoteData, TimescaleUpdate, Heartbeat,
+                                         SeriesCompleted, UnknownMessage]
+
+
+def test_a_message_split_across_frames_is_buffered_until_complete() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(QSD[:2]) == []
+    assert decoder.feed(QSD[2:5]) == []
+    assert decoder.feed(QSD[5:20]) == []
+    assert decoder.buffered == 20
+    assert decoder.feed(QSD[20:]) == [QSD.split("~m~", 2)[2]]
+    assert decoder.buffered == 0
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len("".join(STREAM))), max_size=30))
+def test_any_split_of_a_stream_decodes_to_the_same_events(cuts: list[int]) -> None:
+    stream = "".join(STREAM)
+    bounds = sorted({0, *cuts, len(stream)})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    assert decode_all(chunks) == decode_all([stream])
+
+
+PARAM = st.one_of(st.text(max_size=10), st.integers(), st.floats(allow_nan=False))
+MESSAGES = st.lists(st.tuples(st.text(max_size=8), st.lists(PARAM, max_size=4)),
+                    min_size=1, max_size=6)
+
+
+@given(MESSAGES, st.randoms(use_true_random=False))
+def test_any_messages_round_trip_through_encoder_and_decoder(
+    messages: list[tuple[str, list[object]]], rnd: random.Random
+) -> None:
+    stream = "".join(encode_message(m, p) for m, p in messages)
+    cut = rnd.randint(0, len(stream))
+    decoder = FrameDecoder()
+    payloads = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+    assert [json.loads(p) for p in payloads] == [{"m": m, "p": p} for m, p in messages]
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_heartbeat_event_carries_the_exact_reply_frame() -> None:
+    [event] = Connection().receive_data("~m~5~m~~h~42")
+    assert event == Heartbeat("~h~42")
+    assert event.reply == "~m~5~m~~h~42"
+
+
+def test_hello_is_recognised_and_kept() -> None:
+    conn = Connection()
+    [event] = conn.receive_data(encode_frame(HELLO))
+    assert isinstance(event, Hello)
+    assert (event.session_id, event.release, event.protocol) == ("<0.1.2>_x", "r1", "json")
+    assert conn.hello is event
+
+
+def test_quote_and_bar_events_are_typed() -> None:
+    events = decode_all(STREAM[2:4])
+    assert events[0] == QuoteData("qs_a", "NSE:NIFTY", "ok", {"lp": 1.5})
+    tsu = events[1]
+    assert isinstance(tsu, TimescaleUpdate) and tsu.session == "cs_a"
+    # The study entry without "s" is skipped; a bar without volume gets volume 0.
+    assert tsu.series == {"sds_1": [RawBar(0, 1700000000, 1, 2, 0.5, 1.5, 10),
+                                    RawBar(1, 1700000060, 1.5, 2, 1, 1.2, 0.0)]}
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "expected"),
+    [
+        ("quote_completed", ["qs_a", "NSE:NIFTY"], QuoteCompleted("qs_a", "NSE:NIFTY")),
+        ("du", ["cs_a", {"sds_1": {"s": []}}], DataUpdate("cs_a", {"sds_1": []})),
+        ("series_loading", ["cs_a", "sds_1", "s1"], SeriesLoading("cs_a", "sds_1")),
+        ("symbol_resolved", ["cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"}],
+         SymbolResolved("cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"})),
+        ("symbol_error", ["cs_a", "sds_sym_1", "invalid symbol"],
+         SymbolError("cs_a", "sds_sym_1", "invalid symbol")),
+        ("series_error", ["cs_a", "sds_1", "s1", "invalid interval"],
+         SeriesError("cs_a", "sds_1", "s1 invalid interval")),
+        ("critical_error", ["cs_a", "boom"], CriticalError("cs_a boom", ["cs_a", "boom"])),
+        ("protocol_error", ["wrong data"], ProtocolErrorEvent("wrong data", ["wrong data"])),
+        ("study_loading", [1, 2], UnknownMessage("study_loading", [1, 2])),
+    ],
+)
+def test_each_server_method_becomes_its_event(method: str, params: list, expected) -> None:
+    assert Connection().receive_data(encode_message(method, params)) == [expected]
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "~m~3~m~{}{}",                      # length too short: next header is garbage
+        "~m~x~m~{}",                        # non-numeric length
+        "~m~~m~{}",                         # empty length
+        "~m~-1~m~{}",                       # sign is not a digit
+        "~m~99999999999~m~",                # length header too long
+        "hello",                            # no header at all
+        "~m~5~m~{bad}",                     # bad JSON
+        "~m~2~m~[]",                        # JSON but not an object
+        encode_frame('{"m":1,"p":1}'),      # wrong message shape
+        encode_frame('{"m":"qsd","p":["x"]}'),  # known method, wrong params
+        encode_frame('{"m":"qsd","p":["x",{"n":"A","s":"ok","v":[]}]}'),
+        '~m~6~m~~h~abc',                    # malformed heartbeat
+        encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1e20, 1, 1, 1, 1, 1]}]}}]),
+        encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1, "a", 1, 1, 1]}]}}]),
+        encode_message("du", ["cs", {"s1": {"s": [{"i": True, "v": [1, 1, 1, 1, 1]}]}}]),
+        "~m~4~m~\xe9\xe9",                  # length cuts a character in two
+        "~m~" + "[" * 3000 + "~m~",         # not digits
+        "~m~3000~m~" + "[" * 3000,          # deeply nested JSON
+    ],
+)
+def test_malformed_input_raises_protocol_error(data: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        Connection().receive_data(data)
+    assert isinstance(info.value, TransientError)
+
+
+def test_length_above_the_limit_is_refused_without_waiting_for_the_payload() -> None:
+    conn = Connection(max_message_size=100)
+    with pytest.raises(ProtocolError, match="exceeds"):
+        conn.receive_data("~m~101~m~{")
+
+
+def test_a_failed_connection_stays_failed() -> None:
+    conn = Connection()
+    with pytest.raises(ProtocolError):
+        conn.receive_data("~m~5~m~{bad}")
+    assert conn.failed
+    with pytest.raises(ProtocolError, match="already failed"):
+        conn.receive_data(QSD)
+
+
+def test_error_messages_never_quote_payload_bytes() -> None:
+    with pytest.raises(ProtocolError) as info:
+        Connection().receive_data("~m~SECRET-TOKEN~m~{}")
+    assert "SECRET" not in str(info.value)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from(["~m~", "~h~", "~m~5~m~", "{", "}",
+                                                                  '"m"', "1", "~"])), max_size=20))
+def test_random_text_never_raises_anything_but_protocol_error(parts: list[str]) -> None:
+    conn = Connection(max_message_size=1000)
+    try:
+        for part in parts:
+            conn.receive_data(part)
+    except ProtocolError:
+        pass
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_protocol_error(data: bytes) -> None:
+    try:
+        Connection().receive_data(b"~m~" + data)
+    except ProtocolError:
+        pass
+
+
+# ---------------------------------------------------------------- commands
+
+
+def payload_of(frame: str) -> dict:
+    [payload] = FrameDecoder().feed(frame)
+    return json.loads(payload)
+
+
+def test_session_ids_are_prefixed_twelve_random_characters_from_the_injected_rng() -> None:
+    qs = codec.new_session_id("qs", random.Random(1))
+    assert qs == codec.new_session_id("qs", random.Random(1))
+    assert qs.startswith("qs_") and len(qs) == 15 and qs[3:].isalnum() and qs[3:].islower()
+    assert codec.new_session_id("cs", random.Random(2)).startswith("cs_")
+
+
+def test_commands_encode_the_documented_parameters() -> None:
+    assert payload_of(codec.set_auth_token("tok")) == {"m": "set_auth_token", "p": ["tok"]}
+    assert payload_of(codec.set_locale())["p"] == ["en", "US"]
+    assert payload_of(codec.quote_create_session("qs_1"))["p"] == ["qs_1"]
+    assert payload_of(codec.quote_set_fields("qs_1", ["lp", "ch"]))["p"] == ["qs_1", "lp", "ch"]
+    assert payload_of(codec.quote_add_symbols("qs_1", ["nse:nifty"]))["p"] == ["qs_1", "NSE:NIFTY"]
+    assert payload_of(codec.quote_remove_symbols("qs_1", ["NSE:A"]))["m"] == "quote_remove_symbols"
+    assert payload_of(codec.chart_create_session("cs_1"))["p"] == ["cs_1", ""]
+    assert payload_of(codec.resolve_symbol("cs_1", "sds_sym_1", "NSE:NIFTY"))["p"] == [
+        "cs_1", "sds_sym_1", '={"symbol":"NSE:NIFTY","adjustment":"splits"}']
+    assert payload_of(codec.create_series("cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300))["p"] == [
+        "cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300, ""]
+    assert payload_of(codec.modify_series("cs_1", "sds_1", "s2", "sds_sym_1", "5"))["p"] == [
+        "cs_1", "sds_1", "s2", "sds_sym_1", "5", ""]
+    more = payload_of(codec.request_more_data("cs_1", "sds_1", 5000))
+    assert more["p"] == ["cs_1", "sds_1", 5000]
+    assert payload_of(codec.remove_series("cs_1", "sds_1"))["p"] == ["cs_1", "sds_1"]
+    assert payload_of(codec.chart_delete_session("cs_1"))["p"] == ["cs_1"]
+
+
+def test_commands_refuse_unknown_intervals_and_symbols() -> None:
+    with pytest.raises(InvalidRequestError):
+        codec.create_series("cs_1", "sds_1", "s1", "sds_sym_1", "2", 10)
+    with pytest.raises(InvalidRequestError):
+        codec.modify_series("cs_1", "sds_1", "s1", "sds_sym_1", "1d")
+    with pytest.raises(InvalidRequestError):
+        codec.resolve_symbol("cs_1", "sds_sym_1", 'NSE:X","adjustment":"none')
