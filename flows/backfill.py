@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows import config
+from flows import clock, config
 from flows.candle_plan import (
     GapReport,
     bars_needed,
@@ -38,12 +38,6 @@ from storage.queries import existing_candle_times
 DEFAULT_LOOKBACK_DAYS = 5
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-#: The flow's clock; tests replace it to pin "now" relative to emulator data.
-clock: Callable[[], datetime] = utc_now
 #: In-process listeners (the CLI's progress bar): called with each finished SymbolBackfill.
 progress_listeners: list[Callable[[SymbolBackfill], None]] = []
 
@@ -93,7 +87,7 @@ async def backfill_symbol(
     ctx: RunContext,
 ) -> SymbolBackfill:
     logger = get_run_logger()
-    now = clock()
+    now = clock.now()
     today = now.astimezone(IST).date()
     result = SymbolBackfill(symbol, interval)
 
@@ -208,7 +202,7 @@ async def historical_backfill(
 ) -> list[SymbolBackfill]:
     """Backfill candles per symbol; Failed when any symbol got nothing from any provider."""
     logger = get_run_logger()
-    today = clock().astimezone(IST).date()
+    today = clock.now().astimezone(IST).date()
     if only_on_trading_days and not is_trading_day(today):
         logger.info("%s is not an NSE trading day: backfill skipped", today)
         return Completed(name="Skipped", message=f"{today} is not an NSE trading day")  # type: ignore[return-value]

@@ -16,7 +16,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows import config
+from flows import clock, config
 from flows.gaps import missing_slots
 from flows.lake_rows import option_chain_rows
 from flows.runtime import RunContext, run_context
@@ -42,12 +42,6 @@ class SlotFill:
     error: str | None = None
 
 
-def _now() -> datetime:
-    from flows import backfill
-
-    return backfill.clock()
-
-
 @task(
     name="oi-backfill-underlying", task_run_name="oi-backfill-{underlying}", cache_policy=NO_CACHE
 )
@@ -55,7 +49,7 @@ async def fill_underlying(
     underlying: str, day: date, every: timedelta, ctx: RunContext
 ) -> SlotFill:
     logger = get_run_logger()
-    now = _now()
+    now = clock.now()
     result = SlotFill(underlying)
     slots = [s for s in snapshot_slots(day, every) if s <= now]
     present = await asyncio.to_thread(existing_snapshot_times, underlying, day)
@@ -116,7 +110,7 @@ async def oi_backfill(
     only_on_trading_days: bool = False,
 ) -> list[SlotFill]:
     logger = get_run_logger()
-    today = _now().astimezone(IST).date()
+    today = clock.now().astimezone(IST).date()
     day = day or today
     if day != today:
         raise ValueError(

@@ -16,7 +16,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows import config
+from flows import clock, config
 from flows.lake_rows import option_chain_rows
 from flows.runtime import RunContext, run_context
 from providers.calendar import IST, is_trading_day
@@ -120,7 +120,7 @@ async def oi_snapshot(
 ) -> list[UnderlyingSnapshot]:
     """Snapshot each underlying's full chain; Failed if any underlying got no data at all."""
     logger = get_run_logger()
-    today = datetime.now(IST).date()
+    today = clock.now().astimezone(IST).date()
     if only_on_trading_days and not is_trading_day(today):
         logger.info("%s is not an NSE trading day: snapshot skipped", today)
         return Completed(name="Skipped", message=f"{today} is not an NSE trading day")  # type: ignore[return-value]
