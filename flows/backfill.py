@@ -122,8 +122,9 @@ async def backfill_symbol(
     result.fetched = len(bars)
     if bars:
         result.first_ts, result.last_ts = bars[0].ts, bars[-1].ts
+        # The lake's range is half-open [start, end): reach just past the newest bar.
         present = await asyncio.to_thread(
-            existing_candle_times, symbol, interval, bars[0].ts, bars[-1].ts
+            existing_candle_times, symbol, interval, bars[0].ts, bars[-1].ts + timedelta(seconds=1)
         )
         new = [b for b in bars if b.ts not in present]
         result.already_present = len(bars) - len(new)

@@ -1,0 +1,244 @@
+"""Shared HTTP session code for the web-scraping providers (NSE, Trendlyne).
+
+One job: turn an HTTP exchange into either decoded JSON or one typed `ProviderError`, with a
+browser identity, explicit timeouts and a per-session rate limit. Payload parsing lives in each
+provider's own pure module; nothing here knows a provider's JSON shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from aiolimiter import AsyncLimiter
+
+from providers.errors import (
+    BlockedError,
+    InvalidRequestError,
+    ProtocolError,
+    ProviderError,
+    RateLimitedError,
+    SchemaChangedError,
+    TransientError,
+)
+from providers.settings import BROWSER_USER_AGENT
+
+#: Connect fast-fail, but give a slow exchange page time to answer.
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5, keepalive_expiry=30)
+#: NSE asks scrapers to stay near 3 requests/s; Trendlyne gets the same courtesy.
+DEFAULT_MAX_RATE = 3.0
+
+Limiter = AbstractAsyncContextManager[Any]
+
+_UNDERLYING_RE = re.compile(r"^[A-Z0-9&-]{1,20}$")
+
+
+def browser_headers() -> dict[str, str]:
+    """Headers a desktop browser sends; bot protection rejects library defaults."""
+    return {
+        "User-Agent": BROWSER_USER_AGENT,
+        "Accept-Language": "en-US,en;q=0.9,hi;q=0.8",
+        "Accept-Encoding": "gzip, deflate, br",
+        "Connection": "keep-alive",
+    }
+
+
+def make_async_client(
+    *,
+    base_url: str = "",
+    headers: Mapping[str, str] | None = None,
+    timeout: httpx.Timeout | float | None = None,
+    limits: httpx.Limits | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The one long-lived client a provider session uses (cookies persist across calls)."""
+    merged = browser_headers()
+    merged.update(headers or {})
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=merged,
+        timeout=timeout if timeout is not None else DEFAULT_TIMEOUT,
+        limits=limits or DEFAULT_LIMITS,
+        transport=transport,
+        follow_redirects=True,
+        # Proxies from the environment would send NSE cookies through a third party.
+        trust_env=False,
+    )
+
+
+def default_limiter() -> AsyncLimiter:
+    """At most `DEFAULT_MAX_RATE` requests in any second: one slot, no initial burst."""
+    return AsyncLimiter(1, 1.0 / DEFAULT_MAX_RATE)
+
+
+class HttpSession:
+    """A provider's long-lived client and rate limiter, bound to the running event loop.
+
+    An `httpx.AsyncClient` cannot outlive its event loop (Prefect may run each task in a fresh
+    loop), so the client is created lazily and recreated when the loop changes.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: Limiter | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self._transport = transport
+        self._injected_limiter = limiter
+        self._limiter: Limiter | None = limiter
+        self._timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Called whenever a fresh client replaces an old one (cookies are gone).
+        self.on_new_client: Callable[[], None] | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop or self._client.is_closed:
+            # An old client belongs to another (usually finished) loop and cannot be used or
+            # closed from this one; drop it and start a fresh session.
+            self._client = make_async_client(
+                base_url=self.base_url, transport=self._transport, timeout=self._timeout
+            )
+            self._loop = loop
+            if self._injected_limiter is None:
+                self._limiter = default_limiter()
+            if self.on_new_client is not None:
+                self.on_new_client()
+        return self._client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one rate-limited request; transport failures become typed errors."""
+        client = self.client
+        limiter = self._limiter or default_limiter()
+        async with limiter:
+            try:
+                return await client.request(method, path, params=params, headers=headers)
+            except httpx.HTTPError as exc:
+                raise error_for_exception(exc, provider=self.provider, what=path) from exc
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._loop
+        self._client, self._loop = None, None
+        if client is not None and not client.is_closed and loop is asyncio.get_running_loop():
+            try:
+                await client.aclose()
+            except RuntimeError:
+                # Its loop is gone; the sockets went with it.
+                pass
+
+
+def error_for_exception(exc: httpx.HTTPError, *, provider: str, what: str) -> ProviderError:
+    """Map an httpx exception (raised before a usable response) to a typed error."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"request to {what} timed out", provider=provider)
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError(f"response from {what} could not be decoded", provider=provider)
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(
+            f"connection to {what} failed ({type(exc).__name__})", provider=provider
+        )
+    return TransientError(f"request to {what} failed ({type(exc).__name__})", provider=provider)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def looks_like_html(response: httpx.Response) -> bool:
+    """True when the body is an HTML page (a bot wall) rather than data."""
+    ctype = response.headers.get("content-type", "").lower()
+    if "html" in ctype:
+        return True
+    # JSON never starts with "<"; a markup page served as text/plain still does.
+    return response.content[:64].lstrip().startswith(b"<")
+
+
+def check_status(response: httpx.Response, *, provider: str, what: str) -> None:
+    """Raise the typed error that an HTTP status means; return on 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    if status in (401, 403):
+        raise BlockedError(f"{what} was refused with HTTP {status} (bot protection)",
+                           provider=provider)
+    if status == 429:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise RateLimitedError(f"{what} is rate limited (HTTP 429)", retry_after=retry_after,
+                               provider=provider)
+    if status >= 500 or status == 408:
+        raise TransientError(f"{what} failed with HTTP {status}", provider=provider)
+    if status == 404:
+        raise SchemaChangedError(f"{what} no longer exists (HTTP 404)", key=what,
+                                 provider=provider)
+    # Any other 4xx: our request no longer fits their API; another provider may still answer.
+    raise SchemaChangedError(f"{what} rejected the request with HTTP {status}", key=what,
+                             provider=provider)
+
+
+def decode_json(response: httpx.Response, *, provider: str, what: str) -> Any:
+    """The JSON body of a 2xx response; an HTML body is a block, a broken one is transient."""
+    if looks_like_html(response):
+        raise BlockedError(f"{what} answered with an HTML page instead of JSON",
+                           provider=provider)
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"{what} answered with invalid or truncated JSON",
+                            provider=provider) from exc
+
+
+def json_or_error(response: httpx.Response, *, provider: str, what: str) -> Any:
+    """`check_status` then `decode_json`: the usual path for an API call."""
+    check_status(response, provider=provider, what=what)
+    return decode_json(response, provider=provider, what=what)
+
+
+def normalize_underlying(underlying: str, *, provider: str) -> str:
+    """Upper-cased underlying, or `InvalidRequestError` before any request is sent."""
+    if not isinstance(underlying, str):
+        raise InvalidRequestError("the underlying must be a string", provider=provider)
+    value = underlying.strip().upper()
+    if not _UNDERLYING_RE.fullmatch(value):
+        raise InvalidRequestError(
+            f"{underlying!r} is not a valid underlying (1-20 of A-Z, 0-9, & and -)",
+            provider=provider,
+        )
+    return value

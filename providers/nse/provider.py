@@ -1,0 +1,184 @@
+"""NSE India option chains over one cookie-primed, rate-limited browser-like session."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import httpx
+
+from providers.errors import (
+    BlockedError,
+    EmptyPayloadError,
+    ProviderError,
+    SchemaChangedError,
+    UnknownSymbolError,
+    UnsupportedOperationError,
+)
+from providers.http import HttpSession, Limiter, check_status, json_or_error, normalize_underlying
+from providers.interfaces import IOptionsDataProvider
+from providers.nse import query
+from providers.nse.parse import parse_chain, parse_expiry_dates
+from providers.records import OptionChainRow
+from providers.settings import nse_base_url
+
+PROVIDER = "nse"
+
+_PAGE_HEADERS = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Upgrade-Insecure-Requests": "1",
+}
+
+
+class NseOptionsProvider(IOptionsDataProvider):
+    """Option chains from nseindia.com (current v3 API, legacy API as a fallback).
+
+    NSE cannot answer "as of HH:MM": `get_oi_data` with a time raises
+    `UnsupportedOperationError`, so the registry asks a provider that can.
+    """
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: Limiter | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> None:
+        self.base_url = (base_url or nse_base_url()).rstrip("/")
+        self._session = HttpSession(
+            provider=PROVIDER, base_url=self.base_url, transport=transport, limiter=limiter,
+            timeout=timeout,
+        )
+        self._session.on_new_client = self._forget_cookies
+        self._primed = False
+        self._api_headers = {
+            "Accept": "application/json, text/plain, */*",
+            "Referer": f"{self.base_url}{query.PAGE_PATH}",
+        }
+
+    # -- public API ----------------------------------------------------------------------------
+    async def get_expiry_dates(self, underlying: str) -> list[date]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        try:
+            return await self._listed_expiries(symbol)
+        except _FallBack as fallback:
+            payload = await self._legacy_or_raise(symbol, reason=fallback.reason)
+        return sorted({row.expiry for row in parse_chain(payload, symbol)})
+
+    async def get_option_chain(
+        self, underlying: str, expiry: date | None = None
+    ) -> list[OptionChainRow]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        if expiry is not None:
+            expiries = [expiry]
+        else:
+            try:
+                expiries = await self._listed_expiries(symbol)
+            except _FallBack as fallback:
+                payload = await self._legacy_or_raise(symbol, reason=fallback.reason)
+                return parse_chain(payload, symbol)
+        rows: list[OptionChainRow] = []
+        legacy: Any = None
+        for each in expiries:
+            try:
+                rows.extend(await self._chain_v3(symbol, each))
+            except _FallBack as fallback:
+                # v3 is gone or empty: the legacy payload holds every expiry; fetch it once.
+                if legacy is None:
+                    legacy = await self._legacy_or_raise(symbol, reason=fallback.reason)
+                rows.extend(parse_chain(legacy, symbol, expiry=each))
+        return rows
+
+    async def get_oi_data(
+        self, underlying: str, expiry: date, time_str: str | None = None
+    ) -> list[OptionChainRow]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        if time_str is not None:
+            raise UnsupportedOperationError(
+                "NSE serves only the current chain, not the chain as of a past minute",
+                provider=PROVIDER,
+            )
+        return await self.get_option_chain(symbol, expiry)
+
+    async def aclose(self) -> None:
+        await self._session.aclose()
+        self._primed = False
+
+    # -- extract -------------------------------------------------------------------------------
+    async def _listed_expiries(self, symbol: str) -> list[date]:
+        """Expiries from contract-info; `_FallBack` when that endpoint is gone or answers `{}`."""
+        request = query.contract_info(symbol)
+        payload = await self._get_json(request, allow_404=True)
+        if payload is None:
+            raise _FallBack(_gone(request.path))
+        try:
+            listed = parse_expiry_dates(payload)
+        except EmptyPayloadError as exc:
+            raise _FallBack(exc) from exc
+        if not listed:
+            raise UnknownSymbolError(f"NSE lists no option contracts for {symbol}",
+                                     provider=PROVIDER)
+        return listed
+
+    async def _chain_v3(self, symbol: str, expiry: date) -> list[OptionChainRow]:
+        request = query.chain_v3(symbol, expiry)
+        payload = await self._get_json(request, allow_404=True)
+        if payload is None:
+            raise _FallBack(_gone(request.path))
+        try:
+            return parse_chain(payload, symbol, expiry=expiry)
+        except EmptyPayloadError as exc:
+            raise _FallBack(exc) from exc
+
+    async def _legacy_or_raise(self, symbol: str, *, reason: ProviderError) -> Any:
+        """The legacy all-expiries payload; when it is gone too, the current API's failure."""
+        payload = await self._get_json(query.legacy_chain(symbol), allow_404=True)
+        if payload is None:
+            raise reason
+        return payload
+
+    async def _prime(self) -> None:
+        """Get the HTML page that sets the Akamai/NSE cookies the API requires."""
+        client = self._session.client
+        client.cookies.clear()
+        response = await self._session.request("GET", query.PAGE_PATH, headers=_PAGE_HEADERS)
+        check_status(response, provider=PROVIDER, what="the NSE option-chain page")
+        self._primed = True
+
+    async def _get_json(self, request: query.NseRequest, *, allow_404: bool) -> Any:
+        """One API call; re-primes the cookies once if NSE blocks it. None on an allowed 404."""
+        if not self._primed:
+            await self._prime()
+        reprimed = False
+        while True:
+            response = await self._session.request(
+                "GET", request.path, params=request.params, headers=self._api_headers
+            )
+            if allow_404 and response.status_code == 404:
+                return None
+            try:
+                return json_or_error(response, provider=PROVIDER, what=request.path)
+            except BlockedError:
+                if reprimed:
+                    raise
+                reprimed = True
+                self._primed = False
+                await self._prime()
+
+    def _forget_cookies(self) -> None:
+        self._primed = False
+
+
+def _gone(path: str) -> SchemaChangedError:
+    return SchemaChangedError(f"{path} no longer exists (HTTP 404)", key=path, provider=PROVIDER)
+
+
+class _FallBack(Exception):
+    """Internal: the current API cannot answer; try the legacy one, else raise `reason`."""
+
+    def __init__(self, reason: ProviderError) -> None:
+        super().__init__(str(reason))
+        self.reason = reason

@@ -1,0 +1,152 @@
+"""Trendlyne payload -> typed records: pure functions, no I/O.
+
+Every Trendlyne answer is `{"head": {"status": "0", ...}, "body": {...}}`; a non-zero status is
+the service refusing (its `statusDescription` says why), a wrong shape is `SchemaChangedError`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+
+from providers.errors import EmptyPayloadError, SchemaChangedError, UnknownSymbolError
+from providers.records import OptionChainRow, OptionType
+from providers.trendlyne.query import IST, PROVIDER
+
+_LEGS: tuple[tuple[OptionType, str], ...] = (("CE", "call"), ("PE", "put"))
+
+
+def _schema(key: str, detail: str) -> SchemaChangedError:
+    return SchemaChangedError(f"Trendlyne payload {detail} at '{key}'", key=key,
+                              provider=PROVIDER)
+
+
+def _require_dict(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _schema(key, "is missing or not an object")
+    return value
+
+
+def _number(value: Any, *, key: str) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if text in ("", "-", "--"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise _schema(key, f"has a non-numeric value {value!r}") from None
+    raise _schema(key, f"has a {type(value).__name__} where a number belongs")
+
+
+def _iso_date(value: Any, *, key: str) -> date:
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise _schema(key, f"has an unexpected date {value!r}")
+
+
+def body_of(payload: Any) -> dict[str, Any]:
+    """The `body` of an answer whose `head.status` is "0"; the typed error otherwise."""
+    root = _require_dict(payload, "$")
+    if not root:
+        raise EmptyPayloadError("Trendlyne answered with an empty object", provider=PROVIDER)
+    head = _require_dict(root.get("head"), "head")
+    if "status" not in head:
+        raise _schema("head.status", "is missing")
+    status = str(head.get("status")).strip()
+    if status != "0":
+        description = str(head.get("statusDescription") or "no description")[:200]
+        raise EmptyPayloadError(
+            f"Trendlyne answered status {status}: {description}", provider=PROVIDER
+        )
+    return _require_dict(root.get("body"), "body")
+
+
+def parse_stock_id(payload: Any, underlying: str) -> int:
+    """`/search-contract-stock/` -> the id whose `stock_code` is exactly `underlying`."""
+    data = body_of(payload).get("data")
+    if not isinstance(data, list):
+        raise _schema("body.data", "is missing or not a list")
+    for item in data:
+        item = _require_dict(item, "body.data[]")
+        if "stock_code" not in item:
+            raise _schema("body.data[].stock_code", "is missing")
+        if str(item["stock_code"]).strip().upper() == underlying:
+            stock_id = item.get("stock_id")
+            if isinstance(stock_id, bool) or not isinstance(stock_id, int | str):
+                raise _schema("body.data[].stock_id", "is missing or not an id")
+            try:
+                return int(stock_id)
+            except ValueError:
+                raise _schema("body.data[].stock_id", f"is not an id: {stock_id!r}") from None
+    raise UnknownSymbolError(f"Trendlyne has no contracts for {underlying}", provider=PROVIDER)
+
+
+def parse_expiries(payload: Any) -> list[date]:
+    """`/search-contract-expiry-dates/` -> expiries, nearest first."""
+    data = _require_dict(body_of(payload).get("data"), "body.data")
+    raw = data.get("all_exp_list")
+    if not isinstance(raw, list):
+        raise _schema("body.data.all_exp_list", "is missing or not a list")
+    if not raw:
+        raise EmptyPayloadError("Trendlyne lists no expiries", provider=PROVIDER)
+    return sorted({_iso_date(item, key="body.data.all_exp_list[]") for item in raw})
+
+
+def parse_oi(
+    payload: Any, underlying: str, expiry: date, max_time: time
+) -> list[OptionChainRow]:
+    """`/live-oi-data/` -> a row per present leg, as of `tradingDate` + `max_time` IST."""
+    body = body_of(payload)
+    oi_data = body.get("oiData")
+    if not isinstance(oi_data, dict):
+        raise _schema("body.oiData", "is missing or not an object")
+    input_data = _require_dict(body.get("inputData"), "body.inputData")
+    trading_date = _iso_date(input_data.get("tradingDate"), key="body.inputData.tradingDate")
+    snapshot_ts = datetime.combine(trading_date, max_time, IST)
+    underlying_value = _number(
+        input_data.get("underlyingValue", body.get("underlyingValue")),
+        key="body.inputData.underlyingValue",
+    )
+    rows: list[OptionChainRow] = []
+    for strike_key, strike_data in oi_data.items():
+        key = f"body.oiData.{strike_key}"
+        strike = _number(strike_key, key=key)
+        if strike is None:
+            raise _schema(key, "has an empty strike")
+        strike_data = _require_dict(strike_data, key)
+        for option_type, prefix in _LEGS:
+            values = {
+                name: _number(strike_data.get(f"{prefix}{name}"), key=f"{key}.{prefix}{name}")
+                for name in ("Oi", "OiChange", "Vol", "Ltp")
+            }
+            if all(value is None for value in values.values()):
+                continue  # the strike lists the other leg only
+            rows.append(OptionChainRow(
+                snapshot_ts=snapshot_ts,
+                underlying=underlying,
+                expiry=expiry,
+                strike=strike,
+                option_type=option_type,
+                open_interest=values["Oi"],
+                change_in_oi=values["OiChange"],
+                volume=values["Vol"],
+                iv=None,
+                ltp=values["Ltp"],
+                underlying_value=underlying_value,
+                provider=PROVIDER,
+            ))
+    if not rows:
+        raise EmptyPayloadError(
+            f"Trendlyne OI data of {underlying} {expiry.isoformat()} has no rows",
+            provider=PROVIDER,
+        )
+    rows.sort(key=lambda row: (row.strike, row.option_type))
+    return rows

@@ -1,0 +1,88 @@
+"""Trendlyne SmartOptions: the provider that can answer "the chain as of HH:MM" for today."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+
+from providers.http import HttpSession, Limiter, json_or_error, normalize_underlying
+from providers.interfaces import IOptionsDataProvider
+from providers.records import OptionChainRow
+from providers.settings import trendlyne_base_url
+from providers.trendlyne import query
+from providers.trendlyne.parse import parse_expiries, parse_oi, parse_stock_id
+from providers.trendlyne.query import PROVIDER
+
+Clock = Callable[[], datetime]
+
+
+class TrendlyneOptionsProvider(IOptionsDataProvider):
+    """Option chains and intraday OI (`maxTime`) from Trendlyne's public API."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        limiter: Limiter | None = None,
+        timeout: httpx.Timeout | float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.base_url = (base_url or trendlyne_base_url()).rstrip("/")
+        self._session = HttpSession(
+            provider=PROVIDER, base_url=self.base_url, transport=transport, limiter=limiter,
+            timeout=timeout,
+        )
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._stock_ids: dict[str, int] = {}
+        self._headers = {"Accept": "application/json, text/plain, */*"}
+
+    async def get_expiry_dates(self, underlying: str) -> list[date]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        stock_id = await self._stock_id(symbol)
+        return parse_expiries(await self._get_json(query.expiry_dates(stock_id)))
+
+    async def get_option_chain(
+        self, underlying: str, expiry: date | None = None
+    ) -> list[OptionChainRow]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        # One "now" for every expiry, so the expiries of one snapshot share a timestamp.
+        now = query.current_session_time(self._clock())
+        expiries = [expiry] if expiry is not None else await self.get_expiry_dates(symbol)
+        rows: list[OptionChainRow] = []
+        for each in expiries:
+            rows.extend(await self.get_oi_data(symbol, each, now))
+        return rows
+
+    async def get_oi_data(
+        self, underlying: str, expiry: date, time_str: str | None = None
+    ) -> list[OptionChainRow]:
+        symbol = normalize_underlying(underlying, provider=PROVIDER)
+        if time_str is None:
+            time_str = query.current_session_time(self._clock())
+        max_time = query.parse_time_str(time_str)
+        stock_id = await self._stock_id(symbol)
+        payload = await self._get_json(query.live_oi(stock_id, expiry, max_time.strftime("%H:%M")))
+        return parse_oi(payload, symbol, expiry, max_time)
+
+    async def aclose(self) -> None:
+        await self._session.aclose()
+
+    # -- extract -------------------------------------------------------------------------------
+    async def _stock_id(self, symbol: str) -> int:
+        cached = self._stock_ids.get(symbol)
+        if cached is None:
+            cached = parse_stock_id(await self._get_json(query.search_stock(symbol)), symbol)
+            self._stock_ids[symbol] = cached
+        return cached
+
+    async def _get_json(self, request: query.TrendlyneRequest) -> Any:
+        response = await self._session.request(
+            "GET", request.path, params=request.params, headers=self._headers
+        )
+        return json_or_error(response, provider=PROVIDER, what=request.path)

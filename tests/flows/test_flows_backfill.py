@@ -1,0 +1,87 @@
+"""The `historical-backfill` flow end to end against the TradingView emulator."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+
+import pytest
+from emulated import Emulators, running_emulators
+from tests_support import rows_of
+
+from flows.backfill import historical_backfill
+from providers.calendar import IST
+from storage.paths import encode_segment, lake_root
+
+# Tuesday 2026-01-27, 16:00 IST: after the close; Monday 26th was Republic Day (a holiday).
+NOW = datetime(2026, 1, 27, 16, 0, tzinfo=IST)
+
+
+@pytest.fixture
+def emulators(monkeypatch: pytest.MonkeyPatch, data_dir, prefect_harness) -> Iterator[Emulators]:
+    monkeypatch.setattr("flows.clock.now", lambda: NOW.astimezone(UTC))
+    with running_emulators(monkeypatch, lambda: NOW.astimezone(UTC)) as emu:
+        yield emu
+
+
+def candle_count(interval: str) -> int:
+    return rows_of(f"select count(*) from candles where interval = '{interval}'")[0][0]
+
+
+async def test_backfill_stores_exactly_the_bars_asked_for_and_a_rerun_adds_nothing(
+    emulators: Emulators,
+) -> None:
+    first = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
+    assert first[0].written == 300 and first[0].provider == "tradingview"
+    assert candle_count("5") == 300
+    files = sorted((lake_root() / "candles").rglob("*.parquet"))
+    again = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
+    assert again[0].written == 0 and again[0].already_present == 300
+    assert candle_count("5") == 300
+    assert rows_of("select count(*) from candles_raw")[0][0] == 300
+    assert sorted((lake_root() / "candles").rglob("*.parquet")) == files  # nothing added
+
+
+async def test_daily_bars_are_stored_at_the_session_open(emulators: Emulators) -> None:
+    result = await historical_backfill(symbols=["NSE:NIFTY"], interval="1D", count=20)
+    assert result[0].written == 20
+    times = [t for (t,) in rows_of("select ts from candles where interval = '1D' order by ts")]
+    assert len(times) == 20
+    assert {t.astimezone(IST).weekday() for t in times} <= {0, 1, 2, 3, 4}
+
+
+async def test_a_deleted_day_is_found_as_a_gap_and_refilled(emulators: Emulators) -> None:
+    await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
+    day = lake_root() / "candles" / "date=2026-01-23" / f"symbol={encode_segment('NSE:NIFTY')}"
+    assert day.is_dir()
+    shutil.rmtree(day)
+    assert candle_count("5") == 300 - 75
+
+    result = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", lookback_days=3)
+    assert result[0].gaps.missing_before == 75
+    assert result[0].gaps.filled == 75 and result[0].gaps.still_missing == []
+    assert candle_count("5") == 300
+
+
+async def test_a_holiday_is_not_a_gap(emulators: Emulators) -> None:
+    result = await historical_backfill(
+        symbols=["NSE:NIFTY"], interval="60", since=date(2026, 1, 22)
+    )
+    # 22nd, 23rd, 27th are sessions (7 hourly bars each); the 26th is a holiday, 24/25 a weekend.
+    assert result[0].gaps.expected == 21
+    assert result[0].gaps.still_missing == []
+    again = await historical_backfill(symbols=["NSE:NIFTY"], interval="60", lookback_days=3)
+    assert again[0].gaps.missing_before == 0 and again[0].written == 0
+
+
+async def test_unknown_symbol_fails_the_run_with_one_line_per_symbol(
+    emulators: Emulators,
+) -> None:
+    state = await historical_backfill(
+        symbols=["NSE:NIFTY", "NSE:UNKNOWNX"], interval="5", count=10, return_state=True
+    )
+    assert state.is_failed()
+    message = str(await state.result(raise_on_failure=False))
+    assert "NSE:UNKNOWNX" in message and "NSE:NIFTY:" not in message
+    assert candle_count("5") == 10

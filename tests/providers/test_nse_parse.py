@@ -1,0 +1,173 @@
+"""NSE payload parsing: pure functions on recorded-style and emulator-generated payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from providers.emulators.chains import chain_at, expiries
+from providers.emulators.nse import legacy_payload, v3_payload
+from providers.errors import EmptyPayloadError, SchemaChangedError
+from providers.nse.parse import IST, parse_chain, parse_expiry_dates, parse_timestamp
+from providers.nse.query import chain_v3, contract_info, legacy_chain, nse_date
+
+PAYLOADS = Path(__file__).parent / "payloads"
+NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)  # Monday 11:30 IST
+
+
+def small_payload() -> dict[str, Any]:
+    return json.loads((PAYLOADS / "nse_legacy_nifty_small.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def nifty_legacy() -> dict[str, Any]:
+    listed = expiries("NIFTY", NOW.date())
+    return legacy_payload([chain_at("NIFTY", e, NOW) for e in listed])
+
+
+def test_snapshot_time_is_the_payload_timestamp_in_ist() -> None:
+    rows = parse_chain(small_payload(), "NIFTY")
+    assert {row.snapshot_ts for row in rows} == {datetime(2026, 9, 30, 10, 36, 9, tzinfo=IST)}
+    assert rows[0].snapshot_ts.utcoffset() == timedelta(hours=5, minutes=30)
+
+
+def test_fractional_open_interest_is_kept_as_a_float() -> None:
+    rows = parse_chain(small_payload(), "NIFTY")
+    ce = next(r for r in rows if r.strike == 25800 and r.option_type == "CE")
+    assert ce.open_interest == 41.5
+    assert ce.change_in_oi == -3.5
+    assert (ce.volume, ce.iv, ce.ltp, ce.underlying_value) == (1234.0, 11.73, 84.2, 25812.35)
+    assert ce.provider == "nse" and ce.underlying == "NIFTY" and ce.expiry == date(2026, 9, 30)
+
+
+def test_a_strike_with_one_leg_gives_one_row() -> None:
+    rows = parse_chain(small_payload(), "NIFTY")
+    assert [r.option_type for r in rows if r.strike == 28000] == ["CE"]
+    assert [r.option_type for r in rows if r.strike == 23500] == ["PE"]
+    assert len(rows) == 4
+
+
+def test_zero_iv_is_real_data_and_missing_fields_are_none() -> None:
+    rows = parse_chain(small_payload(), "NIFTY")
+    illiquid = next(r for r in rows if r.strike == 28000)
+    assert illiquid.iv == 0.0
+    far_put = next(r for r in rows if r.strike == 23500)
+    assert far_put.iv is None  # field absent
+    assert far_put.ltp is None  # NSE's "-" placeholder
+    assert far_put.open_interest == 310.0
+
+
+def test_expiry_filter_keeps_only_that_expiry() -> None:
+    rows = parse_chain(small_payload(), "NIFTY", expiry=date(2026, 10, 7))
+    assert [(r.strike, r.option_type) for r in rows] == [(23500.0, "PE")]
+
+
+def test_realistic_legacy_chain_covers_every_expiry_and_strike(nifty_legacy: dict) -> None:
+    rows = parse_chain(nifty_legacy, "NIFTY")
+    listed = expiries("NIFTY", NOW.date())
+    assert len(listed) >= 5
+    assert {r.expiry for r in rows} == set(listed)
+    for expiry in listed:
+        strikes = {r.strike for r in rows if r.expiry == expiry}
+        assert len(strikes) >= 80
+    assert any(r.open_interest is not None and r.open_interest % 1 == 0.5 for r in rows)
+    assert any(r.iv == 0.0 for r in rows)
+    # One-leg strikes exist, so there are fewer rows than 2 x strikes.
+    assert len(rows) < 2 * sum(len({r.strike for r in rows if r.expiry == e}) for e in listed)
+
+
+def test_v3_items_name_the_expiry_expirydates(nifty_legacy: dict) -> None:
+    expiry = expiries("BANKNIFTY", NOW.date())[0]
+    state = chain_at("BANKNIFTY", expiry, NOW)
+    payload = v3_payload(state, expiries("BANKNIFTY", NOW.date()))
+    assert "expiryDates" in payload["records"]["data"][0]
+    rows = parse_chain(payload, "BANKNIFTY", expiry=expiry)
+    assert {r.expiry for r in rows} == {expiry}
+    assert {r.snapshot_ts for r in rows} == {datetime(2026, 11, 23, 11, 30, tzinfo=IST)}
+    spot = payload["records"]["underlyingValue"]
+    assert 55_000 < spot < 59_000 and all(r.underlying_value == spot for r in rows)
+
+
+def test_empty_object_is_an_empty_payload() -> None:
+    with pytest.raises(EmptyPayloadError):
+        parse_chain({}, "NIFTY")
+    with pytest.raises(EmptyPayloadError):
+        parse_expiry_dates({})
+
+
+def test_no_rows_is_an_empty_payload() -> None:
+    payload = small_payload()
+    payload["records"]["data"] = []
+    with pytest.raises(EmptyPayloadError):
+        parse_chain(payload, "NIFTY")
+    with pytest.raises(EmptyPayloadError):
+        parse_chain(small_payload(), "NIFTY", expiry=date(2027, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda p: p.pop("records"), "records"),
+        (lambda p: p.__setitem__("records", []), "records"),
+        (lambda p: p["records"].pop("data"), "records.data"),
+        (lambda p: p["records"].__setitem__("data", {"a": 1}), "records.data"),
+        (lambda p: p["records"].pop("timestamp"), "records.timestamp"),
+        (lambda p: p["records"].__setitem__("timestamp", "2026-09-30T10:36"), "records.timestamp"),
+        (lambda p: p["records"]["data"][0].pop("strikePrice"), "records.data[].strikePrice"),
+        (lambda p: p["records"]["data"][0].__setitem__("strikePrice", "abc"),
+         "records.data[].strikePrice"),
+        (lambda p: p["records"]["data"][0].__setitem__("CE", [1, 2]), "records.data[].CE"),
+        (lambda p: p["records"]["data"][0]["CE"].__setitem__("openInterest", {"v": 1}),
+         "records.data[].CE.openInterest"),
+        (lambda p: p["records"]["data"][0].__setitem__("expiryDate", "2026-09-30"),
+         "records.data[].expiryDate"),
+        (lambda p: p["records"]["data"].append("x"), "records.data[]"),
+    ],
+)
+def test_wrong_shapes_raise_schema_changed_naming_the_key(mutate: Any, key: str) -> None:
+    payload = copy.deepcopy(small_payload())
+    mutate(payload)
+    with pytest.raises(SchemaChangedError) as err:
+        parse_chain(payload, "NIFTY")
+    assert err.value.key == key
+    assert err.value.provider == "nse"
+
+
+def test_a_payload_that_is_not_an_object_is_a_schema_change() -> None:
+    with pytest.raises(SchemaChangedError) as err:
+        parse_chain(["records"], "NIFTY")
+    assert err.value.key == "$"
+
+
+def test_expiry_dates_are_sorted_nearest_first_and_validated() -> None:
+    payload = {"expiryDates": ["26-Jan-2027", "24-Nov-2026", "01-Dec-2026"], "strikePrice": []}
+    assert parse_expiry_dates(payload) == [date(2026, 11, 24), date(2026, 12, 1),
+                                           date(2027, 1, 26)]
+    assert parse_expiry_dates({"expiryDates": []}) == []
+    with pytest.raises(SchemaChangedError) as err:
+        parse_expiry_dates({"expiryDate": ["24-Nov-2026"]})
+    assert err.value.key == "expiryDates"
+    with pytest.raises(SchemaChangedError) as err:
+        parse_expiry_dates({"expiryDates": ["31-Feb-2026"]})
+    assert err.value.key == "expiryDates[]"
+
+
+def test_timestamp_parsing_is_locale_free_and_strict() -> None:
+    assert parse_timestamp("01-jan-2027 09:15:00") == datetime(2027, 1, 1, 9, 15, tzinfo=IST)
+    with pytest.raises(SchemaChangedError):
+        parse_timestamp(None)
+
+
+def test_query_building_picks_the_instrument_type_and_nse_date_format() -> None:
+    assert chain_v3("NIFTY", date(2026, 11, 24)).params == {
+        "type": "Indices", "symbol": "NIFTY", "expiry": "24-Nov-2026"}
+    assert chain_v3("M&M", date(2026, 12, 29)).params["type"] == "Equity"
+    assert contract_info("BANKNIFTY").path == "/api/option-chain-contract-info"
+    assert legacy_chain("NIFTYNXT50").path == "/api/option-chain-indices"
+    assert legacy_chain("RELIANCE").path == "/api/option-chain-equities"
+    assert nse_date(date(2026, 5, 5)) == "05-May-2026"
