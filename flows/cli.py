@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,8 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -345,3 +347,82 @@ def status(
         err.print(f"[bold red]stale:[/] {line}", highlight=False)
     if problems:
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the demo's lake goes (default ./data/demo)")
+    ] = None,
+    capture: Annotated[str, typer.Option(help="Length of the live capture, e.g. 20s")] = "20s",
+) -> None:
+    """Offline end-to-end run against local emulators, then a few analyst queries."""
+    from flows.timespec import TimeSpecError, parse_duration
+
+    try:
+        seconds = parse_duration(capture).total_seconds()
+    except TimeSpecError as exc:
+        raise fail(str(exc), 2) from exc
+    target = (data_dir or Path("data") / "demo").resolve()
+    # The demo must never report to a real server or reach a real provider.
+    os.environ.pop("PREFECT_API_URL", None)
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.demo import run_demo
+
+    def show(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        render(columns, rows, "table", title)
+
+    try:
+        run_demo(target, seconds, lambda line: out.print(line, highlight=False), show)
+    except Exception as exc:
+        raise fail(
+            f"demo failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+
+
+@app.command()
+def capture(
+    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. NSE:NIFTY NSE:BANKNIFTY")],
+    interval: Annotated[str, typer.Option("--interval", "-i", help="Bar interval")] = "1",
+    duration: Annotated[
+        str | None, typer.Option("--duration", "-d", help="e.g. 25s, 10m, 6h")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Stop at HH:MM IST, e.g. 15:35")] = None,
+) -> None:
+    """Capture the live stream: quotes to `ticks`, final bars to `candles`."""
+    from flows.timespec import TimeSpecError, parse_clock, parse_duration
+    from providers.errors import InvalidRequestError
+    from providers.tradingview.symbols import validate_interval, validate_symbol
+
+    if duration and until:
+        raise fail("use either --duration or --until, not both", 2)
+    try:
+        seconds = parse_duration(duration).total_seconds() if duration else None
+        stop_at = parse_clock(until).strftime("%H:%M") if until else None
+        interval = validate_interval(interval)
+        symbols = [validate_symbol(s) for s in symbols]
+    except (TimeSpecError, InvalidRequestError) as exc:
+        raise fail(str(exc), 2) from exc
+    if seconds is None and stop_at is None:
+        stop_at = "15:35"
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.capture import CaptureFailedError, live_capture
+
+    try:
+        summary = _run_flow(
+            live_capture,
+            symbols=symbols,
+            interval=interval,
+            duration_seconds=seconds,
+            until=stop_at,
+        )
+    except CaptureFailedError as exc:
+        for line in _failure_lines(exc):
+            err.print(f"[bold red]capture failed:[/] {line}", highlight=False)
+        raise typer.Exit(1) from exc
+    rows = summary.table_rows()
+    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Live capture")
