@@ -286,17 +286,17 @@ def status(
     hours: Annotated[float, typer.Option(help="Provider health window, in hours")] = 24.0,
 ) -> None:
     """Freshness, rows today, gaps today and provider health; non-zero if stale in market hours."""
-    from datetime import UTC, timedelta
+    from datetime import timedelta
 
-    from flows import config
+    from flows import clock, config
     from flows.status import ProviderHealth, assess, format_age, stale_sentences
     from flows.status_gaps import gaps_today
     from providers.calendar import is_market_open
     from storage.queries import dataset_status, recent_attempts
 
-    now = datetime.now(UTC)
+    now = clock.now()
     try:
-        rows = dataset_status()
+        rows = dataset_status(now=lambda: now)
         attempts = recent_attempts(now - timedelta(hours=hours))
         gaps = gaps_today(rows, now)
     except Exception as exc:

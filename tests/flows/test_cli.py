@@ -1,0 +1,154 @@
+"""The `protrade` CLI on a small lake: query formats, refusals, status verdicts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from providers.calendar import IST
+from storage.writer import LakeWriter
+
+runner = CliRunner()
+# Friday 2026-11-20 11:00 IST: market open.
+OPEN = datetime(2026, 11, 20, 11, 0, tzinfo=IST).astimezone(UTC)
+
+
+def chain_rows(ts: datetime, underlying: str = "NIFTY") -> list[dict[str, object]]:
+    return [
+        {
+            "snapshot_ts": ts,
+            "underlying": underlying,
+            "expiry": date(2026, 11, 24),
+            "strike": 25000.0 + 50 * i,
+            "option_type": kind,
+            "open_interest": 10.5 * (i + 1),
+            "change_in_oi": 1.0,
+            "volume": 5.0,
+            "iv": 0.0,
+            "ltp": 100.0,
+            "underlying_value": 25100.0,
+            "provider": "nse",
+        }
+        for i in range(3)
+        for kind in ("CE", "PE")
+    ]
+
+
+@pytest.fixture
+def small_lake(data_dir):
+    LakeWriter().write("option_chain", chain_rows(OPEN - timedelta(minutes=1)))
+    return data_dir
+
+
+def test_query_as_table(small_lake) -> None:
+    result = runner.invoke(app, ["query", "select count(*) as n from option_chain"])
+    assert result.exit_code == 0, result.output
+    assert "n" in result.output and "6" in result.output
+
+
+def test_query_as_csv(small_lake) -> None:
+    result = runner.invoke(
+        app,
+        ["query", "select strike, option_type from option_chain order by 1, 2", "-f", "csv"],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["strike", "option_type"]
+    assert rows[1] == ["25000.0", "CE"] and len(rows) == 7
+
+
+def test_query_as_json_keeps_types_readable(small_lake) -> None:
+    result = runner.invoke(
+        app, ["query", "select snapshot_ts, open_interest from option_chain limit 1", "-f", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert records[0]["open_interest"] == 10.5
+    assert datetime.fromisoformat(records[0]["snapshot_ts"]) == OPEN - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "insert into option_chain values (1)",
+        "create table t as select 1",
+        "copy (select 1) to '/tmp/x.csv'",
+        "drop view option_chain",
+        "select 1; drop view option_chain",
+    ],
+)
+def test_write_statements_are_refused_with_a_clear_message(small_lake, sql: str) -> None:
+    result = runner.invoke(app, ["query", sql])
+    assert result.exit_code == 2
+    assert "read-only" in result.output.lower() or "one" in result.output.lower()
+    assert runner.invoke(app, ["query", "select count(*) from option_chain"]).exit_code == 0
+
+
+def test_a_bad_query_says_why_in_one_line(small_lake) -> None:
+    result = runner.invoke(app, ["query", "select nope from option_chain"])
+    assert result.exit_code == 1
+    assert "query failed" in result.output and "nope" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_format_is_refused(small_lake) -> None:
+    result = runner.invoke(app, ["query", "select 1", "--format", "xml"])
+    assert result.exit_code == 2 and "unknown format" in result.output
+
+
+def test_status_is_green_on_fresh_data_in_market_hours(small_lake, monkeypatch) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "option_chain" in result.output and "NIFTY" in result.output and "60s" in result.output
+
+
+def test_status_fails_on_stale_data_in_market_hours(small_lake, monkeypatch) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN + timedelta(minutes=45))
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "option_chain NIFTY is stale: newest row is 46m old" in result.output
+
+
+def test_status_on_stale_data_outside_market_hours_is_not_an_alarm(small_lake, monkeypatch) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN + timedelta(hours=8))
+    assert runner.invoke(app, ["status"]).exit_code == 0
+
+
+def test_status_on_an_empty_lake_in_market_hours_names_what_is_missing(
+    data_dir, monkeypatch
+) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY,BANKNIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN)
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "option_chain NIFTY has no data at all" in result.output
+    assert "option_chain BANKNIFTY has no data at all" in result.output
+
+
+def test_status_counts_todays_missing_snapshot_slots(small_lake, monkeypatch) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN)
+    result = runner.invoke(app, ["status"])
+    # 35 slots (09:15 .. 10:57) are due by 11:00; the one at 10:57 is present.
+    assert result.exit_code == 0
+    assert "│ 34" in result.output
+
+
+def test_backfill_refuses_an_unknown_interval_before_any_work(data_dir) -> None:
+    result = runner.invoke(app, ["backfill", "NSE:NIFTY", "--interval", "7"])
+    assert result.exit_code == 2 and "interval" in result.output.lower()
+
+
+def test_capture_refuses_a_bad_duration(data_dir) -> None:
+    result = runner.invoke(app, ["capture", "NSE:NIFTY", "--duration", "soon"])
+    assert result.exit_code == 2 and "duration" in result.output
