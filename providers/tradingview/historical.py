@@ -25,16 +25,14 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from providers import settings
 from providers.errors import (
-    BlockedError,
     InvalidRequestError,
     ProtocolError,
     ProviderError,
-    RateLimitedError,
     SchemaChangedError,
     TransientError,
     UnknownSymbolError,
@@ -43,12 +41,11 @@ from providers.interfaces import IHistoricalDataProvider
 from providers.records import Bar
 from providers.tradingview import codec
 from providers.tradingview.bars import to_bar
-from providers.tradingview.logs import frame_safe_logger
 from providers.tradingview.symbols import validate_interval, validate_symbol
+from providers.tradingview.transport import open_websocket
 
 log = logging.getLogger(__name__)
 
-ORIGIN = "https://www.tradingview.com"
 #: Bars per request: a free account's limit (PROTOCOLS.md, "History limits").
 PAGE_SIZE = 5000
 MAX_COUNT = 100_000
@@ -138,31 +135,9 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
         return [to_bar(bar) for bar in raw]
 
     async def _connect(self, url: str) -> ClientConnection:
-        try:
-            return await connect(
-                url,
-                origin=ORIGIN,  # type: ignore[arg-type]
-                user_agent_header=settings.BROWSER_USER_AGENT,
-                open_timeout=self.connect_timeout,
-                # Browsers send no pings; the protocol's own heartbeats keep the link alive.
-                ping_interval=None,
-                close_timeout=2,
-                max_size=self.max_message_size,
-                logger=frame_safe_logger("websockets.client"),
-            )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            if status in (401, 403):
-                raise BlockedError(f"handshake refused with HTTP {status}") from None
-            if status == 429:
-                raise RateLimitedError("handshake refused with HTTP 429") from None
-            raise TransientError(f"handshake refused with HTTP {status}") from None
-        except InvalidHandshake as exc:
-            raise TransientError(f"handshake failed: {type(exc).__name__}") from None
-        except TimeoutError:
-            raise TransientError(f"connect timed out after {self.connect_timeout:g} s") from None
-        except OSError as exc:
-            raise TransientError(f"cannot connect: {type(exc).__name__}") from None
+        return await open_websocket(
+            url, open_timeout=self.connect_timeout, max_size=self.max_message_size
+        )
 
 
 class _HistoryRequest:

@@ -1,0 +1,621 @@
+"""TradingView live stream: a supervised asyncio loop around the pure codec.
+
+Three concurrent parts per provider:
+- the **receive loop** reads frames, echoes heartbeats before anything else, turns the rest into
+  `Quote`/`ChartUpdate` records and puts them on a bounded queue. It never runs user code;
+- the **consumer** takes records off the queue and calls the callback (sync or async);
+- the **supervisor** (re)connects with exponential backoff and full jitter, replays the *current*
+  subscriptions on every new connection, and runs the staleness watchdog.
+
+Back-pressure, and its trade-off. When the queue is full, records wait in a bounded overflow
+(`overflow_size`) while the loop keeps reading, so heartbeats are still echoed while a slow
+consumer catches up. When the overflow is full too, the loop stops reading until the consumer
+frees room (counted in `stats.backpressure_waits`): memory stays bounded and nothing is dropped,
+but heartbeats that arrive meanwhile wait as well. If the consumer stays stuck for longer than the
+server's heartbeat timeout (about a minute on TradingView), the server disconnects us; that is
+recorded as a disconnect like any other, and the capture flow backfills the bars of the gap.
+The watchdog does not count our own back-pressure as a stall.
+
+The auth token is read when a connection opens and goes only into the first frame: frames are
+never logged and error messages never carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from websockets.exceptions import ConnectionClosed
+
+from providers import settings
+from providers.calendar import get_calendar, is_market_open
+from providers.errors import (
+    ProtocolError,
+    ProviderError,
+    RateLimitedError,
+    TransientError,
+)
+from providers.interfaces import ILiveStreamProvider, LiveCallback
+from providers.records import LiveMessage
+from providers.tradingview import codec
+from providers.tradingview.bars import BarTracker
+from providers.tradingview.quotes import QuoteBook
+from providers.tradingview.supervisor import (
+    BackoffPolicy,
+    Disconnect,
+    LiveStats,
+    Subscriptions,
+    Watchdog,
+    series_frames,
+    setup_frames,
+)
+from providers.tradingview.transport import open_websocket
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "tradingview"
+#: Bars of history each live series asks for: a full 1-minute session (375) and some slack, so
+#: after a reconnect the stream itself resends the bars of the gap.
+DEFAULT_HISTORY_BARS = 400
+#: How many `callback_errors` are logged with a traceback before going quiet.
+_LOGGED_CALLBACK_ERRORS = 5
+
+
+class WebSocketLike(Protocol):
+    """What the provider needs of a connection (websockets' `ClientConnection` fits)."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+ConnectFn = Callable[[str], Awaitable[WebSocketLike]]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_connect(timeout: float, max_size: int) -> ConnectFn:
+    """The shared browser-like handshake (typed errors, frames never logged)."""
+
+    async def open_connection(url: str) -> WebSocketLike:
+        ws = await open_websocket(url, open_timeout=timeout, max_size=max_size)
+        return ws  # type: ignore[return-value]
+
+    return open_connection
+
+
+class _Reconnect(Exception):
+    """Internal: the connection must be replaced; the message is the recorded reason."""
+
+
+class TradingViewLiveProvider(ILiveStreamProvider):
+    """Quotes (`live_feed`) and bars (`chart_update`) from one supervised TradingView socket."""
+
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        connect: ConnectFn | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff: BackoffPolicy | None = None,
+        stall_timeout: float = 30.0,
+        symbol_silence_timeout: float = 120.0,
+        watchdog_interval: float = 1.0,
+        queue_size: int = 10_000,
+        overflow_size: int | None = None,
+        history_bars: int = DEFAULT_HISTORY_BARS,
+        connect_timeout: float = 10.0,
+        stop_drain_timeout: float = 10.0,
+        market_open: Callable[[datetime], bool] = is_market_open,
+        max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self._url = url  # None: PROTRADE_TV_WS_URL, read at connect time
+        self._token = token  # None: PROTRADE_TV_AUTH_TOKEN, read at connect time
+        self._connect = connect or default_connect(connect_timeout, max_message_size)
+        self.connect_timeout = connect_timeout
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.backoff = backoff or BackoffPolicy()
+        self.watchdog_interval = watchdog_interval
+        self.queue_size = queue_size
+        self.overflow_size = queue_size if overflow_size is None else overflow_size
+        self.history_bars = history_bars
+        self.stop_drain_timeout = stop_drain_timeout
+        self._market_open = market_open
+        self.max_message_size = max_message_size
+
+        self.stats = LiveStats()
+        #: Every outage, oldest first; the last one has `end=None` while it lasts.
+        self.disconnects: list[Disconnect] = []
+        #: Set when the provider gave up (outside market hours) or its supervisor crashed.
+        self.failure: ProviderError | None = None
+
+        self._subs = Subscriptions()
+        self._book = QuoteBook()
+        self._trackers: dict[str, BarTracker] = {}  # series id -> finality tracker
+        self._watchdog = Watchdog(stall_timeout, symbol_silence_timeout)
+        self._callback: LiveCallback | None = None
+        self._queue: asyncio.Queue[LiveMessage] | None = None
+        self._pending: deque[LiveMessage] = deque()
+        self._send_lock = asyncio.Lock()
+        self._ws: WebSocketLike | None = None
+        self._qs = ""
+        self._cs = ""
+        self._outage: Disconnect | None = None
+        self._healthy = False
+        self._blocked = False
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._consumer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"TradingViewLiveProvider(url={self._url or settings.tv_ws_url()!r})"
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._supervisor is not None and not self._supervisor.done()
+
+    @property
+    def subscriptions(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """(quoted symbols, (symbol, interval) series): the set replayed on a reconnect."""
+        return list(self._subs.quotes), list(self._subs.series)
+
+    def set_callback(self, callback: LiveCallback) -> None:
+        self._callback = callback
+
+    async def subscribe(self, symbols: Sequence[str], interval: str | None = None) -> None:
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        async with self._send_lock:
+            new_quotes, new_series = self._subs.add(symbols, interval)
+            now = self._clock()
+            for symbol in new_quotes:
+                self._watchdog.watch(symbol, now)
+            for ids in new_series:
+                self._trackers[ids.series_id] = BarTracker(ids.symbol, ids.interval)
+            frames: list[str] = []
+            if new_quotes:
+                frames.append(codec.quote_add_symbols(self._qs, new_quotes))
+            for ids in new_series:
+                frames += series_frames(self._cs, ids, self.history_bars)
+            await self._send_if_connected(frames)
+
+    async def unsubscribe(self, symbol: str, interval: str | None = None) -> None:
+        async with self._send_lock:
+            had_quote, gone = self._subs.remove(symbol, interval)
+            symbol = symbol.strip().upper()
+            frames: list[str] = []
+            if had_quote:
+                self._book.forget(symbol)
+                self._watchdog.forget(symbol)
+                frames.append(codec.quote_remove_symbols(self._qs, [symbol]))
+            for ids in gone:
+                self._trackers.pop(ids.series_id, None)
+                frames.append(codec.remove_series(self._cs, ids.series_id))
+            await self._send_if_connected(frames)
+
+    async def start(self) -> None:
+        """Start the supervisor and the consumer; returns at once (see `wait_connected`)."""
+        if self.running:
+            return
+        if self._market_open is is_market_open:
+            # Loading the exchange calendar takes ~0.5 s: not on the event loop, mid-stream.
+            await asyncio.to_thread(get_calendar)
+        self._queue = asyncio.Queue(self.queue_size)
+        self.failure = None
+        self._closed.clear()
+        self._consumer = asyncio.create_task(self._consume(), name="tv-live-consumer")
+        self._supervisor = asyncio.create_task(self._supervise(), name="tv-live-supervisor")
+        self._supervisor.add_done_callback(lambda _: self._closed.set())
+
+    async def wait_connected(self, within: float | None = None) -> bool:
+        """True once subscribed on a live connection; False after `within` seconds."""
+        try:
+            async with asyncio.timeout(within):
+                await self._connected.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_closed(self) -> None:
+        """Returns when the supervisor ended: after `stop`, or on a failure (see `failure`)."""
+        await self._closed.wait()
+
+    async def stop(self) -> None:
+        """Close the connection, then hand every record already received to the callback."""
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        self._closed.set()
+        consumer, self._consumer = self._consumer, None
+        if consumer is None or self._queue is None:
+            return
+        queue = self._queue
+        try:
+            async with asyncio.timeout(self.stop_drain_timeout):
+                while self._pending:
+                    await queue.put(self._pending.popleft())
+                await queue.join()
+        except TimeoutError:
+            self.stats.undelivered = queue.qsize() + len(self._pending)
+            log.error(
+                "tradingview live: %d received messages were not delivered within %.0f s of stop",
+                self.stats.undelivered, self.stop_drain_timeout,
+            )
+        finally:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------- supervision
+
+    async def _supervise(self) -> None:
+        try:
+            await self._reconnect_forever()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must surface as a failure, not a silent dead stream
+            log.exception("tradingview live supervisor crashed")
+            self.failure = TransientError(
+                f"live supervisor crashed: {type(exc).__name__}", provider=self.name
+            )
+        finally:
+            self._connected.clear()
+            if self._outage is not None and self._outage.end is None and self.failure is None:
+                # Stopped during an outage: close the record so it is complete.
+                self._outage.end = self._wall_clock()
+                self._outage = None
+
+    async def _reconnect_forever(self) -> None:
+        failures = 0
+        first = True
+        retry_after = 0.0
+        while True:
+            if not first:
+                delay = max(self.backoff.delay(failures, self._rng.random), retry_after)
+                retry_after = 0.0
+                await self._sleep(delay)
+            first = False
+            try:
+                ws = await self._open()
+            except ProviderError as exc:
+                failures += 1
+                self.stats.connect_failures += 1
+                if isinstance(exc, RateLimitedError) and exc.retry_after:
+                    retry_after = exc.retry_after
+                self._begin_outage(f"connect failed: {exc.message}")
+                assert self._outage is not None
+                self._outage.failed_attempts += 1
+                log.warning("tradingview live: connect attempt %d failed: %s", failures, exc)
+                if self.backoff.gives_up(failures, self._market_open(self._wall_clock())):
+                    self.failure = TransientError(
+                        f"gave up after {failures} failed connects outside market hours "
+                        f"(last: {exc.message})",
+                        provider=self.name,
+                    )
+                    log.error("tradingview live: %s", self.failure)
+                    return
+                continue
+            reason = await self._run_connection(ws)
+            failures = 0 if self._healthy else failures + 1
+            self._begin_outage(reason)
+            log.warning("tradingview live: disconnected (%s); reconnecting", reason)
+            if not self._healthy and self.backoff.gives_up(
+                failures, self._market_open(self._wall_clock())
+            ):
+                self.failure = TransientError(
+                    f"gave up after {failures} failed connections outside market hours "
+                    f"(last: {reason})",
+                    provider=self.name,
+                )
+                log.error("tradingview live: %s", self.failure)
+                return
+
+    def _begin_outage(self, reason: str) -> None:
+        if self._outage is None:
+            self._outage = Disconnect(start=self._wall_clock(), reason=reason)
+            self.disconnects.append(self._outage)
+
+    async def _open(self) -> WebSocketLike:
+        url = self._url or settings.tv_ws_url()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await self._connect(url)
+        except TimeoutError:
+            raise TransientError(
+                f"connect timed out after {self.connect_timeout:g} s", provider=self.name
+            ) from None
+        except OSError as exc:  # an injected connect function may raise plain socket errors
+            raise TransientError(
+                f"cannot connect: {type(exc).__name__}", provider=self.name
+            ) from None
+
+    async def _run_connection(self, ws: WebSocketLike) -> str:
+        """Subscribe on `ws` and serve it until it fails; returns why it ended."""
+        conn = codec.Connection(self.max_message_size)
+        self._healthy = False
+        try:
+            async with self._send_lock:
+                self._qs = codec.new_session_id("qs", self._rng)
+                self._cs = codec.new_session_id("cs", self._rng)
+                self._book.clear()
+                for tracker in self._trackers.values():
+                    tracker.reset()  # the new series resends its history
+                token = self._token or settings.tv_auth_token()
+                frames = setup_frames(token, self._qs, self._cs, self._subs, self.history_bars)
+                await ws.send("".join(frames))
+                self._ws = ws
+        except (ConnectionClosed, OSError) as exc:
+            await self._close_quietly(ws)
+            return f"connection lost during setup: {type(exc).__name__}"
+        self.stats.connects += 1
+        if self._outage is not None:
+            self._outage.end = self._wall_clock()
+            self._outage = None
+            self.stats.reconnects += 1
+            log.info("tradingview live: reconnected; %d symbols and %d series resubscribed",
+                     len(self._subs.quotes), len(self._subs.series))
+        self._watchdog.reset(self._clock(), self._subs.quotes)
+        self._connected.set()
+        receive = asyncio.create_task(self._receive(ws, conn), name="tv-live-receive")
+        watch = asyncio.create_task(self._watch(), name="tv-live-watchdog")
+        try:
+            done, _ = await asyncio.wait({receive, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._connected.clear()
+            self._ws = None
+            for task in (receive, watch):
+                task.cancel()
+            await asyncio.gather(receive, watch, return_exceptions=True)
+            await self._close_quietly(ws)
+        task = receive if receive in done else watch
+        return _reason(task)
+
+    async def _close_quietly(self, ws: WebSocketLike) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await ws.close()
+
+    async def _watch(self) -> None:
+        while True:
+            # Real time, not the injected `sleep` (that one paces reconnects only).
+            await asyncio.sleep(self.watchdog_interval)
+            verdict = self._watchdog.check(
+                self._clock(),
+                market_open=self._market_open(self._wall_clock()),
+                reading=not self._blocked,
+            )
+            if verdict.reconnect:
+                if "stall" in verdict.reconnect:
+                    self.stats.stalls += 1
+                raise _Reconnect(verdict.reconnect)
+            for symbol in verdict.resubscribe:
+                await self._resubscribe(symbol)
+
+    async def _resubscribe(self, symbol: str) -> None:
+        async with self._send_lock:
+            if symbol not in self._subs.quotes:
+                return
+            frames = [
+                codec.quote_remove_symbols(self._qs, [symbol]),
+                codec.quote_add_symbols(self._qs, [symbol]),
+            ]
+            for ids in self._subs.series_of(symbol):
+                frames.append(codec.remove_series(self._cs, ids.series_id))
+                frames += series_frames(self._cs, ids, self.history_bars)
+                tracker = self._trackers.get(ids.series_id)
+                if tracker is not None:
+                    tracker.reset()
+            self._book.forget(symbol)
+            self.stats.resubscribes += 1
+            log.warning("tradingview live: %s went silent while others ticked; resubscribing",
+                        symbol)
+            await self._send_if_connected(frames)
+
+    async def _send_if_connected(self, frames: list[str]) -> None:
+        """Send on the live connection, if any; a failure is left to the reconnect, which
+        replays the whole current set anyway. Call with `_send_lock` held."""
+        ws = self._ws
+        if ws is None or not frames:
+            return
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await ws.send("".join(frames))
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _receive(self, ws: WebSocketLike, conn: codec.Connection) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        pending = self._pending
+        recv_task: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                self._drain_pending(queue)
+                if not pending:
+                    if recv_task is None:
+                        data = await ws.recv()
+                    else:
+                        data, recv_task = await recv_task, None
+                    await self._on_frame(ws, conn, data)
+                    continue
+                # The queue is full. Wait for room and, while the overflow has space, for the
+                # next frame too: heartbeats keep being echoed while the consumer catches up.
+                put_task = asyncio.create_task(queue.put(pending[0]))
+                waits: set[asyncio.Task[Any]] = {put_task}
+                if len(pending) < self.overflow_size:
+                    if recv_task is None:
+                        recv_task = asyncio.create_task(ws.recv())
+                    waits.add(recv_task)
+                else:
+                    self.stats.backpressure_waits += 1
+                    self._blocked = True
+                try:
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._blocked = False
+                    if not put_task.done():
+                        put_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await put_task
+                    # Here, not after the block: a stop that cancels us just as the put
+                    # succeeded must not leave the record in both the queue and `pending`.
+                    if not put_task.cancelled():
+                        pending.popleft()
+                if recv_task is not None and recv_task in done:
+                    data, recv_task = recv_task.result(), None
+                    await self._on_frame(ws, conn, data)
+        finally:
+            if recv_task is not None:
+                recv_task.cancel()
+                await asyncio.gather(recv_task, return_exceptions=True)
+
+    def _drain_pending(self, queue: asyncio.Queue[LiveMessage]) -> None:
+        pending = self._pending
+        while pending and not queue.full():
+            queue.put_nowait(pending.popleft())
+
+    async def _on_frame(self, ws: WebSocketLike, conn: codec.Connection, data: Any) -> None:
+        now = self._clock()
+        self.stats.frames += 1
+        self._watchdog.frame(now)
+        events = conn.receive_data(data)  # ProtocolError -> reconnect
+        # Heartbeats first, before any other work: a late echo gets us disconnected.
+        replies = [e.reply for e in events if isinstance(e, codec.Heartbeat)]
+        if replies:
+            self.stats.heartbeats += len(replies)
+            self._healthy = True
+            await ws.send("".join(replies))
+            if len(replies) == len(events):
+                return
+        received_at = self._wall_clock()
+        for event in events:
+            if isinstance(event, codec.Heartbeat | codec.Hello):
+                continue
+            self.stats.messages += 1
+            self._healthy = True
+            self._on_event(event, received_at, now)
+
+    def _on_event(self, event: codec.Event, received_at: datetime, now: float) -> None:
+        if isinstance(event, codec.QuoteData):
+            if event.session != self._qs or event.symbol not in self._subs.quotes:
+                return  # a late message of an old session or a removed symbol
+            quote = self._book.apply(event, received_at)
+            if quote is None:
+                self.stats.symbol_errors += 1
+                self._watchdog.forget(event.symbol)
+                log.warning("tradingview live: the server does not know %s", event.symbol)
+                return
+            self._watchdog.quote(event.symbol, now)
+            self.stats.quotes += 1
+            self._emit(quote)
+        elif isinstance(event, codec.TimescaleUpdate | codec.DataUpdate):
+            if event.session != self._cs:
+                return
+            for series_id, raw_bars in event.series.items():
+                tracker = self._trackers.get(series_id)
+                if tracker is None:
+                    continue
+                for update in tracker.apply(raw_bars, received_at):
+                    self.stats.bars += 1
+                    if update.is_final:
+                        self.stats.final_bars += 1
+                    self._emit(update)
+        elif isinstance(event, codec.SymbolError | codec.SeriesError):
+            self.stats.symbol_errors += 1
+            log.warning("tradingview live: %s for %s: %s", type(event).__name__,
+                        getattr(event, "symbol_id", getattr(event, "series_id", "?")),
+                        event.reason)
+        elif isinstance(event, codec.CriticalError):
+            raise TransientError(f"critical_error from TradingView: {event.reason}")
+        elif isinstance(event, codec.ProtocolErrorEvent):
+            raise ProtocolError(f"TradingView reported a protocol error: {event.reason}")
+
+    def _emit(self, message: LiveMessage) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        if not self._pending:
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                pass
+            else:
+                size = queue.qsize()
+                if size > self.stats.queue_high_water:
+                    self.stats.queue_high_water = size
+                return
+        self._pending.append(message)
+        self.stats.deferred += 1
+        depth = self.queue_size + len(self._pending)
+        if depth > self.stats.queue_high_water:
+            self.stats.queue_high_water = depth
+
+    # ---------------------------------------------------------------- delivery
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            message = await queue.get()
+            try:
+                callback = self._callback
+                if callback is not None:
+                    result = callback(message)
+                    if inspect.isawaitable(result):
+                        await result
+            except Exception:
+                self.stats.callback_errors += 1
+                if self.stats.callback_errors <= _LOGGED_CALLBACK_ERRORS:
+                    log.exception("tradingview live: the callback failed on a %s", message.kind)
+            finally:
+                queue.task_done()
+
+
+def _reason(task: asyncio.Task[Any]) -> str:
+    """Why a connection's receive loop or watchdog ended, in one line without secrets."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    if exc is None:
+        return "ended"
+    if isinstance(exc, ConnectionClosed):
+        frame = exc.rcvd or exc.sent
+        if frame is None:
+            return "connection lost (no close frame)"
+        return f"connection closed by {'server' if exc.rcvd else 'client'} ({frame.code})"
+    if isinstance(exc, _Reconnect):
+        return str(exc)
+    if isinstance(exc, ProviderError):
+        return f"{type(exc).__name__}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"

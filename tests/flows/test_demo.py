@@ -1,0 +1,53 @@
+"""The offline demo end to end: emulators, three flows through Prefect, real query results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.demo import QUERIES, run_demo
+
+ENV = (
+    "PROTRADE_DATA_DIR",
+    "PROTRADE_NSE_BASE_URL",
+    "PROTRADE_TRENDLYNE_BASE_URL",
+    "PROTRADE_TV_WS_URL",
+)
+
+
+@pytest.mark.slow
+def test_demo_collects_from_the_emulators_and_prints_real_query_results(
+    tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV:  # run_demo points the providers at its emulators; restore afterwards
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    said: list[str] = []
+    shown: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
+
+    result = run_demo(
+        tmp_path / "demo",
+        capture_seconds=6,
+        say=said.append,
+        show=lambda title, cols, rows: shown.__setitem__(title, (cols, rows)),
+    )
+
+    assert [t for t, _ in QUERIES] == list(shown)
+    chain_cols, chain = shown[QUERIES[0][0]]
+    assert chain_cols[:3] == ["strike", "ce_oi", "pe_oi"] and len(chain) == 7
+    assert all(row[1] is not None and row[2] is not None for row in chain)
+    _, pcr = shown[QUERIES[1][0]]
+    assert {row[0] for row in pcr} == {"NIFTY", "BANKNIFTY"}
+    assert all(row[2] > 0 for row in pcr)
+    _, candles = shown[QUERIES[2][0]]
+    assert candles and all(row[-1] == "tradingview" for row in candles)
+    _, ticks = shown[QUERIES[3][0]]
+    assert {row[0] for row in ticks} == {"NSE:NIFTY", "NSE:BANKNIFTY"}
+    assert all(row[1] > 0 for row in ticks)
+    assert (result.data_dir / "protrade.duckdb").exists()
+    assert any("Parquet lake" in line for line in said)
+    # Nothing but loopback: every provider URL the demo used was 127.0.0.1.
+    for name in ENV[1:]:
+        assert os.environ[name].split("//")[1].startswith("127.0.0.1:")

@@ -1,0 +1,257 @@
+"""The live provider against the TradingView emulator on 127.0.0.1 (accelerated heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from providers.emulators.tradingview import TradingViewEmulator
+from providers.records import ChartUpdate, LiveMessage, Quote
+from providers.tradingview.live import TradingViewLiveProvider
+from providers.tradingview.supervisor import BackoffPolicy
+
+SYMBOLS = ["NSE:NIFTY", "NSE:RELIANCE"]
+MARKET = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # Monday 10:30 IST
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[TradingViewEmulator]:
+    async with TradingViewEmulator(
+        tick_interval=0.02, heartbeat_interval=0.05, heartbeat_timeout=0.3, bar_seconds=0.2,
+        clock=lambda: MARKET,
+    ) as server:
+        yield server
+
+
+def make_provider(url: str, **kwargs) -> TradingViewLiveProvider:
+    options = dict(
+        url=url, stall_timeout=0.3, watchdog_interval=0.03, symbol_silence_timeout=5.0,
+        backoff=BackoffPolicy(base=0.02, cap=0.1), rng=random.Random(7),
+        market_open=lambda now: True, wall_clock=lambda: datetime.now(UTC), history_bars=5,
+    )
+    options.update(kwargs)
+    return TradingViewLiveProvider(**options)
+
+
+async def wait_for(predicate, limit: float = 3.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def commands(emu: TradingViewEmulator, connection: int) -> list[str]:
+    return [m for m, _ in emu.commands[connection]]
+
+
+async def test_quotes_and_bars_of_several_symbols_arrive_as_typed_records(emu):
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url)
+    provider.set_callback(got.append)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        await wait_for(lambda: {q.symbol for q in got if isinstance(q, Quote)} == set(SYMBOLS))
+        await wait_for(lambda: any(isinstance(m, ChartUpdate) and m.is_final for m in got))
+    finally:
+        await provider.stop()
+    quote = next(m for m in got if isinstance(m, Quote))
+    assert quote.kind == "live_feed" and quote.price and quote.ts and quote.bid is not None
+    bars = [m for m in got if isinstance(m, ChartUpdate)]
+    assert {b.symbol for b in bars} == set(SYMBOLS) and bars[0].kind == "chart_update"
+    assert any(not b.is_final for b in bars)
+    assert provider.stats.quotes == sum(isinstance(m, Quote) for m in got)
+    # The token goes out in the first frame only, as the first command.
+    assert commands(emu, 1)[:4] == [
+        "set_auth_token", "set_locale", "quote_create_session", "quote_set_fields"]
+
+
+async def test_dropped_connection_is_recorded_and_the_current_subscriptions_are_replayed(emu):
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url)
+    provider.set_callback(got.append)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        await provider.subscribe(["NSE:TCS"])  # quotes only, added while connected
+        await asyncio.wrap_future(emu.drop_connections())
+        await wait_for(lambda: provider.stats.reconnects == 1)
+        before = len(got)
+        await wait_for(lambda: {m.symbol for m in got[before:] if isinstance(m, Quote)}
+                       == {*SYMBOLS, "NSE:TCS"})
+    finally:
+        await provider.stop()
+    [outage] = provider.disconnects
+    assert outage.end is not None and outage.start <= outage.end
+    assert "no close frame" in outage.reason
+    replay = emu.commands[2]
+    added = [p[1:] for m, p in replay if m == "quote_add_symbols"]
+    assert added == [[*SYMBOLS, "NSE:TCS"]]
+    series = sorted(json.loads(p[2][1:])["symbol"] for m, p in replay if m == "resolve_symbol")
+    assert series == sorted(SYMBOLS)
+    assert commands(emu, 2)[0] == "set_auth_token"
+
+
+async def test_a_stall_with_the_socket_open_is_detected_and_recovered(emu):
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url)
+    provider.set_callback(got.append)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        emu.stall(0.5)
+        stalled_at = len(got)
+        await wait_for(lambda: provider.stats.stalls >= 1)
+        await wait_for(lambda: provider.connected and len(got) > stalled_at + 10, limit=4)
+    finally:
+        await provider.stop()
+    assert provider.stats.reconnects >= 1
+    assert "stall" in provider.disconnects[0].reason
+
+
+async def test_heartbeats_are_echoed_while_the_consumer_is_slow(emu):
+    delivered: list[LiveMessage] = []
+
+    async def slow(message: LiveMessage) -> None:
+        await asyncio.sleep(0.01)  # far slower than the feed
+        delivered.append(message)
+
+    provider = make_provider(emu.url, queue_size=4, overflow_size=100_000)
+    provider.set_callback(slow)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        await asyncio.sleep(1.2)  # four heartbeat timeouts of the emulator
+    finally:
+        await provider.stop()
+    assert emu.connection_count == 1 and provider.disconnects == []
+    assert provider.stats.heartbeats >= 10
+    assert provider.stats.deferred > 0  # the queue was full: records waited, none dropped
+    assert len(delivered) == provider.stats.quotes + provider.stats.bars
+
+
+async def test_a_full_queue_and_overflow_stop_reading_instead_of_dropping(emu):
+    delivered: list[LiveMessage] = []
+
+    async def slow(message: LiveMessage) -> None:
+        await asyncio.sleep(0.005)
+        delivered.append(message)
+
+    provider = make_provider(emu.url, queue_size=2, overflow_size=2, stall_timeout=5.0)
+    provider.set_callback(slow)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        await wait_for(lambda: provider.stats.backpressure_waits > 3)
+    finally:
+        await provider.stop()
+    # Bounded: the queue, the overflow, and at most one frame's worth of records beyond it.
+    assert provider.stats.queue_high_water <= 2 + 2 + 10
+    assert provider.stats.undelivered == 0
+    assert len(delivered) == provider.stats.quotes + provider.stats.bars
+
+
+async def test_unsubscribe_removes_quotes_and_series_on_the_server(emu):
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url)
+    provider.set_callback(got.append)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        await wait_for(lambda: {q.symbol for q in got if isinstance(q, Quote)} == set(SYMBOLS))
+        await provider.unsubscribe("NSE:RELIANCE", "1")
+        await asyncio.sleep(0.1)  # messages already in flight may still arrive
+        mark = len(got)
+        await asyncio.sleep(0.2)
+    finally:
+        await provider.stop()
+    assert {m.symbol for m in got[mark:]} == {"NSE:NIFTY"}
+    assert "quote_remove_symbols" in commands(emu, 1)
+    assert "remove_series" in commands(emu, 1)
+    assert provider.subscriptions == (["NSE:NIFTY"], [("NSE:NIFTY", "1")])
+
+
+async def test_refused_connects_are_retried_with_jittered_backoff(emu):
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(0)
+
+    emu.refuse_connections(3)
+    provider = make_provider(emu.url, sleep=fake_sleep,
+                             backoff=BackoffPolicy(base=1.0, cap=3.0, max_attempts_off_hours=2))
+    provider.set_callback(lambda m: None)
+    await provider.subscribe(SYMBOLS)
+    await provider.start()
+    try:
+        assert await provider.wait_connected(3)  # in market hours it never gives up
+    finally:
+        await provider.stop()
+    assert emu.refused_count == 3 and provider.stats.connect_failures == 3
+    assert len(sleeps) == 3
+    assert all(0 <= s < cap for s, cap in zip(sleeps, [2.0, 3.0, 3.0], strict=True))
+    [outage] = provider.disconnects
+    assert outage.failed_attempts == 3 and outage.end is not None
+    assert "HTTP 503" in outage.reason
+
+
+async def test_outside_market_hours_the_provider_gives_up_and_reports_a_failure(emu):
+    async def no_sleep(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    emu.refuse_connections(100)
+    provider = make_provider(emu.url, sleep=no_sleep, market_open=lambda now: False,
+                             backoff=BackoffPolicy(base=1.0, max_attempts_off_hours=4))
+    await provider.subscribe(SYMBOLS)
+    await provider.start()
+    async with asyncio.timeout(3):
+        await provider.wait_closed()
+    await provider.stop()
+    assert provider.failure is not None and "4 failed connects" in str(provider.failure)
+    assert emu.refused_count == 4
+
+
+async def test_a_protocol_error_or_bad_frame_leads_to_a_reconnect(emu):
+    provider = make_provider(emu.url)
+    provider.set_callback(lambda m: None)
+    await provider.subscribe(SYMBOLS)
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        await asyncio.wrap_future(emu.send_bad_frame())
+        await wait_for(lambda: provider.stats.reconnects == 1)
+        await asyncio.wrap_future(emu.send_protocol_error())
+        await wait_for(lambda: provider.stats.reconnects == 2)
+    finally:
+        await provider.stop()
+    reasons = [d.reason for d in provider.disconnects]
+    assert "ProtocolError" in reasons[0] and "protocol" in reasons[1].lower()
+
+
+async def test_the_token_never_appears_in_records_or_reasons(emu, caplog):
+    secret = "secret-token-123"
+    provider = make_provider(emu.url, token=secret)
+    provider.set_callback(lambda m: None)
+    await provider.subscribe(SYMBOLS)
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        await asyncio.wrap_future(emu.send_protocol_error())
+        await wait_for(lambda: provider.stats.reconnects == 1)
+    finally:
+        await provider.stop()
+    assert emu.commands[1][0] == ("set_auth_token", [secret])
+    assert secret not in caplog.text and secret not in repr(provider.disconnects)
+    assert secret not in repr(provider)
+
+
