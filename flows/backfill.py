@@ -18,7 +18,6 @@ from datetime import date, datetime, timedelta
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
 from flows import clock, config
 from flows.candle_plan import (
@@ -30,8 +29,8 @@ from flows.candle_plan import (
 )
 from flows.gaps import missing_times
 from flows.lake_rows import candle_rows
-from flows.runtime import RunContext, run_context
-from providers.calendar import IST, SESSION_OPEN, is_trading_day, trading_days
+from flows.runtime import RunContext, holiday_skip, run_context
+from providers.calendar import IST, SESSION_OPEN, trading_days
 from providers.errors import AllProvidersFailedError, ProviderError
 from storage.queries import existing_candle_times
 
@@ -204,9 +203,8 @@ async def historical_backfill(
     """Backfill candles per symbol; Failed when any symbol got nothing from any provider."""
     logger = get_run_logger()
     today = clock.now().astimezone(IST).date()
-    if only_on_trading_days and not is_trading_day(today):
-        logger.info("%s is not an NSE trading day: backfill skipped", today)
-        return Completed(name="Skipped", message=f"{today} is not an NSE trading day")  # type: ignore[return-value]
+    if only_on_trading_days and (skipped := holiday_skip(today, "backfill", logger)):
+        return skipped  # type: ignore[return-value]
     names = symbols or config.backfill_symbols()
     results: list[SymbolBackfill] = []
     async with run_context() as ctx:

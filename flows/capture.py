@@ -13,7 +13,6 @@ from datetime import UTC, datetime, time, timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
-from prefect.states import Completed
 
 from flows import config
 from flows.capture_core import (
@@ -22,8 +21,9 @@ from flows.capture_core import (
     CaptureSummary,
     capture,
 )
+from flows.runtime import holiday_skip
 from flows.timespec import parse_clock
-from providers.calendar import IST, is_trading_day
+from providers.calendar import IST
 
 
 class CaptureFailedError(RuntimeError):
@@ -52,9 +52,8 @@ async def live_capture(
     SIGTERM or cancellation, whichever comes first; always ends with a final flush."""
     logger = get_run_logger()
     today = datetime.now(UTC).astimezone(IST).date()
-    if only_on_trading_days and not is_trading_day(today):
-        logger.info("%s is not an NSE trading day: capture skipped", today)
-        return Completed(name="Skipped", message=f"{today} is not an NSE trading day")  # type: ignore[return-value]
+    if only_on_trading_days and (skipped := holiday_skip(today, "capture", logger)):
+        return skipped  # type: ignore[return-value]
     names = symbols or config.capture_symbols()
     summary = await capture(
         names,

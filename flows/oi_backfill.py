@@ -14,13 +14,12 @@ from datetime import date, datetime, timedelta
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
 from flows import clock, config
 from flows.gaps import missing_slots
 from flows.lake_rows import option_chain_rows
-from flows.runtime import RunContext, run_context
-from providers.calendar import IST, is_trading_day, snapshot_slots
+from flows.runtime import RunContext, holiday_skip, run_context
+from providers.calendar import IST, snapshot_slots
 from providers.errors import AllProvidersFailedError, ProviderError
 from storage.queries import existing_snapshot_times
 
@@ -116,10 +115,8 @@ async def oi_backfill(
         raise ValueError(
             f"only today's slots can be backfilled ({today}); no provider answers for {day}"
         )
-    if not is_trading_day(day):
-        if only_on_trading_days:
-            return Completed(name="Skipped", message=f"{day} is not an NSE trading day")  # type: ignore[return-value]
-        logger.warning("%s is not an NSE trading day: there are no slots to fill", day)
+    if only_on_trading_days and (skipped := holiday_skip(day, "oi-backfill", logger)):
+        return skipped  # type: ignore[return-value]
     every = timedelta(minutes=every_minutes)
     names = [u.upper() for u in (underlyings or config.underlyings())]
     async with run_context() as ctx:

@@ -11,11 +11,17 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from flows.lake_rows import attempt_rows
+from providers.calendar import is_trading_day
 from providers.records import AttemptRecord
 from providers.registry import ProviderRegistry, initialize_default_providers
 from storage.writer import LakeWriter
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +94,19 @@ async def run_context() -> AsyncIterator[RunContext]:
             attempts.flush()
         finally:
             await registry.aclose()
+
+
+def holiday_skip(
+    day: date, job: str, logger: logging.Logger | logging.LoggerAdapter[Any] = log
+) -> State[Any] | None:
+    """A "Skipped" (Completed) state when `day` is no NSE trading day, else None.
+
+    Cron cannot skip exchange holidays, so scheduled runs ask this first; a holiday run must not
+    look like a failure to operators.
+    """
+    if is_trading_day(day):
+        return None
+    logger.info("%s is not an NSE trading day: %s skipped", day, job)
+    from prefect.states import Completed
+
+    return Completed(name="Skipped", message=f"{day} is not an NSE trading day: {job} skipped")

@@ -14,12 +14,11 @@ from datetime import datetime
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.states import Completed
 
 from flows import clock, config
 from flows.lake_rows import option_chain_rows
-from flows.runtime import RunContext, run_context
-from providers.calendar import IST, is_trading_day
+from flows.runtime import RunContext, holiday_skip, run_context
+from providers.calendar import IST
 from providers.errors import AllProvidersFailedError, ProviderError, ProviderFailure
 
 
@@ -121,9 +120,8 @@ async def oi_snapshot(
     """Snapshot each underlying's full chain; Failed if any underlying got no data at all."""
     logger = get_run_logger()
     today = clock.now().astimezone(IST).date()
-    if only_on_trading_days and not is_trading_day(today):
-        logger.info("%s is not an NSE trading day: snapshot skipped", today)
-        return Completed(name="Skipped", message=f"{today} is not an NSE trading day")  # type: ignore[return-value]
+    if only_on_trading_days and (skipped := holiday_skip(today, "snapshot", logger)):
+        return skipped  # type: ignore[return-value]
     names = [u.strip().upper() for u in (underlyings or config.underlyings())]
     async with run_context() as ctx:
         results = list(await asyncio.gather(*(snapshot_underlying(u, ctx) for u in names)))

@@ -11,7 +11,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from providers.errors import EmptyPayloadError, SchemaChangedError
+from providers.errors import EmptyPayloadError
+from providers.payload import PayloadReader
 from providers.records import OptionChainRow, OptionType
 
 PROVIDER = "nse"
@@ -24,8 +25,11 @@ _DATE_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s*$")
 _TS_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
 
-def _schema(key: str, detail: str) -> SchemaChangedError:
-    return SchemaChangedError(f"NSE payload {detail} at '{key}'", key=key, provider=PROVIDER)
+_reader = PayloadReader("NSE", PROVIDER)
+_schema = _reader.schema
+_number = _reader.number
+_require_dict = _reader.require_dict
+_require_list = _reader.require_list
 
 
 def parse_nse_date(value: Any, *, key: str) -> date:
@@ -52,35 +56,6 @@ def parse_timestamp(value: Any, *, key: str = "records.timestamp") -> datetime:
                         tzinfo=IST)
     except ValueError:
         raise _schema(key, f"has an impossible timestamp {value!r}") from None
-
-
-def _number(value: Any, *, key: str) -> float | None:
-    """A numeric field: None when absent or a placeholder ("-"), an error when a container."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().replace(",", "")
-        if text in ("", "-", "--"):
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            raise _schema(key, f"has a non-numeric value {value!r}") from None
-    raise _schema(key, f"has a {type(value).__name__} where a number belongs")
-
-
-def _require_dict(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _schema(key, "is missing or not an object")
-    return value
-
-
-def _require_list(value: Any, key: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise _schema(key, "is missing or not a list")
-    return value
 
 
 def parse_expiry_dates(payload: Any) -> list[date]:

@@ -9,38 +9,18 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Any
 
-from providers.errors import EmptyPayloadError, SchemaChangedError, UnknownSymbolError
+from providers.errors import EmptyPayloadError, UnknownSymbolError
+from providers.payload import PayloadReader
 from providers.records import OptionChainRow, OptionType
 from providers.trendlyne.query import IST, PROVIDER
 
 _LEGS: tuple[tuple[OptionType, str], ...] = (("CE", "call"), ("PE", "put"))
 
 
-def _schema(key: str, detail: str) -> SchemaChangedError:
-    return SchemaChangedError(f"Trendlyne payload {detail} at '{key}'", key=key,
-                              provider=PROVIDER)
-
-
-def _require_dict(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _schema(key, "is missing or not an object")
-    return value
-
-
-def _number(value: Any, *, key: str) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().replace(",", "")
-        if text in ("", "-", "--"):
-            return None
-        try:
-            return float(text)
-        except ValueError:
-            raise _schema(key, f"has a non-numeric value {value!r}") from None
-    raise _schema(key, f"has a {type(value).__name__} where a number belongs")
+_reader = PayloadReader("Trendlyne", PROVIDER)
+_schema = _reader.schema
+_number = _reader.number
+_require_dict = _reader.require_dict
 
 
 def _iso_date(value: Any, *, key: str) -> date:
