@@ -209,6 +209,7 @@ class TradingViewEmulator:
         self._stall_until = 0.0
         self._refuse = 0
         self._heartbeats_on = True
+        self._muted: set[str] = set()
         self._rng = random.Random(seed)
         self._clients: dict[int, _Client] = {}
         self._server: Server | None = None
@@ -362,6 +363,12 @@ class TradingViewEmulator:
         """Symbols to treat as unknown, besides tickers starting `UNKNOWN` and `NSE:BAD...`."""
         with self._lock:
             self._unknown = {s.upper() for s in symbols}
+
+    def mute_symbol(self, symbol: str) -> None:
+        """Stop ticking one symbol (others go on) until a client subscribes to it again: the
+        real feed's "one symbol went quiet" failure, which a resubscribe cures."""
+        with self._lock:
+            self._muted.add(symbol.upper())
 
     def stop_heartbeats(self) -> None:
         with self._lock:
@@ -520,6 +527,8 @@ class TradingViewEmulator:
         qs, symbols = str(p[0]), [str(s) for s in p[1:]]
         session = client.quote_sessions[qs]
         frames = []
+        with self._lock:
+            self._muted.difference_update(symbols)
         for symbol in symbols:
             if self.is_unknown(symbol):
                 body = {"n": symbol, "s": "error", "errmsg": "invalid symbol", "v": {}}
@@ -713,8 +722,12 @@ class TradingViewEmulator:
                 continue
             # Build every message before the first await: the worker may change the sessions.
             frames = []
+            with self._lock:
+                muted = set(self._muted)
             for qs, session in client.quote_sessions.items():
                 for symbol, state in session.items():
+                    if symbol in muted:
+                        continue
                     body = {"n": symbol, "s": "ok", "v": self._tick_quote(state)}
                     frames.append(codec.encode_message("qsd", [qs, body]))
             for cs, chart in client.chart_sessions.items():

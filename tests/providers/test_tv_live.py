@@ -255,3 +255,29 @@ async def test_the_token_never_appears_in_records_or_reasons(emu, caplog):
     assert secret not in repr(provider)
 
 
+
+
+async def test_one_silent_symbol_is_resubscribed_while_the_others_tick(emu):
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url, symbol_silence_timeout=0.3)
+    provider.set_callback(got.append)
+    await provider.subscribe(SYMBOLS, None)
+    await provider.start()
+    try:
+        await wait_for(lambda: {q.symbol for q in got if isinstance(q, Quote)} == set(SYMBOLS))
+        emu.mute_symbol("NSE:RELIANCE")
+        await wait_for(lambda: provider.stats.resubscribes >= 1)
+        seen = len(got)
+        await wait_for(
+            lambda: any(isinstance(m, Quote) and m.symbol == "NSE:RELIANCE" for m in got[seen:])
+        )
+    finally:
+        await provider.stop()
+    assert emu.connection_count == 1, "a resubscribe, not a reconnect"
+    sent = emu.commands[1]
+    assert ("quote_remove_symbols", [provider_qs(sent), "NSE:RELIANCE"]) in sent
+    assert [p[1:] for m, p in sent if m == "quote_add_symbols"][-1] == ["NSE:RELIANCE"]
+
+
+def provider_qs(sent: list[tuple[str, list]]) -> str:
+    return next(p[0] for m, p in sent if m == "quote_create_session")
