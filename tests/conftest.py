@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="protrade-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
@@ -31,3 +32,15 @@ def data_dir(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("PROTRADE_DATA_DIR", str(root))
     return root
+
+
+# PREFECT.md: ~20 s to enter, so one harness per session, shared by tests/flows and
+# tests/deployments (fixtures in a sub-folder's conftest are invisible to its siblings).
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
