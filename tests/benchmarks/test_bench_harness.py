@@ -1,0 +1,117 @@
+"""The harness's arithmetic, and a tiny run of each benchmark so the code cannot rot.
+
+No timing assertions: only that figures come out, well-formed, with the right verdict logic.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import bench_backfill, bench_chain, bench_queries, datagen
+from benchmarks.__main__ import main
+from benchmarks.harness import (
+    Target,
+    alternate,
+    figure,
+    format_table,
+    not_available,
+    percentile,
+    ratio_of,
+    verdict_of,
+    write_json,
+)
+
+
+def test_speedup_ratio_is_baseline_over_ours_and_relative_is_ours_over_baseline():
+    assert ratio_of(0.5, 2.0, "speedup") == 4.0
+    assert ratio_of(3.0, 1.5, "relative") == 2.0
+    assert ratio_of(None, 1.0, "speedup") is None
+    assert ratio_of(1.0, 0.0, "relative") is None
+    assert ratio_of(1.0, 2.0, "none") is None
+
+
+def test_verdict_passes_at_the_bound_and_fails_beyond_it():
+    at_least = Target(">=", 3.0)
+    assert verdict_of(at_least, 1.0, 3.0) == "pass"
+    assert verdict_of(at_least, 1.0, 2.99) == "FAIL"
+    at_most_ours = Target("<=", 0.1, on="ours")
+    assert verdict_of(at_most_ours, 0.1, None) == "pass"
+    assert verdict_of(at_most_ours, 0.2, 50.0) == "FAIL"
+    assert verdict_of(at_least, 1.0, None) == "n/a"
+    assert verdict_of(None, 1.0, 1.0) == "n/a"
+
+
+def test_alternate_interleaves_and_flips_the_order_every_round():
+    calls: list[str] = []
+    samples = alternate(
+        [("a", lambda: calls.append("a") or 1.0), ("b", lambda: calls.append("b") or 2.0)], 3
+    )
+    assert calls == ["a", "b", "b", "a", "a", "b"]
+    assert samples == {"a": [1.0, 1.0, 1.0], "b": [2.0, 2.0, 2.0]}
+    with pytest.raises(ValueError):
+        alternate([("a", lambda: 1.0)], 0)
+
+
+def test_percentile_uses_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_table_and_json_carry_every_figure_and_the_not_available_reason(tmp_path):
+    figs = [
+        figure("x", "speed", "s", 0.01, 0.05, kind="speedup", target=Target(">=", 3.0)),
+        not_available("y", "latency", "no live client", None),
+    ]
+    assert figs[0].ratio == pytest.approx(5.0) and figs[0].verdict == "pass"
+    text = format_table(figs)
+    assert "5.00x" in text and "10.0 ms" in text and "not available: no live client" in text
+    out = tmp_path / "r.json"
+    write_json(figs, out, {"quick": True})
+    data = json.loads(out.read_text())
+    assert [f["figure"] for f in data["figures"]] == ["speed", "latency"]
+    assert {"figure", "ours", "baseline", "ratio", "target", "verdict"} <= set(data["figures"][0])
+
+
+def test_generated_data_is_seeded_and_has_the_promised_sizes():
+    payloads = datagen.nifty_payload_set()
+    assert datagen.count_legs(payloads) >= 4_000
+    a, b = datagen.candles_table(1_000), datagen.candles_table(1_000)
+    assert a.num_rows == 1_000 and a.equals(b)
+    snaps = list(datagen.month_snapshots(datagen.TINY_MONTH))
+    assert len(snaps) == datagen.TINY_MONTH.snapshots
+    assert sum(s.table.num_rows for s in snaps) == datagen.TINY_MONTH.rows
+
+
+def test_chain_benchmark_runs_tiny():
+    (fig,) = bench_chain.run(quick=True, repeats=1)
+    assert fig.ours and fig.baseline and fig.ratio and fig.verdict in ("pass", "FAIL")
+
+
+def test_backfill_benchmark_runs_tiny_and_the_repeat_adds_no_rows():
+    figs = bench_backfill.run(quick=True, repeats=1, rows=2_000)
+    repeat = [f for f in figs if f.figure.startswith("repeat")]
+    assert len(repeat) == 2 and all(f.ours == 0 and f.verdict == "pass" for f in repeat)
+
+
+def test_queries_benchmark_runs_tiny_and_both_layouts_agree():
+    figs = bench_queries.run(repeats=1, shape=datagen.TINY_MONTH)
+    assert len(figs) == 4 and all(f.ours is not None for f in figs)
+    assert "2 days x 3 slots" in figs[0].note
+
+
+def test_main_writes_the_json_and_survives_a_failing_benchmark(tmp_path, monkeypatch):
+    def boom(**_: object) -> list[object]:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(bench_chain, "run", boom)
+    out = tmp_path / "bench.json"
+    assert main(["--quick", "--only", "chain", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["figures"][0]["verdict"] == "n/a"
+    assert "broken on purpose" in data["figures"][0]["note"]
