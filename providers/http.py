@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -39,6 +40,23 @@ DEFAULT_MAX_RATE = 3.0
 Limiter = AbstractAsyncContextManager[Any]
 
 _UNDERLYING_RE = re.compile(r"^[A-Z0-9&-]{1,20}$")
+
+
+
+class _RedactResponseHeaders(logging.Filter):
+    """httpcore logs whole response headers at DEBUG, NSE's Set-Cookie values among them:
+    keep the event, drop the values (cookies are session secrets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg if isinstance(record.msg, str) else ""
+        if message.startswith("receive_response_headers") and " " in message:
+            record.msg, record.args = message.split(" ", 1)[0] + " [headers redacted]", ()
+        return True
+
+
+# Filters on a logger see only that logger's own records, so each httpcore transport gets one.
+for _name in ("httpcore.http11", "httpcore.http2", "httpcore.proxy"):
+    logging.getLogger(_name).addFilter(_RedactResponseHeaders())
 
 
 def browser_headers() -> dict[str, str]:
@@ -220,7 +238,8 @@ def decode_json(response: httpx.Response, *, provider: str, what: str) -> Any:
                            provider=provider)
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: deeply nested JSON (a hostile or broken body) must not escape untyped.
         raise ProtocolError(f"{what} answered with invalid or truncated JSON",
                             provider=provider) from exc
 
@@ -238,7 +257,7 @@ def normalize_underlying(underlying: str, *, provider: str) -> str:
     value = underlying.strip().upper()
     if not _UNDERLYING_RE.fullmatch(value):
         raise InvalidRequestError(
-            f"{underlying!r} is not a valid underlying (1-20 of A-Z, 0-9, & and -)",
+            f"{underlying[:60]!r} is not a valid underlying (1-20 of A-Z, 0-9, & and -)",
             provider=provider,
         )
     return value

@@ -141,3 +141,22 @@ def test_the_session_makes_a_new_client_when_the_event_loop_changes() -> None:
     two = asyncio.run(grab())
     assert one is not two and len(fresh) == 2
     asyncio.run(session.aclose())
+
+
+def test_deeply_nested_json_over_http_is_a_protocol_error() -> None:
+    from providers.errors import ProtocolError
+    from providers.http import decode_json
+
+    body = b"[" * 100_000 + b"]" * 100_000
+    response = httpx.Response(200, content=body, headers={"content-type": "application/json"})
+    with pytest.raises(ProtocolError):
+        decode_json(response, provider="nse", what="/api/x")
+
+
+def test_an_overlong_underlying_is_not_echoed_in_full() -> None:
+    from providers.errors import InvalidRequestError
+    from providers.http import normalize_underlying
+
+    with pytest.raises(InvalidRequestError) as caught:
+        normalize_underlying("X" * 300, provider="nse")
+    assert len(str(caught.value)) < 150
