@@ -5,6 +5,7 @@ every deployment served from this one process until Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -15,6 +16,9 @@ from typing import Any
 from deployments.schedules import SCHEDULES, TIMEZONE
 from flows.server import DEFAULT_HOST, LocalPrefectServer
 from storage.paths import data_dir
+
+#: How long a stopping `serve` lets running flows flush and report (SIGTERM, then SIGKILL).
+FLOW_RUN_GRACE_SECONDS = 30.0
 
 
 async def next_runs(now: datetime) -> list[tuple[str, datetime]]:
@@ -41,23 +45,71 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _serve(deployments: list[Any]) -> None:
-    """`prefect.serve(..., pause_on_shutdown=False)` with our SIGTERM handling.
+def _serve(deployments: list[Any], keep_pid: int | None, say: Callable[[str], None]) -> None:
+    """`prefect.serve(..., pause_on_shutdown=False)` with a graceful stop on SIGINT/SIGTERM.
 
-    Prefect 3.8.8's `Runner.start()` installs its own SIGTERM handler, which calls the sync
-    `stop()` inside the running loop (a never-awaited coroutine, printed as a RuntimeWarning)
-    and then `sys.exit(0)` from wherever the loop happens to be; hence this small subclass.
+    On a stop, running flow runs get SIGTERM first and up to `FLOW_RUN_GRACE_SECONDS` to finish
+    (a capture flushes and reports its final state) while the runner and the server are still
+    up; only then is the runner cancelled. Stopping the runner first kills them mid-flight and
+    leaves them "Running" in the UI for good (seen with Prefect 3.8.8).
+    Prefect 3.8.8's `Runner.start()` also installs its own SIGTERM handler, which calls the sync
+    `stop()` inside the running loop and `sys.exit(0)`s; the subclass routes it here instead.
     """
     from prefect.runner import Runner
 
-    class _Runner(Runner):
-        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
-            _interrupt(signal.SIGTERM, None)
+    async def serve_until_stopped() -> None:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        stopping: list[asyncio.Task[None]] = []
 
-    runner = _Runner(pause_on_shutdown=False)
-    for deployment in deployments:
-        runner.add_deployment(deployment)
-    asyncio.run(runner.start())
+        async def graceful_stop() -> None:
+            await asyncio.to_thread(finish_flow_runs, flow_run_processes(keep_pid), say)
+            if main is not None:
+                main.cancel()
+
+        def request_stop() -> None:
+            if not stopping:
+                say("stopping: letting running flows finish ...")
+                stopping.append(loop.create_task(graceful_stop()))
+
+        class _Runner(Runner):
+            def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+                loop.call_soon_threadsafe(request_stop)
+
+        runner = _Runner(pause_on_shutdown=False)
+        for deployment in deployments:
+            await runner.aadd_deployment(deployment)
+        loop.add_signal_handler(signal.SIGINT, request_stop)
+        loop.add_signal_handler(signal.SIGTERM, request_stop)
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner.start()
+
+    asyncio.run(serve_until_stopped())
+
+
+def flow_run_processes(exclude: int | None) -> list[Any]:
+    """This process's children except `exclude` (the local server): the runner's flow runs."""
+    import psutil
+
+    return [c for c in psutil.Process().children() if c.pid != exclude]
+
+
+def finish_flow_runs(
+    processes: list[Any], say: Callable[[str], None], grace: float = FLOW_RUN_GRACE_SECONDS
+) -> None:
+    """SIGTERM each flow-run process, wait up to `grace` seconds, SIGKILL what is left."""
+    import psutil
+
+    if not processes:
+        return
+    say(f"waiting up to {grace:.0f}s for {len(processes)} flow run(s) to finish ...")
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def serve_all(port: int, say: Callable[[str], None]) -> None:
@@ -88,7 +140,7 @@ def serve_all(port: int, say: Callable[[str], None]) -> None:
         for name, when in asyncio.run(next_runs(datetime.now().astimezone())):
             say(f"  next {name:<22} {when:%a %Y-%m-%d %H:%M} {TIMEZONE}")
         say("serving; Ctrl-C or SIGTERM stops")
-        _serve(deployments)
+        _serve(deployments, server.process.pid if server and server.process else None, say)
     except KeyboardInterrupt:
         pass
     finally:
