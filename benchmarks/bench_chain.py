@@ -1,7 +1,7 @@
 """Benchmark 2: one NIFTY snapshot (all expiries) parsed, validated and written to the lake.
 
 Ours is the snapshot flow's path without HTTP: `parse_chain` per expiry payload (NSE parser,
-typed records), `option_chain_rows`, `LakeWriter.write` (conform, partition, atomic publish).
+typed records), `option_chain_table`, `LakeWriter.write` (conform, partition, atomic publish).
 Baseline: the common approach, `pandas.json_normalize` over the legs and `DataFrame.to_parquet`.
 Both start from decoded JSON (the `json.loads` an HTTP client does is the same on both sides).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmarks.datagen import count_legs, nifty_payload_set
 from benchmarks.harness import Figure, Target, alternate, figure, median
-from flows.lake_rows import option_chain_rows
+from flows.lake_rows import option_chain_table
 from providers.nse.parse import parse_chain
 from storage.writer import LakeWriter
 
@@ -26,7 +26,7 @@ TARGET = Target(">=", 3.0, text=">= 3x faster")
 def ours_once(payloads: list[dict[str, Any]], writer: LakeWriter) -> float:
     start = time.perf_counter()
     records = [row for payload in payloads for row in parse_chain(payload, "NIFTY")]
-    writer.write("option_chain", option_chain_rows(records))
+    writer.write("option_chain", option_chain_table(records))
     return time.perf_counter() - start
 
 

@@ -268,6 +268,11 @@ class LiveCapture:
                 f"final flush failed: {len(self.ticks)} ticks and {len(self.candles.pending)} "
                 "bars were not written"
             )
+        elif self.summary.ticks == 0 and self.summary.error is None:
+            # A run that captured nothing must not look like a good day in the UI.
+            outages = self.summary.disconnects
+            reason = outages[-1].reason if outages else "connected, but no quote arrived"
+            self.summary.error = f"no quote was captured ({reason})"
 
     # ---------------------------------------------------------------- flushing
 

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import clock, config
 from flows.gaps import missing_slots
-from flows.lake_rows import option_chain_rows
+from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context
 from providers.calendar import IST, snapshot_slots
 from providers.errors import AllProvidersFailedError, ProviderError
@@ -76,7 +76,7 @@ async def fill_underlying(
             records.extend(fetched.value)
             result.provider = fetched.provider
         if records:
-            await asyncio.to_thread(ctx.writer.write, "option_chain", option_chain_rows(records))
+            await asyncio.to_thread(ctx.writer.write, "option_chain", option_chain_table(records))
             result.filled += 1
             result.rows += len(records)
     if errors:

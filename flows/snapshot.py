@@ -16,7 +16,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock, config
-from flows.lake_rows import option_chain_rows
+from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context
 from providers.calendar import IST
 from providers.errors import AllProvidersFailedError, ProviderError, ProviderFailure
@@ -68,7 +68,7 @@ async def snapshot_underlying(underlying: str, ctx: RunContext) -> UnderlyingSna
         logger.error("%s: no option chain from any provider", underlying)
         return UnderlyingSnapshot(underlying, error=message, failures=failures)
     records = fetched.value
-    rows = option_chain_rows(records)
+    rows = option_chain_table(records)
     await asyncio.to_thread(ctx.writer.write, "option_chain", rows)
     result = UnderlyingSnapshot(
         underlying,

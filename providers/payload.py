@@ -26,6 +26,8 @@ class PayloadReader:
 
     def number(self, value: Any, *, key: str) -> float | None:
         """None when absent or a placeholder ("-"); "1,234.5" accepted; a container is an error."""
+        if type(value) is float:  # the common case first: parsers call this per figure
+            return value
         if value is None or isinstance(value, bool):
             return None
         if isinstance(value, int | float):

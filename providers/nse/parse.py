@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from providers.errors import EmptyPayloadError
 from providers.payload import PayloadReader
-from providers.records import OptionChainRow, OptionType
+from providers.records import OptionChainLeg, OptionChainRow, OptionType, option_chain_snapshot
 
 PROVIDER = "nse"
 IST = ZoneInfo("Asia/Kolkata")
@@ -72,34 +72,24 @@ def parse_expiry_dates(payload: Any) -> list[date]:
     return sorted({parse_nse_date(item, key="expiryDates[]") for item in raw})
 
 
-def _leg_row(
-    leg: dict[str, Any], *, kind: OptionType, strike: float, expiry: date, underlying: str,
-    snapshot_ts: datetime, underlying_value: float | None,
-) -> OptionChainRow:
-    key = f"records.data[].{kind}"
-    leg_underlying = _number(leg.get("underlyingValue"), key=f"{key}.underlyingValue")
-    return OptionChainRow(
-        snapshot_ts=snapshot_ts,
-        underlying=underlying,
-        expiry=expiry,
-        strike=strike,
-        option_type=kind,
-        open_interest=_number(leg.get("openInterest"), key=f"{key}.openInterest"),
-        change_in_oi=_number(leg.get("changeinOpenInterest"), key=f"{key}.changeinOpenInterest"),
-        volume=_number(leg.get("totalTradedVolume"), key=f"{key}.totalTradedVolume"),
-        iv=_number(leg.get("impliedVolatility"), key=f"{key}.impliedVolatility"),
-        ltp=_number(leg.get("lastPrice"), key=f"{key}.lastPrice"),
-        underlying_value=underlying_value if underlying_value is not None else leg_underlying,
-        provider=PROVIDER,
-    )
+def _leg_number(value: Any, kind: OptionType, name: str) -> float | None:
+    """The slow path of a leg field that is not a plain float (int, "1,234", "-", junk)."""
+    if type(value) is int:
+        return float(value)
+    return _number(value, key=f"records.data[].{kind}.{name}")
 
 
-def _item_expiry(item: dict[str, Any]) -> date:
+def _item_expiry(item: dict[str, Any], seen: dict[str, date]) -> date:
     # v3 names it `expiryDates` (one string), the legacy API `expiryDate`; a leg carries it too.
-    for source, name in ((item, "expiryDate"), (item, "expiryDates")):
-        if source.get(name) is not None:
-            return parse_nse_date(source[name], key=f"records.data[].{name}")
-    for kind in ("CE", "PE"):
+    # `seen` caches the parsed dates of one payload: hundreds of items share a handful.
+    for name in ("expiryDate", "expiryDates"):
+        raw = item.get(name)
+        if raw is not None:
+            cached = seen.get(raw) if isinstance(raw, str) else None
+            if cached is None:
+                cached = seen[raw] = parse_nse_date(raw, key=f"records.data[].{name}")
+            return cached
+    for kind in _KINDS:
         leg = item.get(kind)
         if isinstance(leg, dict) and leg.get("expiryDate") is not None:
             return parse_nse_date(leg["expiryDate"], key=f"records.data[].{kind}.expiryDate")
@@ -118,26 +108,57 @@ def parse_chain(
     snapshot_ts = parse_timestamp(records.get("timestamp"))
     underlying_value = _number(records.get("underlyingValue"), key="records.underlyingValue")
     data = _require_list(records.get("data"), "records.data")
-    rows: list[OptionChainRow] = []
+    expiries: dict[str, date] = {}
+    legs: list[OptionChainLeg] = []
+    append = legs.append
     for item in data:
-        item = _require_dict(item, "records.data[]")
-        strike = _number(item.get("strikePrice"), key="records.data[].strikePrice")
-        if strike is None:
-            raise _schema("records.data[].strikePrice", "is missing")
-        item_expiry = _item_expiry(item)
+        if type(item) is not dict:
+            item = _require_dict(item, "records.data[]")
+        strike = item.get("strikePrice")
+        if type(strike) is not float:
+            strike = _number(strike, key="records.data[].strikePrice")
+            if strike is None:
+                raise _schema("records.data[].strikePrice", "is missing")
+        raw_expiry = item.get("expiryDate")
+        if raw_expiry is None:
+            raw_expiry = item.get("expiryDates")
+        item_expiry = expiries.get(raw_expiry) if type(raw_expiry) is str else None
+        if item_expiry is None:
+            item_expiry = _item_expiry(item, expiries)
         if expiry is not None and item_expiry != expiry:
             continue
         for kind in _KINDS:
             leg = item.get(kind)
             if leg is None:
                 continue  # a strike may list one leg only
-            leg = _require_dict(leg, f"records.data[].{kind}")
-            rows.append(_leg_row(
-                leg, kind=kind, strike=strike, expiry=item_expiry, underlying=underlying,
-                snapshot_ts=snapshot_ts, underlying_value=underlying_value,
-            ))
-    if not rows:
+            if type(leg) is not dict:
+                leg = _require_dict(leg, f"records.data[].{kind}")
+            # Inlined, and the JSON path built only off the fast path: this loop runs for
+            # every leg of every expiry (~4,000 per NIFTY snapshot).
+            get = leg.get
+            oi = get("openInterest")
+            if type(oi) is not float:
+                oi = _leg_number(oi, kind, "openInterest")
+            change = get("changeinOpenInterest")
+            if type(change) is not float:
+                change = _leg_number(change, kind, "changeinOpenInterest")
+            volume = get("totalTradedVolume")
+            if type(volume) is not float:
+                volume = _leg_number(volume, kind, "totalTradedVolume")
+            iv = get("impliedVolatility")
+            if type(iv) is not float:
+                iv = _leg_number(iv, kind, "impliedVolatility")
+            ltp = get("lastPrice")
+            if type(ltp) is not float:
+                ltp = _leg_number(ltp, kind, "lastPrice")
+            spot = underlying_value
+            if spot is None:
+                spot = get("underlyingValue")
+                if type(spot) is not float:
+                    spot = _leg_number(spot, kind, "underlyingValue")
+            append((item_expiry, strike, kind, oi, change, volume, iv, ltp, spot))
+    if not legs:
         which = f" for expiry {expiry.isoformat()}" if expiry else ""
         raise EmptyPayloadError(f"NSE option chain of {underlying}{which} has no rows",
                                 provider=PROVIDER)
-    return rows
+    return option_chain_snapshot(snapshot_ts, underlying, PROVIDER, legs)

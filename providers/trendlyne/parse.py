@@ -11,16 +11,27 @@ from typing import Any
 
 from providers.errors import EmptyPayloadError, UnknownSymbolError
 from providers.payload import PayloadReader
-from providers.records import OptionChainRow, OptionType
+from providers.records import OptionChainLeg, OptionChainRow, OptionType, option_chain_snapshot
 from providers.trendlyne.query import IST, PROVIDER
 
-_LEGS: tuple[tuple[OptionType, str], ...] = (("CE", "call"), ("PE", "put"))
+#: Per leg, the fields read (in `OptionChainLeg` order: oi, oi change, volume, ltp).
+_LEG_FIELDS: tuple[tuple[OptionType, tuple[str, ...]], ...] = tuple(
+    (option_type, tuple(f"{prefix}{name}" for name in ("Oi", "OiChange", "Vol", "Ltp")))
+    for option_type, prefix in (("CE", "call"), ("PE", "put"))
+)
 
 
 _reader = PayloadReader("Trendlyne", PROVIDER)
 _schema = _reader.schema
 _number = _reader.number
 _require_dict = _reader.require_dict
+
+
+def _leg_number(value: Any, strike_key: str, name: str) -> float | None:
+    # Plain JSON numbers skip the reader; the error key is built only when it is needed.
+    if type(value) is float or type(value) is int:
+        return float(value)
+    return _number(value, key=f"body.oiData.{strike_key}.{name}")
 
 
 def _iso_date(value: Any, *, key: str) -> date:
@@ -95,38 +106,26 @@ def parse_oi(
         input_data.get("underlyingValue", body.get("underlyingValue")),
         key="body.inputData.underlyingValue",
     )
-    rows: list[OptionChainRow] = []
+    legs: list[OptionChainLeg] = []
     for strike_key, strike_data in oi_data.items():
-        key = f"body.oiData.{strike_key}"
-        strike = _number(strike_key, key=key)
+        strike = _number(strike_key, key=f"body.oiData.{strike_key}")
         if strike is None:
-            raise _schema(key, "has an empty strike")
-        strike_data = _require_dict(strike_data, key)
-        for option_type, prefix in _LEGS:
-            values = {
-                name: _number(strike_data.get(f"{prefix}{name}"), key=f"{key}.{prefix}{name}")
-                for name in ("Oi", "OiChange", "Vol", "Ltp")
-            }
-            if all(value is None for value in values.values()):
+            raise _schema(f"body.oiData.{strike_key}", "has an empty strike")
+        if not isinstance(strike_data, dict):
+            _require_dict(strike_data, f"body.oiData.{strike_key}")
+        for option_type, fields in _LEG_FIELDS:
+            oi, change, volume, ltp = (
+                _leg_number(strike_data.get(name), strike_key, name) for name in fields
+            )
+            if oi is None and change is None and volume is None and ltp is None:
                 continue  # the strike lists the other leg only
-            rows.append(OptionChainRow(
-                snapshot_ts=snapshot_ts,
-                underlying=underlying,
-                expiry=expiry,
-                strike=strike,
-                option_type=option_type,
-                open_interest=values["Oi"],
-                change_in_oi=values["OiChange"],
-                volume=values["Vol"],
-                iv=None,
-                ltp=values["Ltp"],
-                underlying_value=underlying_value,
-                provider=PROVIDER,
-            ))
-    if not rows:
+            legs.append((expiry, strike, option_type, oi, change, volume, None, ltp,
+                         underlying_value))
+    if not legs:
         raise EmptyPayloadError(
             f"Trendlyne OI data of {underlying} {expiry.isoformat()} has no rows",
             provider=PROVIDER,
         )
+    rows = option_chain_snapshot(snapshot_ts, underlying, PROVIDER, legs)
     rows.sort(key=lambda row: (row.strike, row.option_type))
     return rows

@@ -231,3 +231,17 @@ async def test_sigterm_flushes_everything_before_exiting(emu, data_dir):
     assert summary["ticks_written"] == summary["ticks"]
     rows = query(data_dir, "SELECT count(*) FROM ticks WHERE capture_id = 'term-test'")
     assert rows[0][0] == summary["ticks"]
+
+
+async def test_a_capture_that_never_connects_ends_failed_with_the_reason(data_dir) -> None:
+    from flows.capture_core import CaptureSettings, capture
+
+    summary = await capture(
+        ["NSE:NIFTY"],
+        "1",
+        duration=timedelta(seconds=1),
+        settings=CaptureSettings(flush_seconds=0.2),
+        handle_signals=False,
+    )  # conftest points PROTRADE_TV_WS_URL at a closed loopback port
+    assert not summary.ok and summary.ticks == 0
+    assert summary.error is not None and "cannot connect" in summary.error

@@ -171,3 +171,69 @@ def test_query_building_picks_the_instrument_type_and_nse_date_format() -> None:
     assert legacy_chain("NIFTYNXT50").path == "/api/option-chain-indices"
     assert legacy_chain("RELIANCE").path == "/api/option-chain-equities"
     assert nse_date(date(2026, 5, 5)) == "05-May-2026"
+
+
+LEG_FIELDS = {
+    "openInterest": "open_interest",
+    "changeinOpenInterest": "change_in_oi",
+    "totalTradedVolume": "volume",
+    "impliedVolatility": "iv",
+    "lastPrice": "ltp",
+    "underlyingValue": "underlying_value",
+}
+
+
+def test_every_figure_is_a_float_whether_nse_sends_an_int_a_float_or_a_string() -> None:
+    payload = small_payload()
+    del payload["records"]["underlyingValue"]  # so the leg's own value is read
+    item = payload["records"]["data"][0]
+    item["strikePrice"] = 25800
+    item["CE"].update(openInterest=98123, changeinOpenInterest="-1,520", totalTradedVolume=7.0,
+                      impliedVolatility=" 12.5 ", lastPrice=True, underlyingValue=25812)
+    rows = parse_chain(payload, "NIFTY")
+    ce = next(r for r in rows if r.strike == 25800 and r.option_type == "CE")
+    assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.iv, ce.underlying_value) == (
+        98123.0, -1520.0, 7.0, 12.5, 25812.0)
+    assert ce.ltp is None  # a JSON boolean is no figure, as in every other parser
+    figures = (ce.strike, ce.open_interest, ce.change_in_oi, ce.volume, ce.iv, ce.underlying_value)
+    assert all(type(value) is float for value in figures)
+
+
+def test_the_payload_spot_wins_over_the_legs_and_a_leg_spot_fills_in_without_it() -> None:
+    payload = small_payload()
+    payload["records"]["data"][0]["CE"]["underlyingValue"] = 1.0
+    assert {r.underlying_value for r in parse_chain(payload, "NIFTY")} == {25812.35}
+    del payload["records"]["underlyingValue"]
+    spots = {(r.strike, r.option_type): r.underlying_value for r in parse_chain(payload, "NIFTY")}
+    assert spots[(25800.0, "CE")] == 1.0
+
+
+@pytest.mark.parametrize("field", sorted(LEG_FIELDS))
+@pytest.mark.parametrize("junk", [{"v": 1}, [1], "n/a"])
+def test_junk_in_any_leg_figure_names_that_figure(field: str, junk: Any) -> None:
+    payload = small_payload()
+    del payload["records"]["underlyingValue"]
+    payload["records"]["data"][0]["PE"][field] = junk
+    with pytest.raises(SchemaChangedError) as err:
+        parse_chain(payload, "NIFTY")
+    assert err.value.key == f"records.data[].PE.{field}"
+
+
+def test_a_bad_expiry_is_caught_even_after_good_items_of_the_same_payload() -> None:
+    payload = small_payload()
+    items = payload["records"]["data"]
+    items.append({**copy.deepcopy(items[0]), "expiryDate": "31-Feb-2026"})
+    with pytest.raises(SchemaChangedError) as err:
+        parse_chain(payload, "NIFTY")
+    assert err.value.key == "records.data[].expiryDate"
+
+
+def test_v3_items_of_many_expiries_each_get_their_own_date() -> None:
+    listed = expiries("NIFTY", NOW.date())
+    payload = v3_payload(chain_at("NIFTY", listed[0], NOW), listed)
+    other = v3_payload(chain_at("NIFTY", listed[1], NOW), listed)
+    payload["records"]["data"] += other["records"]["data"]
+    rows = parse_chain(payload, "NIFTY")
+    by_expiry = {e: sum(r.expiry == e for r in rows) for e in listed[:2]}
+    assert all(count > 100 for count in by_expiry.values())
+    assert {r.expiry for r in rows} == set(listed[:2])

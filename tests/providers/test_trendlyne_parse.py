@@ -165,3 +165,14 @@ def test_live_oi_query_carries_every_parameter() -> None:
     assert request.path == "/live-oi-data/"
     assert request.params == {"stockId": "1887", "expDateList": "2026-11-24", "minTime": "09:15",
                               "maxTime": "11:05", "format": "json"}
+
+
+def test_integer_figures_become_floats_and_booleans_are_no_figure() -> None:
+    payload = small()
+    strike = payload["body"]["oiData"]["25800"]
+    strike.update(callOi=98123, callOiChange=-1520, callVol=True, callLtp="1,084.5")
+    ce = next(r for r in parse_oi(payload, "NIFTY", EXPIRY, time(10, 36))
+              if r.strike == 25800 and r.option_type == "CE")
+    assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.ltp) == (98123.0, -1520.0, None,
+                                                                      1084.5)
+    assert type(ce.open_interest) is float and type(ce.change_in_oi) is float
