@@ -340,14 +340,21 @@ class TradingViewEmulator:
         return self._submit(send())
 
     def firehose(
-        self, n_messages: int, symbols: Iterable[str], batch: int = 1
+        self, n_messages: int, symbols: Iterable[str], batch: int = 1, cycle: int = 0,
+        rate: float = 0.0,
     ) -> concurrent.futures.Future[Any]:
         """Send `n_messages` partial quotes round-robin over `symbols`, as fast as possible.
 
-        Goes to every client with a quote session (benchmarks use one). The send time of message
-        i lands in `firehose_send_times[i]`; set `tick_interval=None` so no other `qsd` interleaves.
+        Goes to every client with a quote session (benchmarks use one). `batch` messages share
+        one WebSocket frame, as on the real feed when it is busy. With `cycle` > 0 only the first
+        `cycle` frames are built and then sent over and over (same symbol order), so building
+        quotes no longer limits the rate a benchmark measures. `rate` > 0 paces the stream to
+        that many messages per second (a steady load) instead. The send time of message i lands in
+        `firehose_send_times[i]`; set `tick_interval=None` so no other `qsd` interleaves.
         """
-        return self._submit(self._firehose(n_messages, list(symbols), max(1, batch)))
+        return self._submit(
+            self._firehose(n_messages, list(symbols), max(1, batch), max(0, cycle), rate)
+        )
 
     def stall(self, seconds: float) -> None:
         """Keep sockets open but send nothing, not even heartbeats, for `seconds`."""
@@ -738,24 +745,43 @@ class TradingViewEmulator:
             if frames:
                 await self._send(client, "".join(frames))
 
-    async def _firehose(self, n_messages: int, symbols: list[str], batch: int) -> None:
+    async def _firehose(
+        self, n_messages: int, symbols: list[str], batch: int, cycle: int = 0, rate: float = 0.0
+    ) -> None:
         targets = [
             (client, qs) for client in self._clients.values() for qs in client.quote_sessions
         ]
         states = {s: _QuoteState(base_price(s), round(base_price(s) * 0.995, 2), 0.0)
                   for s in symbols}
+        # With a cycle, frames repeat with the symbol order intact only if a cycle covers whole
+        # rounds of the symbol list.
+        if cycle and (cycle * batch) % len(symbols):
+            cycle = math.lcm(cycle * batch, len(symbols)) // batch
+        built: dict[int, list[str]] = {}  # frame number (mod cycle) -> one frame per target
         self.firehose_send_times = []
-        for start in range(0, n_messages, batch):
-            messages = []
-            for i in range(start, min(start + batch, n_messages)):
-                symbol = symbols[i % len(symbols)]
-                values = self._tick_quote(states[symbol])
-                messages.append((symbol, values))
+        send_times = self.firehose_send_times
+        began = time.perf_counter()
+        for frame_no, start in enumerate(range(0, n_messages, batch)):
+            if rate > 0 and (ahead := began + start / rate - time.perf_counter()) > 0:
+                await asyncio.sleep(ahead)
+            count = min(batch, n_messages - start)
+            key = frame_no % cycle if cycle and count == batch else -1
+            frames = built.get(key) if key >= 0 else None
+            if frames is None:
+                messages = []
+                for i in range(start, start + count):
+                    symbol = symbols[i % len(symbols)]
+                    messages.append((symbol, self._tick_quote(states[symbol])))
+                frames = [
+                    "".join(
+                        codec.encode_message("qsd", [qs, {"n": s, "s": "ok", "v": v}])
+                        for s, v in messages
+                    )
+                    for _, qs in targets
+                ]
+                if key >= 0:
+                    built[key] = frames
             sent_at = time.perf_counter()
-            for client, qs in targets:
-                frame = "".join(
-                    codec.encode_message("qsd", [qs, {"n": s, "s": "ok", "v": v}])
-                    for s, v in messages
-                )
+            for (client, _), frame in zip(targets, frames, strict=True):
                 await self._send(client, frame)
-            self.firehose_send_times.extend([sent_at] * len(messages))
+            send_times.extend([sent_at] * count)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from benchmarks import bench_backfill, bench_chain, bench_queries, datagen
+from benchmarks import bench_backfill, bench_chain, bench_live, bench_queries, datagen
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     Target,
@@ -115,3 +115,27 @@ def test_main_writes_the_json_and_survives_a_failing_benchmark(tmp_path, monkeyp
     data = json.loads(out.read_text())
     assert data["figures"][0]["verdict"] == "n/a"
     assert "broken on purpose" in data["figures"][0]["note"]
+
+
+def test_live_latency_attributes_each_message_to_the_first_poll_that_saw_its_seq():
+    send_times = [10.0, 10.1, 10.2, 10.3]
+    seen = [(10.5, 7), (11.0, 9), (12.0, 20)]  # seqs 1..6 were the warm-up quotes
+    got = bench_live.latencies(seen, send_times, first_seq=7)
+    assert got == pytest.approx([0.5, 0.9, 0.8, 1.7])
+    assert bench_live.latencies([(10.5, 6)], send_times, first_seq=7) == []
+
+
+def test_live_rss_flatness_compares_the_warm_window_with_the_end():
+    samples = [(0, 50), (200, 90), (250, 100), (500, 100), (950, 104), (1000, 103)]
+    assert bench_live.rss_flatness(samples, 1_000) == (100.0, 104.0, 104.0)
+    with pytest.raises(ValueError):
+        bench_live.rss_flatness([], 1_000)
+
+
+def test_live_benchmark_runs_tiny_with_the_emulator_in_its_own_process():
+    figs = bench_live.run(repeats=1, messages=2_000, long_messages=3_000, paced_seconds=0.5,
+                          flush_seconds=0.2)
+    assert [f.unit for f in figs] == ["msg/s", "msg/s", "s", "s", "MB"]
+    assert all(f.ours and f.ours > 0 for f in figs)
+    assert figs[0].baseline and figs[0].ratio and figs[0].verdict in ("pass", "FAIL")
+    assert "p99" in figs[2].note and figs[2].target.endswith("(1.2 s)")
