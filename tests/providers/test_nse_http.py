@@ -160,3 +160,16 @@ def test_an_overlong_underlying_is_not_echoed_in_full() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         normalize_underlying("X" * 300, provider="nse")
     assert len(str(caught.value)) < 150
+
+
+def test_clients_share_one_verified_tls_context() -> None:
+    import ssl
+
+    from providers.http import make_async_client, shared_ssl_context
+
+    context = shared_ssl_context()
+    assert context is shared_ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    first, second = make_async_client(), make_async_client()
+    assert first._transport._pool._ssl_context is context  # type: ignore[attr-defined]
+    assert second._transport._pool._ssl_context is context  # type: ignore[attr-defined]
