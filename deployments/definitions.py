@@ -22,6 +22,7 @@ def build_deployments() -> list[Any]:
     from flows.backfill import historical_backfill
     from flows.capture import live_capture
     from flows.compact import compact_lake
+    from flows.holidays import refresh_holidays
     from flows.oi_backfill import oi_backfill
     from flows.snapshot import oi_snapshot
 
@@ -31,6 +32,7 @@ def build_deployments() -> list[Any]:
         "live-capture": (live_capture, {"until": "15:35"}),
         "historical-backfill": (historical_backfill, {"interval": "1"}),
         "compact": (compact_lake, {}),
+        "refresh-holidays": (refresh_holidays, {}),
     }
     deployments = []
     for spec in SCHEDULES:

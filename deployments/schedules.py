@@ -24,6 +24,8 @@ NIGHTLY_BACKFILL_CRON = "15 16 * * 1-5"
 OI_BACKFILL_CRON = "40 15 * * 1-5"
 #: Late evening, when every partition of the day is closed.
 NIGHTLY_COMPACTION_CRON = "30 21 * * 1-5"
+#: Sunday evening: the exchange's published holidays, for the calendar (weekends included).
+WEEKLY_HOLIDAYS_CRON = "0 20 * * 0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +43,7 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
         "historical-backfill", (NIGHTLY_BACKFILL_CRON,), "nightly candles backfill and gap fill"
     ),
     ScheduleSpec("compact", (NIGHTLY_COMPACTION_CRON,), "merge closed partitions"),
+    ScheduleSpec(
+        "refresh-holidays", (WEEKLY_HOLIDAYS_CRON,), "NSE's published holidays for the calendar"
+    ),
 )

@@ -426,3 +426,22 @@ def capture(
         raise typer.Exit(1) from exc
     rows = summary.table_rows()
     render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Live capture")
+
+
+@app.command("refresh-holidays")
+def refresh_holidays_command() -> None:
+    """Save NSE's published trading holidays (they supplement the packaged calendar)."""
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.holidays import refresh_holidays
+    from providers.errors import ProviderError
+
+    try:
+        result = _run_flow(refresh_holidays)
+    except ProviderError as exc:
+        raise fail(f"could not fetch the holiday list: {exc}") from exc
+    out.print(
+        f"{result['holidays']} holidays for {result['years']} saved to {result['file']}",
+        highlight=False,
+    )

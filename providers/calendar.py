@@ -4,20 +4,26 @@ Holidays come from exchange_calendars' `XBOM` (BSE shares NSE's trading holidays
 hand-typed list. Building it costs ~0.5 s (mostly importing pandas) and ~40 ms for the calendar
 itself (measured on the 2-core dev box), so it is loaded lazily, once per process.
 
-`XBOM` only knows a bounded range (exchange_calendars 4.13.2: 2006-11-23 .. 2026-12-31). Outside
-it every Monday–Friday counts as a trading day, with one warning per process: a scheduler must
-keep running when the package lags behind the exchange's published holidays. Special sessions
-(Muhurat trading) are not trading days here.
+`XBOM` only knows a bounded range (exchange_calendars 4.13.2: 2006-11-23 .. 2026-12-31). The
+exchange publishes each year's holidays in advance (`/api/holiday-master`); `protrade
+refresh-holidays` (a weekly deployment) saves them to `nse_holidays.json` in the data dir, and
+they supplement the package: a published holiday is never a trading day, and a year the package
+does not cover yet uses Monday–Friday minus the published holidays. A year neither source covers
+falls back to Monday–Friday with one warning per process: a scheduler must keep running. Special
+sessions (Muhurat trading) are not trading days here.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 log = logging.getLogger(__name__)
@@ -35,20 +41,71 @@ DAILY_INTERVAL = "1D"
 _CALENDAR_NAME = "XBOM"
 
 
-class TradingCalendar:
-    """Trading days from a set of known sessions, Monday–Friday outside `[first, last]`."""
+HOLIDAYS_FILE_NAME = "nse_holidays.json"
 
-    def __init__(self, sessions: Iterable[date], first: date, last: date, name: str) -> None:
+
+def holidays_file() -> Path:
+    """Where published holidays are kept: `PROTRADE_HOLIDAYS_FILE`, else the data dir's file."""
+    explicit = os.environ.get("PROTRADE_HOLIDAYS_FILE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("PROTRADE_DATA_DIR", "./data")) / HOLIDAYS_FILE_NAME
+
+
+def load_published_holidays(path: Path | None = None) -> frozenset[date]:
+    """The saved published holidays; empty when there is no file (or an unreadable one)."""
+    path = path or holidays_file()
+    try:
+        raw = json.loads(path.read_text())
+        return frozenset(date.fromisoformat(d) for d in raw["holidays"])
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, ValueError, KeyError, TypeError):
+        log.exception("ignoring unreadable holiday file %s", path)
+        return frozenset()
+
+
+def save_published_holidays(days: Iterable[date], source: str, path: Path | None = None) -> Path:
+    """Merge `days` into the holiday file (atomically: temp file, then rename); reload it."""
+    path = path or holidays_file()
+    merged = sorted(load_published_holidays(path) | set(days))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "source": source,
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "holidays": [d.isoformat() for d in merged],
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=1))
+    os.replace(tmp, path)
+    get_calendar.cache_clear()
+    return path
+
+
+class TradingCalendar:
+    """Trading days from a set of known sessions plus the exchange's published holidays."""
+
+    def __init__(
+        self,
+        sessions: Iterable[date],
+        first: date,
+        last: date,
+        name: str,
+        published: Iterable[date] = (),
+    ) -> None:
         self._sessions = frozenset(sessions)
         self.first = first
         self.last = last
         self.name = name
+        self._published = frozenset(published)
+        self._published_years = frozenset(d.year for d in self._published)
         self._warned = False
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls) -> TradingCalendar:
-        """Build from exchange_calendars; if that fails, a calendar that is all fallback."""
+        """Build from exchange_calendars and the saved published holidays."""
+        published = load_published_holidays()
         try:
             import exchange_calendars
 
@@ -58,20 +115,24 @@ class TradingCalendar:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 xc = exchange_calendars.get_calendar(_CALENDAR_NAME)
             sessions = xc.sessions
-            return cls(sessions.date, sessions[0].date(), sessions[-1].date(), _CALENDAR_NAME)
+            first, last = sessions[0].date(), sessions[-1].date()
+            return cls(sessions.date, first, last, _CALENDAR_NAME, published)
         except Exception:
             # Never crash a scheduler over a calendar: weekdays are the safe approximation.
             log.exception("could not load the %s calendar; using Monday-Friday", _CALENDAR_NAME)
-            return cls((), date.max, date.min, "weekdays")
+            return cls((), date.max, date.min, "weekdays", published)
 
     def in_range(self, d: date) -> bool:
         return self.first <= d <= self.last
 
     def is_trading_day(self, d: date) -> bool:
         d = _as_date(d)
+        if d in self._published:
+            return False
         if self.in_range(d):
             return d in self._sessions
-        self._warn_out_of_range(d)
+        if d.year not in self._published_years:
+            self._warn_out_of_range(d)
         return d.weekday() < 5
 
     def _warn_out_of_range(self, d: date) -> None:
@@ -80,8 +141,8 @@ class TradingCalendar:
                 return
             self._warned = True
         log.warning(
-            "%s is outside the %s calendar (%s..%s): treating Monday-Friday as trading days, "
-            "holidays unknown",
+            "%s is outside the %s calendar (%s..%s) and no published holidays cover its year: "
+            "treating Monday-Friday as trading days (run `protrade refresh-holidays`)",
             d, self.name, self.first, self.last,
         )
 

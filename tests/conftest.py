@@ -18,6 +18,8 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
 os.environ["PROTRADE_NSE_BASE_URL"] = "http://127.0.0.1:9"
 os.environ["PROTRADE_TRENDLYNE_BASE_URL"] = "http://127.0.0.1:9/phoenix/api"
 os.environ["PROTRADE_TV_WS_URL"] = "ws://127.0.0.1:9/socket.io/websocket"
+# The calendar's published-holiday file: never a developer's real one.
+os.environ["PROTRADE_HOLIDAYS_FILE"] = os.path.join(_PREFECT_HOME, "no-nse-holidays.json")
 for _name in (
     "PROTRADE_OPTIONS_PROVIDERS",
     "PROTRADE_HISTORICAL_PROVIDERS",

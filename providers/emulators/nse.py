@@ -134,11 +134,23 @@ def legacy_payload(states: list[ChainState]) -> dict[str, Any]:
     }
 
 
+#: What the emulator's `holiday-master` publishes: test data for the calendar supplement, in the
+#: real format (a few 2026 and 2027 exchange holidays).
+PUBLISHED_HOLIDAYS: tuple[tuple[date, str], ...] = (
+    (date(2026, 1, 26), "Republic Day"),
+    (date(2026, 11, 24), "Guru Nanak Jayanti"),
+    (date(2026, 12, 25), "Christmas"),
+    (date(2027, 1, 26), "Republic Day"),
+    (date(2027, 3, 22), "Holi"),
+    (date(2027, 8, 16), "Independence Day (observed)"),
+)
+
+
 class NseEmulator(HttpEmulator):
     """The NSE option-chain site. Fault endpoints: page, contract-info, v3, legacy."""
 
     schema_keys: ClassVar[dict[str, str]] = {
-        "contract-info": "expiryDates", "v3": "records", "legacy": "records",
+        "contract-info": "expiryDates", "v3": "records", "legacy": "records", "holidays": "FO",
     }
 
     def __init__(self, *, clock: Clock | None = None, legacy_enabled: bool = False,
@@ -173,6 +185,7 @@ class NseEmulator(HttpEmulator):
             Route("/api/option-chain-v3", self._v3),
             Route("/api/option-chain-indices", self._legacy),
             Route("/api/option-chain-equities", self._legacy),
+            Route("/api/holiday-master", self._holidays),
         ]
 
     # -- gatekeeping -------------------------------------------------------------------------
@@ -231,6 +244,23 @@ class NseEmulator(HttpEmulator):
             }
 
         return await self.answer(request, "contract-info", produce)
+
+    async def _holidays(self, request: Request) -> Response:
+        self.record(request, "holidays")
+        if (denied := self._gate(request)) is not None:
+            return denied
+
+        async def produce() -> tuple[int, Any]:
+            if request.query_params.get("type") != "trading":
+                return 200, {}
+            rows = [
+                {"Sr_no": i, "tradingDate": nse_date(day), "weekDay": day.strftime("%A"),
+                 "description": name, "morning_session": "-", "evening_session": "-"}
+                for i, (day, name) in enumerate(PUBLISHED_HOLIDAYS, 1)
+            ]
+            return 200, {"CM": rows, "FO": rows, "CD": rows[:3]}
+
+        return await self.answer(request, "holidays", produce)
 
     async def _v3(self, request: Request) -> Response:
         self.record(request, "v3")

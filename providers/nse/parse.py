@@ -162,3 +162,29 @@ def parse_chain(
         raise EmptyPayloadError(f"NSE option chain of {underlying}{which} has no rows",
                                 provider=PROVIDER)
     return option_chain_snapshot(snapshot_ts, underlying, PROVIDER, legs)
+
+
+#: The segment whose holidays close the F&O market (option chains); CM is the fallback.
+_HOLIDAY_SEGMENTS = ("FO", "CM")
+
+
+def parse_trading_holidays(payload: Any) -> list[date]:
+    """`/api/holiday-master?type=trading` -> the F&O segment's holidays, ascending.
+
+    Shape: `{"FO": [{"tradingDate": "26-Jan-2027", "description": ...}, ...], "CM": [...]}`.
+    """
+    root = _require_dict(payload, "$")
+    if not root:
+        raise EmptyPayloadError("NSE answered the holiday list with an empty object",
+                                provider=PROVIDER)
+    segment = next((name for name in _HOLIDAY_SEGMENTS if name in root), None)
+    if segment is None:
+        raise _schema("FO", "is missing (no FO or CM segment)")
+    items = _require_list(root[segment], segment)
+    days = set()
+    for i, item in enumerate(items):
+        entry = _require_dict(item, f"{segment}[{i}]")
+        days.add(parse_nse_date(entry.get("tradingDate"), key=f"{segment}[{i}].tradingDate"))
+    if not days:
+        raise EmptyPayloadError("NSE's holiday list is empty", provider=PROVIDER)
+    return sorted(days)

@@ -18,7 +18,7 @@ from providers.errors import (
 from providers.http import HttpSession, Limiter, check_status, json_or_error, normalize_underlying
 from providers.interfaces import IOptionsDataProvider
 from providers.nse import query
-from providers.nse.parse import parse_chain, parse_expiry_dates
+from providers.nse.parse import parse_chain, parse_expiry_dates, parse_trading_holidays
 from providers.records import OptionChainRow
 from providers.settings import nse_base_url
 
@@ -67,6 +67,11 @@ class NseOptionsProvider(IOptionsDataProvider):
         except _FallBack as fallback:
             payload = await self._legacy_or_raise(symbol, reason=fallback.reason)
         return sorted({row.expiry for row in parse_chain(payload, symbol)})
+
+    async def get_trading_holidays(self) -> list[date]:
+        """The exchange's published trading holidays (F&O segment), from `holiday-master`."""
+        payload = await self._get_json(query.trading_holidays(), allow_404=False)
+        return parse_trading_holidays(payload)
 
     async def get_option_chain(
         self, underlying: str, expiry: date | None = None

@@ -13,6 +13,7 @@ CONTRACT_INFO_PATH = "/api/option-chain-contract-info"
 V3_PATH = "/api/option-chain-v3"
 LEGACY_INDICES_PATH = "/api/option-chain-indices"
 LEGACY_EQUITIES_PATH = "/api/option-chain-equities"
+HOLIDAYS_PATH = "/api/holiday-master"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +47,7 @@ def chain_v3(underlying: str, expiry: date) -> NseRequest:
 def legacy_chain(underlying: str) -> NseRequest:
     path = LEGACY_INDICES_PATH if underlying in INDEX_UNDERLYINGS else LEGACY_EQUITIES_PATH
     return NseRequest(path, {"symbol": underlying})
+
+
+def trading_holidays() -> NseRequest:
+    return NseRequest(HOLIDAYS_PATH, {"type": "trading"})

@@ -106,8 +106,15 @@ async def test_every_other_job_fires_once_per_weekday_in_ist():
         "compact": "21:30",
     }
     for spec in SCHEDULES:
-        if spec.deployment == "oi-snapshot":
+        if spec.deployment in ("oi-snapshot", "refresh-holidays"):
             continue
         times = await _fire_times(spec.crons, monday, monday + timedelta(days=7))
         assert [t.weekday() for t in times] == [0, 1, 2, 3, 4], spec.deployment
         assert {t.strftime("%H:%M") for t in times} == {expected_times[spec.deployment]}
+
+
+async def test_holidays_are_refreshed_once_a_week_on_sunday_evening():
+    monday = datetime(2025, 1, 6, 0, 0, tzinfo=IST)
+    (spec,) = [s for s in SCHEDULES if s.deployment == "refresh-holidays"]
+    times = await _fire_times(spec.crons, monday, monday + timedelta(days=14))
+    assert [(t.weekday(), t.strftime("%H:%M")) for t in times] == [(6, "20:00")] * 2

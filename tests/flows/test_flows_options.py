@@ -126,3 +126,37 @@ async def test_intraday_backfill_fills_exactly_the_missing_slots(emulators: Emul
     assert again[0].missing == 0
 
 
+
+
+async def test_refresh_holidays_saves_what_nse_publishes_for_the_calendar(
+    emulators: Emulators, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    from flows.holidays import refresh_holidays
+    from providers.calendar import get_calendar, is_trading_day
+    from providers.emulators.nse import PUBLISHED_HOLIDAYS
+
+    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "holidays.json"))
+    get_calendar.cache_clear()
+    try:
+        assert is_trading_day(date(2027, 3, 22))  # beyond the packaged calendar: a weekday
+        result = await refresh_holidays()
+        assert result["holidays"] == len(PUBLISHED_HOLIDAYS)
+        assert not is_trading_day(date(2027, 3, 22))
+        assert is_trading_day(date(2027, 3, 23))
+        assert emulators.nse.requests("holidays"), "fetched from NSE's holiday-master"
+    finally:
+        get_calendar.cache_clear()
+
+
+async def test_refresh_holidays_fails_visibly_when_nse_blocks(
+    emulators: Emulators, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.holidays import refresh_holidays
+
+    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "holidays.json"))
+    emulators.nse.set_fault("block")
+    state = await refresh_holidays(return_state=True)
+    assert state.is_failed()
+    assert not (tmp_path / "holidays.json").exists()

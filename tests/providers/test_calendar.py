@@ -224,3 +224,61 @@ def test_a_calendar_that_cannot_be_built_falls_back_to_weekdays(monkeypatch, cap
 def test_the_process_calendar_is_built_once():
     assert cal.get_calendar() is cal.get_calendar()
     assert cal.get_calendar().name == "XBOM"
+
+
+# --- the exchange's published holidays supplement the packaged calendar ----------------------
+
+
+def test_published_holidays_cover_years_the_package_does_not(tmp_path, monkeypatch, caplog):
+    from providers.calendar import get_calendar, is_trading_day, save_published_holidays
+
+    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "h.json"))
+    get_calendar.cache_clear()
+    try:
+        assert is_trading_day(date(2027, 1, 26))  # unknown: weekday fallback
+        save_published_holidays([date(2027, 1, 26), date(2027, 3, 22)], source="test")
+        caplog.clear()
+        assert not is_trading_day(date(2027, 1, 26))
+        assert not is_trading_day(date(2027, 3, 22))
+        assert is_trading_day(date(2027, 1, 27))
+        assert not is_trading_day(date(2027, 1, 30))  # a Saturday stays closed
+        assert "outside" not in caplog.text, "a covered year needs no fallback warning"
+    finally:
+        get_calendar.cache_clear()
+
+
+def test_a_published_holiday_overrides_a_session_the_package_lists(tmp_path, monkeypatch):
+    from providers.calendar import get_calendar, is_trading_day, save_published_holidays
+
+    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "h.json"))
+    get_calendar.cache_clear()
+    try:
+        assert is_trading_day(date(2026, 11, 23))
+        save_published_holidays([date(2026, 11, 23)], source="test")  # declared late
+        assert not is_trading_day(date(2026, 11, 23))
+    finally:
+        get_calendar.cache_clear()
+
+
+def test_saving_merges_with_what_was_saved_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import json
+
+    from providers.calendar import get_calendar, load_published_holidays, save_published_holidays
+
+    path = tmp_path / "h.json"
+    try:
+        save_published_holidays([date(2027, 1, 26)], source="a", path=path)
+        save_published_holidays([date(2027, 3, 22)], source="b", path=path)
+    finally:
+        get_calendar.cache_clear()
+    assert load_published_holidays(path) == {date(2027, 1, 26), date(2027, 3, 22)}
+    assert json.loads(path.read_text())["source"] == "b"
+    assert [p.name for p in tmp_path.iterdir()] == ["h.json"]
+
+
+def test_an_unreadable_holiday_file_is_ignored_not_fatal(tmp_path):
+    from providers.calendar import load_published_holidays
+
+    bad = tmp_path / "h.json"
+    bad.write_text("{not json")
+    assert load_published_holidays(bad) == frozenset()

@@ -237,3 +237,30 @@ def test_v3_items_of_many_expiries_each_get_their_own_date() -> None:
     by_expiry = {e: sum(r.expiry == e for r in rows) for e in listed[:2]}
     assert all(count > 100 for count in by_expiry.values())
     assert {r.expiry for r in rows} == set(listed[:2])
+
+
+def test_trading_holidays_come_from_the_fo_segment() -> None:
+    from providers.nse.parse import parse_trading_holidays
+
+    payload = {
+        "CM": [{"tradingDate": "01-Jan-2027", "description": "x"}],
+        "FO": [
+            {"tradingDate": "22-Mar-2027", "weekDay": "Monday", "description": "Holi"},
+            {"tradingDate": "26-Jan-2027", "weekDay": "Tuesday", "description": "Republic Day"},
+        ],
+    }
+    assert parse_trading_holidays(payload) == [date(2027, 1, 26), date(2027, 3, 22)]
+
+
+def test_trading_holidays_of_the_wrong_shape_name_the_key() -> None:
+    from providers.errors import EmptyPayloadError, SchemaChangedError
+    from providers.nse.parse import parse_trading_holidays
+
+    with pytest.raises(SchemaChangedError) as caught:
+        parse_trading_holidays({"XX": []})
+    assert caught.value.key == "FO"
+    with pytest.raises(SchemaChangedError) as caught:
+        parse_trading_holidays({"FO": [{"tradingDate": "2027-01-26"}]})
+    assert caught.value.key == "FO[0].tradingDate"
+    with pytest.raises(EmptyPayloadError):
+        parse_trading_holidays({})
