@@ -21,12 +21,11 @@ import pyarrow.parquet as pq
 from storage.partitioning import parse_date_folder
 from storage.paths import lake_root
 from storage.publish import fsync_dir, write_parquet_atomically
-from storage.schemas import INGESTED_AT, DatasetSpec, get_spec
+from storage.schemas import COMPACTED_PREFIX, INGESTED_AT, DatasetSpec, get_spec
 from storage.writer import file_name
 
 log = logging.getLogger(__name__)
 
-COMPACTED_PREFIX = "compacted_"
 _FILE_RANK = "__file_rank"
 
 
@@ -137,7 +136,11 @@ def compact_partition(
             f"merged {merged.num_rows} rows but read {distinct} distinct keys"
         )
     output = write_parquet_atomically(
-        merged, folder, file_name(spec, merged, prefix=COMPACTED_PREFIX), root=dataset_root
+        merged,
+        folder,
+        file_name(spec, merged, prefix=COMPACTED_PREFIX),
+        root=dataset_root,
+        dictionary=spec.dictionary_columns,
     )
     written = pq.read_metadata(output).num_rows
     if written != distinct:

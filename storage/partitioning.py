@@ -16,9 +16,6 @@ from storage.schemas import DatasetSpec
 IST_OFFSET_US = (5 * 3600 + 30 * 60) * 1_000_000
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
-_DATE_COL = "__partition_date"
-_INST_COL = "__partition_instrument"
-
 
 @dataclass(frozen=True, slots=True)
 class Part:
@@ -41,57 +38,100 @@ def ist_dates(ts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 
 def partition_dates(spec: DatasetSpec, table: pa.Table) -> pa.ChunkedArray:
-    """The `date=` value of every row (first of the IST month for coarse candles)."""
+    """The `date=` value of every row: its IST date, or the first day of its IST month."""
     local = ist_naive(table[spec.time_column])
-    days = local.cast(pa.date32())
-    if spec.monthly_partition_when is None:
-        return days
-    column, pattern = spec.monthly_partition_when
-    coarse = pc.match_substring_regex(table[column], pattern)
-    months = pc.floor_temporal(local, unit="month").cast(pa.date32())
-    return pc.if_else(coarse, months, days)
+    if spec.monthly:
+        local = pc.floor_temporal(local, unit="month")
+    return local.cast(pa.date32())
+
+
+def _constant(column: pa.ChunkedArray | pa.Array) -> bool:
+    if column.null_count:
+        return False
+    bounds = pc.min_max(column).as_py()
+    return bool(bounds["min"] == bounds["max"])
+
+
+def _ordered_pairs(columns: list[pa.Array | pa.ChunkedArray], n: int) -> pa.Array | None:
+    """Per adjacent pair of rows: in ascending lexicographic order of `columns`? None: no keys.
+
+    A null in a compared pair counts as out of order: the caller then sorts.
+    """
+    decided: pa.Array | None = None  # pairs strictly ordered by an earlier key
+    tied: pa.Array | None = None  # pairs equal on every key so far
+    for column in columns:
+        head, tail = column.slice(0, n - 1), column.slice(1)
+        less = pc.fill_null(pc.less(head, tail), False)
+        equal = pc.fill_null(pc.equal(head, tail), False)
+        if decided is None or tied is None:
+            decided, tied = less, equal
+        else:
+            decided = pc.or_(decided, pc.and_(tied, less))
+            tied = pc.and_(tied, equal)
+    return None if decided is None or tied is None else pc.or_(decided, tied)
+
+
+def _boundaries(changed: pa.Array | None, n: int) -> list[tuple[int, int]]:
+    starts = [0]
+    if changed is not None:
+        starts += [int(i) + 1 for i in pc.indices_nonzero(changed).to_pylist()]
+    return list(zip(starts, [*starts[1:], n], strict=True))
 
 
 def split_by_partition(spec: DatasetSpec, table: pa.Table) -> list[Part]:
     """Split a conformed table into partitions, each sorted by the spec's sort columns.
 
-    One sort of the whole batch and zero-copy slices at the partition boundaries: no per-row
-    Python work.
+    Vectorised, no per-row Python: one integer per row names its (date, instrument) group. A
+    batch whose groups are already contiguous runs in sort order (providers mostly send bars
+    so) is cut into zero-copy slices. Otherwise one integer sort groups the rows, and each
+    partition sorts only its own rows by the sort columns that vary. (A multi-key sort of the
+    whole batch with string keys, plus a take of every column, cost more than writing it.)
     """
-    if table.num_rows == 0:
+    n = table.num_rows
+    if n == 0:
         return []
-    work = table.append_column(_DATE_COL, partition_dates(spec, table))
-    order = [(_DATE_COL, "ascending", "at_end")]
+    dates = partition_dates(spec, table)
+    group = dates.cast(pa.int32()).cast(pa.int64())
     if spec.instrument_column:
-        work = work.append_column(_INST_COL, table[spec.instrument_column])
-        order.append((_INST_COL, "ascending", "at_end"))
-    order += [(c, "ascending", "at_end") for c in spec.sort_columns]
-    work = work.take(pc.sort_indices(work, sort_keys=order))
+        encoded = pc.dictionary_encode(table[spec.instrument_column]).combine_chunks()
+        # date * (number of instruments) + code: one integer per (date, instrument).
+        codes = encoded.indices.cast(pa.int64())
+        group = pc.add(pc.multiply(group, len(encoded.dictionary)), codes)
+    group = group.combine_chunks() if isinstance(group, pa.ChunkedArray) else group
+    # Inside one partition the instrument is constant; so is often the interval of a batch.
+    sort_columns = [
+        c for c in spec.sort_columns if c != spec.instrument_column and not _constant(table[c])
+    ]
+    keys = table.select(sort_columns)
+    instruments = table[spec.instrument_column] if spec.instrument_column else None
 
-    boundary_cols = [work[_DATE_COL]] + ([work[_INST_COL]] if spec.instrument_column else [])
-    n = work.num_rows
-    changed = None
-    for col in boundary_cols:
-        col = col.combine_chunks()
-        diff = pc.not_equal(col.slice(1), col.slice(0, n - 1))
-        changed = diff if changed is None else pc.or_(changed, diff)
-    starts = [0]
-    if changed is not None and n > 1:
-        starts += [int(i) + 1 for i in pc.indices_nonzero(changed).to_pylist()]
-    ends = [*starts[1:], n]
-
-    parts = []
-    data = work.select(list(table.column_names))
-    dates = work[_DATE_COL]
-    insts = work[_INST_COL] if spec.instrument_column else None
-    for start, end in zip(starts, ends, strict=True):
-        parts.append(
-            Part(
-                date=dates[start].as_py(),
-                instrument=insts[start].as_py() if insts is not None else None,
-                table=data.slice(start, end - start),
-            )
+    def part(rows: pa.Table, first: int) -> Part:
+        return Part(
+            date=dates[first].as_py(),
+            instrument=instruments[first].as_py() if instruments is not None else None,
+            table=rows,
         )
+
+    changed = pc.not_equal(group.slice(1), group.slice(0, n - 1)) if n > 1 else None
+    runs = _boundaries(changed, n)
+    if len(runs) == pc.count_distinct(group).as_py():
+        ordered = _ordered_pairs(list(keys.columns), n) if changed is not None else None
+        # A pair across a run boundary may be in any order.
+        if ordered is None or pc.all(pc.or_(ordered, changed)).as_py():
+            return [part(table.slice(start, end - start), start) for start, end in runs]
+
+    order = pc.sort_indices(group)
+    grouped = group.take(order)
+    changed = pc.not_equal(grouped.slice(1), grouped.slice(0, n - 1)) if n > 1 else None
+    parts = []
+    for start, end in _boundaries(changed, n):
+        rows = order.slice(start, end - start)
+        if sort_columns and end - start > 1:
+            local = pc.sort_indices(
+                keys.take(rows), sort_keys=[(c, "ascending", "at_end") for c in sort_columns]
+            )
+            rows = rows.take(local)
+        parts.append(part(table.take(rows), rows[0].as_py()))
     return parts
 
 

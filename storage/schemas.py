@@ -13,9 +13,8 @@ TS = pa.timestamp("us", tz="UTC")
 """Every timestamp: microsecond UTC (nanoseconds would bind as TIMESTAMPTZ_NS in DuckDB)."""
 
 INGESTED_AT = "ingested_at"
-
-#: Intervals of a day or more (`1D`, `1W`, `1M`): bars partitioned by month, not by day.
-COARSE_INTERVAL_PATTERN = r"^[0-9]*[DWM]$"
+#: Name prefix of compaction's output: one sorted, deduplicated file per partition folder.
+COMPACTED_PREFIX = "compacted_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +29,29 @@ class DatasetSpec:
     #: Second partition level (`<column>=<encoded name>`), for datasets with few instruments.
     instrument_column: str | None
     sort_columns: tuple[str, ...]
-    #: `(column, regex)`: rows whose column matches are partitioned by the first day of their
-    #: IST month instead of their IST date (daily bars: ~240 files for 20 years, not 5,000).
-    monthly_partition_when: tuple[str, str] | None = None
+    #: Partition by the first day of the IST month instead of the IST date. For low-rate data
+    #: split per instrument: one-minute candles per day are ~375-row files, and small files are
+    #: the main cost of reading and writing (STORAGE.md, "Reading").
+    monthly: bool = False
+    #: Columns whose values rarely repeat inside a file (prices, bar times): written without
+    #: dictionary encoding, which would only cost time (~30% of writing a candles file).
+    plain_columns: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
+
+    @property
+    def dictionary_columns(self) -> list[str]:
+        return [c for c in self.schema.names if c not in self.plain_columns]
+
+    @property
+    def key_fixes_folder(self) -> bool:
+        """Every version of a key lands in the same partition folder (the key holds the time
+        and instrument columns), so a folder's compacted file alone needs no dedup."""
+        return self.time_column in self.key and (
+            self.instrument_column is None or self.instrument_column in self.key
+        )
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -44,8 +59,6 @@ class DatasetSpec:
         cols = [*self.key, self.time_column]
         if self.instrument_column:
             cols.append(self.instrument_column)
-        if self.monthly_partition_when:
-            cols.append(self.monthly_partition_when[0])
         cols.append(INGESTED_AT)
         return tuple(dict.fromkeys(cols))
 
@@ -99,7 +112,8 @@ CANDLES = DatasetSpec(
     time_column="ts",
     instrument_column="symbol",
     sort_columns=("symbol", "interval", "ts"),
-    monthly_partition_when=("interval", COARSE_INTERVAL_PATTERN),
+    monthly=True,
+    plain_columns=("ts", "open", "high", "low", "close", "volume"),
 )
 
 TICKS = DatasetSpec(
@@ -125,6 +139,17 @@ TICKS = DatasetSpec(
     # High-rate data: one file per flush, never one per symbol (STORAGE.md, "Reading").
     instrument_column=None,
     sort_columns=("symbol", "ts", "received_at", "capture_id", "seq"),
+    plain_columns=(
+        "ts",
+        "price",
+        "volume",
+        "change",
+        "change_pct",
+        "bid",
+        "ask",
+        "received_at",
+        "seq",
+    ),
 )
 
 PROVIDER_ATTEMPTS = DatasetSpec(

@@ -15,7 +15,14 @@ import pyarrow.compute as pc
 from storage.errors import InvalidInstrumentName, LakeWriteError
 from storage.partitioning import partition_folder, split_by_partition
 from storage.paths import lake_root
-from storage.publish import PathEscapeError, ensure_inside, ensure_seed, write_parquet_atomically
+from storage.publish import (
+    BatchPublishError,
+    PathEscapeError,
+    PlannedFile,
+    ensure_inside,
+    ensure_seed,
+    publish_files,
+)
 from storage.schemas import DatasetSpec, get_spec
 from storage.validation import Rows, conform
 
@@ -79,33 +86,40 @@ class LakeWriter:
             return WriteResult(spec.name, (), 0)
         table = conform(spec, rows, self._clock())
         ds_root = self.root / spec.name
+        ds_resolved = ds_root.resolve()  # once per write, not once per partition
         # Every folder is computed (and checked) before anything is published, so a bad name
         # anywhere in the batch writes nothing.
-        planned = []
+        planned: list[PlannedFile] = []
+        checked: set[Path] = set()
         for part in split_by_partition(spec, table):
             try:
                 folder = partition_folder(spec, ds_root, part.date, part.instrument)
-                ensure_inside(folder, ds_root)
+                if folder not in checked:
+                    ensure_inside(folder, ds_root, root_resolved=ds_resolved)
+                    checked.add(folder)
             except (InvalidInstrumentName, PathEscapeError) as exc:
                 raise LakeWriteError(
                     f"Cannot write {spec.name}: {spec.instrument_column} "
                     f"{part.instrument!r} is not usable as a folder name ({exc})."
                 ) from exc
-            planned.append((folder, part.table))
+            planned.append(PlannedFile(folder, file_name(spec, part.table), part.table))
 
-        published: list[Path] = []
-        folder = ds_root
         try:
             if spec.name not in self._seeded:
                 ensure_seed(ds_root, spec.schema)
                 self._seeded.add(spec.name)
-            for folder, part_table in planned:
-                name = file_name(spec, part_table)
-                published.append(write_parquet_atomically(part_table, folder, name, root=ds_root))
-        except (OSError, pa.ArrowException, PathEscapeError) as exc:
-            reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+            published = publish_files(planned, ds_root, dictionary=spec.dictionary_columns)
+        except BatchPublishError as exc:
             raise LakeWriteError(
-                f"Could not write {spec.name} to {folder}: {reason}.",
-                published=published,
+                f"Could not write {spec.name} to {exc.folder}: {_reason(exc.cause)}.",
+                published=exc.published,
+            ) from exc.cause
+        except (OSError, pa.ArrowException, PathEscapeError) as exc:
+            raise LakeWriteError(
+                f"Could not write {spec.name} to {ds_root}: {_reason(exc)}."
             ) from exc
         return WriteResult(spec.name, tuple(published), table.num_rows)
+
+
+def _reason(exc: BaseException) -> str:
+    return describe_os_error(exc) if isinstance(exc, OSError) else str(exc)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from emulated import Emulators, running_emulators
 from tests_support import rows_of
 
 from flows.backfill import historical_backfill
 from providers.calendar import IST
+from storage.partitioning import ist_dates
 from storage.paths import encode_segment, lake_root
+from storage.writer import LakeWriter
 
 # Tuesday 2026-01-27, 16:00 IST: after the close; Monday 26th was Republic Day (a holiday).
 NOW = datetime(2026, 1, 27, 16, 0, tzinfo=IST)
@@ -53,9 +57,15 @@ async def test_daily_bars_are_stored_at_the_session_open(emulators: Emulators) -
 
 async def test_a_deleted_day_is_found_as_a_gap_and_refilled(emulators: Emulators) -> None:
     await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
-    day = lake_root() / "candles" / "date=2026-01-23" / f"symbol={encode_segment('NSE:NIFTY')}"
-    assert day.is_dir()
-    shutil.rmtree(day)
+    # Candles are partitioned by month: rewrite the month without the 23rd's bars.
+    month = lake_root() / "candles" / "date=2026-01-01" / f"symbol={encode_segment('NSE:NIFTY')}"
+    files = sorted(month.glob("*.parquet"))
+    assert files
+    table = pa.concat_tables(pq.read_table(p) for p in files)
+    keep = pc.not_equal(ist_dates(table["ts"]), pa.scalar(date(2026, 1, 23)))
+    for path in files:
+        path.unlink()
+    LakeWriter().write("candles", table.filter(keep))
     assert candle_count("5") == 300 - 75
 
     result = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", lookback_days=3)

@@ -167,3 +167,31 @@ def test_stale_temp_files_of_crashed_writers_are_removed_fresh_ones_kept(data_di
 def test_compacting_an_empty_lake_does_nothing(data_dir: Path) -> None:
     report = compact("candles", NEXT_DAY, data_dir)
     assert report.ok and report.compacted == [] and report.skipped == 0
+
+
+def test_compacting_the_open_month_keeps_a_file_written_while_it_ran(
+    data_dir: Path, monkeypatch
+) -> None:
+    # Candles are partitioned by month, so the current month is compacted nightly while new
+    # bars keep arriving: compaction may delete only the files it merged.
+    w = LakeWriter(data_dir=data_dir)
+    w.write("candles", candle_rows(count=3))
+    w.write("candles", candle_rows(start=T0 + timedelta(days=1), count=3))
+    real_publish = compaction.write_parquet_atomically
+    arrived: list[Path] = []
+
+    def publish_while_a_writer_adds_a_file(*args, **kwargs):
+        late = candle_rows(start=T0 + timedelta(days=2), count=2)
+        arrived.extend(LakeWriter(data_dir=data_dir).write("candles", late).files)
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(compaction, "write_parquet_atomically", publish_while_a_writer_adds_a_file)
+    report = compact("candles", NEXT_DAY, data_dir)
+    monkeypatch.undo()
+    assert report.ok and [(c.files_in, c.rows_out) for c in report.compacted] == [(2, 6)]
+    month = data_dir / "lake/candles/date=2026-11-01/symbol=NSE%3ANIFTY"
+    assert len(arrived) == 1 and arrived[0].parent == month
+    assert sorted(parquet_files(month)) == sorted([report.compacted[0].output, arrived[0]])
+    assert connect(data_dir).execute("SELECT count(*) FROM candles").fetchall() == [(8,)]
+    again = compact("candles", NEXT_DAY, data_dir)
+    assert [(c.files_in, c.rows_out) for c in again.compacted] == [(2, 8)]

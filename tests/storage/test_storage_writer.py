@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -48,7 +48,7 @@ def test_option_chain_lands_in_ist_date_and_encoded_underlying_folders(lake: Pat
     assert first.name.startswith("20261123T040000Z_20261123T040000Z_")
 
 
-def test_daily_bars_share_one_monthly_partition_and_intraday_bars_one_per_day(lake: Path) -> None:
+def test_candles_of_every_interval_share_one_monthly_partition_per_symbol(lake: Path) -> None:
     days = candle_rows(
         interval="1D",
         start=datetime(2026, 10, 30, 18, 30, tzinfo=UTC),
@@ -61,14 +61,23 @@ def test_daily_bars_share_one_monthly_partition_and_intraday_bars_one_per_day(la
         count=3,
         step=timedelta(minutes=5),
     )
-    result = writer(lake).write("candles", days + minutes)
-    folders = sorted(p.parent.parent.name for p in result.files)
-    # IST 2026-10-31 and 2026-11-01..09 for the daily bars; the 5-minute bars on 2026-11-02.
-    assert folders == ["date=2026-10-01", "date=2026-11-01", "date=2026-11-02"]
-    november = pa.concat_tables(
-        pq.read_table(p) for p in (lake / "candles/date=2026-11-01").rglob("*.parquet")
-    ).to_pydict()
-    assert set(november["interval"]) == {"1D"} and len(november["ts"]) == 9
+    # 18:40 UTC on 2026-11-30 is 00:10 IST on 2026-12-01: the IST month decides.
+    late = candle_rows(interval="1", start=datetime(2026, 11, 30, 18, 40, tzinfo=UTC), count=1)
+    other = candle_rows(symbol="NSE:BANKNIFTY", interval="1", start=T0, count=2)
+    result = writer(lake).write("candles", days + minutes + late + other)
+    folders = sorted(p.parent.relative_to(lake / "candles").as_posix() for p in result.files)
+    # IST 2026-10-31 for one daily bar; 2026-11-01..09 and the 5-minute bars share November.
+    assert folders == [
+        "date=2026-10-01/symbol=NSE%3ANIFTY",
+        "date=2026-11-01/symbol=NSE%3ABANKNIFTY",
+        "date=2026-11-01/symbol=NSE%3ANIFTY",
+        "date=2026-12-01/symbol=NSE%3ANIFTY",
+    ]
+    november = pq.read_table(lake / "candles/date=2026-11-01/symbol=NSE%3ANIFTY").to_pydict()
+    assert sorted(set(november["interval"])) == ["1D", "5"] and len(november["ts"]) == 12
+    # sorted by symbol, interval, time inside the month file
+    pairs = list(zip(november["interval"], november["ts"], strict=True))
+    assert pairs == sorted(pairs)
 
 
 def test_ticks_use_only_the_receive_date_and_are_sorted_by_symbol_then_time(lake: Path) -> None:
@@ -213,15 +222,17 @@ def test_partitions_already_published_are_reported_when_a_later_one_fails(
 
 
 def test_writing_many_partitions_is_vectorised_enough_for_backfills(lake: Path) -> None:
-    # 200k one-minute bars over ~139 IST days: one sort and slices, no per-row Python.
-    n = 200_000
-    start = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
-    ts = pa.array([start + i * 60_000_000 for i in range(n)], pa.int64()).cast(
+    # 200k one-minute bars of 100 symbols over two IST months: one sort and slices, no per-row
+    # Python, 200 partition files.
+    n, symbols = 200_000, 100
+    start = int(datetime(2020, 1, 31, tzinfo=UTC).timestamp() * 1_000_000)
+    per_symbol = n // symbols
+    ts = pa.array([start + (i % per_symbol) * 60_000_000 for i in range(n)], pa.int64()).cast(
         pa.timestamp("us", tz="UTC")
     )
     table = pa.table(
         {
-            "symbol": pa.array(["NSE:NIFTY"] * n),
+            "symbol": pa.array([f"NSE:S{i // per_symbol}" for i in range(n)]),
             "interval": ["1"] * n,
             "ts": ts,
             "open": pa.array([1.0] * n),
@@ -234,5 +245,61 @@ def test_writing_many_partitions_is_vectorised_enough_for_backfills(lake: Path) 
     )
     result = writer(lake).write("candles", table)
     assert result.rows == n
-    assert len(result.files) == (date(2020, 5, 19) - date(2020, 1, 1)).days + 1
+    assert len(result.files) == 2 * symbols
+    assert {p.parent.parent.name for p in result.files} == {"date=2020-01-01", "date=2020-02-01"}
     assert sum(pq.read_metadata(p).num_rows for p in result.files) == n
+
+
+def test_each_folder_is_fsynced_once_after_all_its_files_are_renamed_in(
+    lake: Path, monkeypatch
+) -> None:
+    w = writer(lake)
+    w.write("candles", candle_rows(count=1))  # folders and seed exist: only the batch is seen
+    events: list[tuple[str, Path]] = []
+    real_replace, real_fsync_dir = os.replace, publish.fsync_dir
+    monkeypatch.setattr(
+        publish.os,
+        "replace",
+        lambda s, d: (events.append(("rename", Path(d).parent)), real_replace(s, d))[1],
+    )
+    monkeypatch.setattr(
+        publish, "fsync_dir", lambda f: (events.append(("fsync", Path(f))), real_fsync_dir(f))[1]
+    )
+    rows = [
+        *candle_rows(symbol="NSE:NIFTY", count=2),
+        *candle_rows(symbol="NSE:BANKNIFTY", count=2),
+        *candle_rows(symbol="NSE:NIFTY", start=T0 + timedelta(days=40), count=2),
+    ]
+    result = w.write("candles", rows)
+    folders = {p.parent for p in result.files}
+    assert len(result.files) == 3 and len(folders) == 3
+    fsyncs = [f for kind, f in events if kind == "fsync"]
+    # once each (the others are parents of folders this batch created)
+    assert [fsyncs.count(f) for f in folders] == [1, 1, 1]
+    for folder in folders:
+        last_rename = max(i for i, e in enumerate(events) if e == ("rename", folder))
+        assert events.index(("fsync", folder)) > last_rename
+
+
+def test_a_failure_in_a_many_file_batch_reports_exactly_the_files_that_landed(
+    lake: Path, monkeypatch
+) -> None:
+    w = writer(lake)
+    w.write("candles", candle_rows(count=1))
+    before = set(parquet_files(lake))
+    real_write = publish.pq.write_table
+
+    def fail_for_one_symbol(table, where, **kwargs):
+        if table["symbol"][0].as_py() == "NSE:S3":
+            raise OSError(errno.EIO, "Input/output error")
+        real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(publish.pq, "write_table", fail_for_one_symbol)
+    rows = [r for i in range(8) for r in candle_rows(symbol=f"NSE:S{i}", count=2)]
+    with pytest.raises(LakeWriteError, match="Input/output error") as info:
+        w.write("candles", rows)
+    landed = info.value.published
+    assert set(parquet_files(lake)) - before == set(landed)
+    assert len(landed) == len(set(landed)) < 8
+    assert all("NSE%3AS3" not in str(p) for p in landed)
+    assert leftovers(lake) == []
