@@ -11,7 +11,7 @@ Only final bars are written, only those not already in the lake, and nothing is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -28,11 +28,13 @@ from flows.candle_plan import (
     final_bars,
 )
 from flows.gaps import missing_times
-from flows.lake_rows import candle_rows
+from flows.lake_rows import candle_table
 from flows.runtime import RunContext, holiday_skip, run_context
 from providers.calendar import IST, SESSION_OPEN, trading_days
 from providers.errors import AllProvidersFailedError, ProviderError
+from providers.records import Bar
 from storage.queries import existing_candle_times
+from storage.writer import LakeWriter
 
 DEFAULT_LOOKBACK_DAYS = 5
 
@@ -61,6 +63,25 @@ class SymbolBackfill:
 
 class BackfillFailedError(RuntimeError):
     """At least one symbol got no candles from any provider; one line per symbol."""
+
+
+def write_new_bars(
+    writer: LakeWriter, symbol: str, interval: str, bars: Sequence[Bar], provider: str
+) -> int:
+    """Write the bars (ascending) the lake does not have yet; how many were written.
+
+    Idempotent by construction: a re-run finds every bar present and writes no file at all.
+    """
+    if not bars:
+        return 0
+    # The lake's range is half-open [start, end): reach just past the newest bar.
+    present = existing_candle_times(
+        symbol, interval, bars[0].ts, bars[-1].ts + timedelta(seconds=1), writer.root.parent
+    )
+    new = [b for b in bars if b.ts not in present]
+    if new:
+        writer.write("candles", candle_table(symbol, interval, new, provider))
+    return len(new)
 
 
 def _ist_start(day: date) -> datetime:
@@ -121,16 +142,10 @@ async def backfill_symbol(
     result.fetched = len(bars)
     if bars:
         result.first_ts, result.last_ts = bars[0].ts, bars[-1].ts
-        # The lake's range is half-open [start, end): reach just past the newest bar.
-        present = await asyncio.to_thread(
-            existing_candle_times, symbol, interval, bars[0].ts, bars[-1].ts + timedelta(seconds=1)
+        result.written = await asyncio.to_thread(
+            write_new_bars, ctx.writer, symbol, interval, bars, fetched.provider
         )
-        new = [b for b in bars if b.ts not in present]
-        result.already_present = len(bars) - len(new)
-        if new:
-            rows = candle_rows(symbol, interval, new, fetched.provider)
-            await asyncio.to_thread(ctx.writer.write, "candles", rows)
-        result.written = len(new)
+        result.already_present = len(bars) - result.written
 
     # Gap report over the range the request covered (or the lookback window).
     gap_start = range_start or (bars[0].ts.astimezone(IST).date() if bars else today)

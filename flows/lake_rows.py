@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
+from datetime import UTC, datetime, timedelta
 from itertools import accumulate, groupby
 from typing import Any
 
@@ -61,6 +62,34 @@ def option_chain_rows(records: Iterable[OptionChainRow]) -> list[dict[str, Any]]
 
 def attempt_rows(records: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
     return [{name: getattr(r, name) for name in _ATTEMPT_FIELDS} for r in records]
+
+
+_CANDLE_SCHEMA = pa.schema(
+    [get_spec("candles").schema.field(n) for n in ("symbol", "interval", *Bar._fields, "provider")]
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def candle_table(symbol: str, interval: str, bars: Sequence[Bar], provider: str) -> pa.Table:
+    """Bars of one (symbol, interval) -> an Arrow table with the `candles` column types.
+
+    Column-wise: one list per field and the bar times as epoch microseconds (exact integer
+    arithmetic, ~0.4 us a bar, about half of pyarrow's own aware-datetime conversion).
+    """
+    n = len(bars)
+    ts = pa.array([(b.ts - _EPOCH) // _MICROSECOND for b in bars], type=pa.int64())
+    columns = [
+        pa.array([symbol] * n, type=pa.string()),
+        pa.array([interval] * n, type=pa.string()),
+        ts.cast(_CANDLE_SCHEMA.field("ts").type),
+        *(
+            pa.array([b[i] for b in bars], type=_CANDLE_SCHEMA.field(name).type)
+            for i, name in enumerate(Bar._fields[1:], start=1)
+        ),
+        pa.array([provider] * n, type=pa.string()),
+    ]
+    return pa.Table.from_arrays(columns, schema=_CANDLE_SCHEMA)
 
 
 def candle_rows(

@@ -75,3 +75,28 @@ def test_mapping_rows_carry_the_same_fields_and_values() -> None:
     rows = option_chain_rows(records)
     assert rows[3] == dict(zip(OptionChainRow._fields, records[3], strict=True))
     assert rows[3]["underlying"] == "BANKNIFTY" and rows[3]["snapshot_ts"] is T1
+
+
+def test_candle_table_has_the_lake_types_and_utc_instants() -> None:
+    from datetime import timedelta, timezone
+
+    from flows.lake_rows import candle_table
+    from providers.records import Bar
+    from storage.schemas import get_spec
+
+    ist = timezone(timedelta(hours=5, minutes=30))
+    bars = [
+        Bar(datetime(2026, 1, 2, 9, 15, tzinfo=ist), 1, 2.5, 0.5, 2.0, 100),
+        Bar(datetime(2026, 1, 2, 4, 0, tzinfo=UTC), 2.0, 3.0, 1.0, 2.5, 7.5),
+    ]
+    table = candle_table("NSE:NIFTY", "5", bars, "tradingview")
+    spec = get_spec("candles").schema
+    for field in table.schema:
+        assert spec.field(field.name).type == field.type
+    assert table.column("ts").to_pylist() == [
+        datetime(2026, 1, 2, 3, 45, tzinfo=UTC),
+        datetime(2026, 1, 2, 4, 0, tzinfo=UTC),
+    ]
+    assert table.column("open").to_pylist() == [1.0, 2.0]
+    assert set(table.column("symbol").to_pylist()) == {"NSE:NIFTY"}
+    assert candle_table("NSE:NIFTY", "5", [], "tradingview").num_rows == 0

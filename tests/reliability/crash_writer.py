@@ -28,7 +28,9 @@ from storage.partitioning import IST
 from storage.writer import LakeWriter
 
 ROWS = 20
-DAYS = (date(2026, 11, 16), date(2026, 11, 17), date(2026, 11, 18))
+#: Across a month boundary: candles are partitioned by month, so a two-day candle batch spans
+#: two partitions only when it crosses one (and a kill can then land between its two files).
+DAYS = (date(2026, 10, 29), date(2026, 10, 30), date(2026, 11, 2))
 UNDERLYINGS = ("NIFTY", "BANKNIFTY")
 #: Compaction treats every partition before this date as closed.
 FAR_FUTURE = date(2100, 1, 1)
