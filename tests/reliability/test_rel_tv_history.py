@@ -131,12 +131,12 @@ async def when_paging(emu: TradingViewEmulator, fault: Callable[[], Future[Any]]
 
 
 MID_HISTORY = {
-    "drop mid-history": (lambda e: e.drop_connections(), "TransientError"),
+    "drop mid-history": (lambda e: e.drop_connections(), ("TransientError",)),
     # The server sends `protocol_error` and closes at once: the client may meet either first.
     "protocol_error mid-history": (
         lambda e: e.send_protocol_error(), ("ProtocolError", "TransientError")
     ),
-    "bad frame length mid-history": (lambda e: e.send_bad_frame(), "ProtocolError"),
+    "bad frame length mid-history": (lambda e: e.send_bad_frame(), ("ProtocolError",)),
 }
 
 
