@@ -40,3 +40,7 @@ class CatalogLockedError(StorageError):
 
 class ReadOnlyQueryError(StorageError):
     """A query given to `run_readonly_query` is not a single read-only SELECT statement."""
+
+
+class UnsupportedLocationError(StorageError, ValueError):
+    """`PROTRADE_DATA_DIR` names a store this version cannot write to (s3://, ...)."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from storage.errors import InvalidInstrumentName
+from storage.errors import InvalidInstrumentName, UnsupportedLocationError
 
 DATA_DIR_ENV = "PROTRADE_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -22,9 +23,25 @@ _SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
 
 
 def data_dir() -> Path:
-    """`$PROTRADE_DATA_DIR` (default `./data`) as an absolute path, read at call time."""
+    """`$PROTRADE_DATA_DIR` (default `./data`) as an absolute path, read at call time.
+
+    A path or a `file://` URI. The setting is URI-shaped so that a shared or object store can
+    follow; until the writer and views speak one, any other scheme is refused clearly rather
+    than taken for a relative folder named `s3:`.
+    """
     raw = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(raw).expanduser().resolve()
+    return Path(_path_of(raw)).expanduser().resolve()
+
+
+def _path_of(location: str) -> str:
+    parsed = urlsplit(location)
+    if parsed.scheme in ("", "file") or re.fullmatch(r"[A-Za-z]", parsed.scheme):
+        # "file:///srv/lake" -> "/srv/lake"; a bare path (or a Windows drive) stays as it is.
+        return unquote(parsed.path) if parsed.scheme == "file" else location
+    raise UnsupportedLocationError(
+        f"{DATA_DIR_ENV}={location!r}: only local paths and file:// URIs are supported "
+        f"(not {parsed.scheme}://)"
+    )
 
 
 def _resolve(root: Path | str | None) -> Path:

@@ -113,3 +113,20 @@ def test_data_dir_is_read_from_the_environment_at_call_time(tmp_path, monkeypatc
     assert data_dir().is_absolute()
     assert lake_root() == tmp_path.resolve() / "rel" / "store" / "lake"
     assert catalog_path(tmp_path / "x") == tmp_path.resolve() / "x" / "protrade.duckdb"
+
+
+def test_the_data_dir_may_be_a_file_uri(tmp_path, monkeypatch) -> None:
+    from storage.paths import data_dir, lake_root
+
+    monkeypatch.setenv("PROTRADE_DATA_DIR", f"file://{tmp_path}/my%20lake")
+    assert data_dir() == tmp_path / "my lake"
+    assert lake_root() == tmp_path / "my lake" / "lake"
+
+
+def test_an_object_store_uri_is_refused_clearly(monkeypatch) -> None:
+    from storage.errors import UnsupportedLocationError
+    from storage.paths import data_dir
+
+    monkeypatch.setenv("PROTRADE_DATA_DIR", "s3://bucket/lake")
+    with pytest.raises(UnsupportedLocationError, match="only local paths and file:// URIs"):
+        data_dir()
