@@ -178,24 +178,25 @@ class LiveCapture:
         self._closing = False
         self._handled_outages = 0
         self._last_flush = time.monotonic()
-        self._last_lag: float | None = None
+        self._last_quote: Quote | None = None  # the feed lag is read off it when logging
 
     # ---------------------------------------------------------------- callback
 
     async def on_message(self, message: Quote | ChartUpdate) -> None:
         """The provider's callback (its consumer task, never the receive loop)."""
-        if isinstance(message, Quote):
-            while self.ticks.full:
+        if type(message) is Quote or isinstance(message, Quote):
+            ticks = self.ticks
+            while ticks.full:
                 # Back-pressure: the writer is behind. Wait for a flush, never drop.
                 self.summary.buffer_waits += 1
                 self._space.clear()
                 self._flush_now.set()
                 await self._space.wait()
-            self.ticks.add(message)
+            ticks.add(message)
             self.summary.ticks += 1
             if message.ts is not None:
-                self._last_lag = (message.received_at - message.ts).total_seconds()
-            if self.ticks.ready:
+                self._last_quote = message
+            if ticks.ready:
                 self._flush_now.set()
         elif isinstance(message, ChartUpdate):
             if self.candles.on_update(message):
@@ -408,6 +409,13 @@ class LiveCapture:
         self.summary.disconnects = list(stream.disconnects)
         self.summary.provider_stats = stats.as_dict()
 
+    def _feed_lag(self) -> str:
+        """Receive time minus exchange time of the last quote (one quote: a hint, not a stat)."""
+        quote = self._last_quote
+        if quote is None or quote.ts is None:
+            return "-"
+        return f"{(quote.received_at - quote.ts).total_seconds():.2f} s"
+
     def _log_progress(self, final: bool = False) -> None:
         s = self.summary
         elapsed = max((self.clock() - s.started_at).total_seconds(), 1e-9)
@@ -422,7 +430,7 @@ class LiveCapture:
             s.bars_written,
             s.gap_bars_backfilled,
             reconnects,
-            f"{self._last_lag:.2f} s" if self._last_lag is not None else "-",
+            self._feed_lag(),
             time.monotonic() - self._last_flush,
             len(self.ticks),
             s.buffer_waits,

@@ -6,9 +6,10 @@ hands the tables these classes build to the lake writer.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
@@ -19,10 +20,61 @@ from storage.schemas import INGESTED_AT, TICKS
 #: The `ticks` columns the capture fills (`ingested_at` is stamped by the writer).
 TICK_SCHEMA = pa.schema([f for f in TICKS.schema if f.name != INGESTED_AT])
 _TICK_COLUMNS = tuple(TICK_SCHEMA.names)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _micros(values: list[datetime | None]) -> list[int | None]:
+    """Epoch microseconds of each datetime (naive ones read as UTC), exact.
+
+    Quotes of one frame share their `received_at`, and of one trade second their `ts` (the same
+    object), so a run of the same object converts once.
+    """
+    out: list[int | None] = []
+    append = out.append
+    last: object = _micros  # matches nothing
+    last_us: int | None = None
+    for value in values:
+        if value is not last:
+            last = value
+            if value is None:
+                last_us = None
+            else:
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=UTC)
+                last_us = (value - _EPOCH) // _MICROSECOND
+        append(last_us)
+    return out
+
+
+def _timestamps(values: list[datetime | None], field: pa.Field) -> pa.Array:
+    # pyarrow converts datetime objects one by one (~0.6 us each); ints go in bulk.
+    return pa.array(_micros(values), pa.int64()).cast(field.type)
+
+
+def _tick_table(quotes: list[Quote], first_seq: int, capture_id: str) -> pa.Table:
+    n = len(quotes)
+    f = TICK_SCHEMA.field
+    seqs = array("q", range(first_seq, first_seq + n))
+    columns = [
+        _timestamps([q.ts for q in quotes], f("ts")),
+        pa.array([q.symbol for q in quotes], pa.string()),
+        pa.array([q.price for q in quotes], pa.float64()),
+        pa.array([q.volume for q in quotes], pa.float64()),
+        pa.array([q.change for q in quotes], pa.float64()),
+        pa.array([q.change_pct for q in quotes], pa.float64()),
+        pa.array([q.bid for q in quotes], pa.float64()),
+        pa.array([q.ask for q in quotes], pa.float64()),
+        pa.array([q.provider for q in quotes], pa.string()),
+        _timestamps([q.received_at for q in quotes], f("received_at")),
+        pa.array([capture_id] * n, pa.string()),
+        pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(seqs)]),
+    ]
+    return pa.Table.from_arrays(columns, schema=TICK_SCHEMA)
 
 
 class TickBatch:
-    """Quotes waiting for the next flush, stored column-wise (cheap to turn into Arrow).
+    """Quotes waiting for the next flush, turned into one Arrow table column-wise at `take`.
 
     `seq` numbers every quote of one capture from 1; with `capture_id` it is the tick's key,
     so a replayed flush cannot double rows. The batch is bounded by `max_rows`: the caller
@@ -36,50 +88,47 @@ class TickBatch:
         self.flush_rows = flush_rows
         self.max_rows = max_rows
         self.seq = 0
-        self._cols: dict[str, list[object]] = {name: [] for name in _TICK_COLUMNS}
+        # Adding keeps the quote itself (one append on the hot path); columns are built at
+        # `take`, in bulk. Tables whose write failed wait in front, already built.
+        self._quotes: list[Quote] = []
+        self._returned: list[pa.Table] = []
+        self._returned_rows = 0
 
     def __len__(self) -> int:
-        return len(self._cols["seq"])
+        return len(self._quotes) + self._returned_rows
 
+    # Both are read for every quote: no detour through `__len__`.
     @property
     def full(self) -> bool:
-        return len(self) >= self.max_rows
+        return len(self._quotes) + self._returned_rows >= self.max_rows
 
     @property
     def ready(self) -> bool:
         """Enough rows for a flush before its time is up."""
-        return len(self) >= self.flush_rows
+        return len(self._quotes) + self._returned_rows >= self.flush_rows
 
     def add(self, quote: Quote) -> int:
         """Append one quote; returns its `seq`."""
+        self._quotes.append(quote)
         self.seq += 1
-        c = self._cols
-        c["ts"].append(quote.ts)
-        c["symbol"].append(quote.symbol)
-        c["price"].append(quote.price)
-        c["volume"].append(quote.volume)
-        c["change"].append(quote.change)
-        c["change_pct"].append(quote.change_pct)
-        c["bid"].append(quote.bid)
-        c["ask"].append(quote.ask)
-        c["provider"].append(quote.provider)
-        c["received_at"].append(quote.received_at)
-        c["capture_id"].append(self.capture_id)
-        c["seq"].append(self.seq)
         return self.seq
 
     def take(self) -> pa.Table | None:
         """The rows so far as an Arrow table (and an empty batch), or None when empty."""
         if not len(self):
             return None
-        cols, self._cols = self._cols, {name: [] for name in _TICK_COLUMNS}
-        return pa.Table.from_pydict(cols, schema=TICK_SCHEMA)
+        quotes, self._quotes = self._quotes, []
+        tables, self._returned, self._returned_rows = self._returned, [], 0
+        if quotes:
+            tables.append(_tick_table(quotes, self.seq - len(quotes) + 1, self.capture_id))
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables).combine_chunks()
 
     def put_back(self, table: pa.Table) -> None:
         """Return a table whose write failed to the front of the batch (keeps seq order)."""
-        old = table.to_pydict()
-        for name in _TICK_COLUMNS:
-            self._cols[name] = old[name] + self._cols[name]
+        self._returned.insert(0, table)
+        self._returned_rows += table.num_rows
 
 
 SeriesKey = tuple[str, str]  # (symbol, interval)

@@ -2,13 +2,18 @@
 
 Three concurrent parts per provider:
 - the **receive loop** reads frames, echoes heartbeats before anything else, turns the rest into
-  `Quote`/`ChartUpdate` records and puts them on a bounded queue. It never runs user code;
-- the **consumer** takes records off the queue and calls the callback (sync or async);
+  `Quote`/`ChartUpdate` records and puts them on a bounded queue, one list per WebSocket frame
+  (a busy feed packs many messages in a frame: one queue hand-off each, not one per message).
+  It never runs user code;
+- the **consumer** takes those lists off the queue and calls the callback once per record (sync
+  or async);
 - the **supervisor** (re)connects with exponential backoff and full jitter, replays the *current*
   subscriptions on every new connection, and runs the staleness watchdog.
 
-Back-pressure, and its trade-off. When the queue is full, records wait in a bounded overflow
-(`overflow_size`) while the loop keeps reading, so heartbeats are still echoed while a slow
+Back-pressure, and its trade-off. Both bounds count records (messages), not frames: a frame's
+records enter the queue while it holds fewer than `queue_size`, so the queue passes the bound by
+at most one frame. When the queue is full, records wait in a bounded overflow (`overflow_size`,
+also in records) while the loop keeps reading, so heartbeats are still echoed while a slow
 consumer catches up. When the overflow is full too, the loop stops reading until the consumer
 frees room (counted in `stats.backpressure_waits`): memory stays bounded and nothing is dropped,
 but heartbeats that arrive meanwhile wait as well. If the consumer stays stuck for longer than the
@@ -100,6 +105,32 @@ class _Reconnect(Exception):
     """Internal: the connection must be replaced; the message is the recorded reason."""
 
 
+class _BatchQueue(asyncio.Queue[list[LiveMessage]]):
+    """A queue of record lists (one per frame) whose bound counts the records in them."""
+
+    records: int
+
+    def __init__(self, max_records: int) -> None:
+        self.max_records = max_records
+        super().__init__()  # unbounded in items: `full` below is the bound
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.records = 0
+
+    def _put(self, item: list[LiveMessage]) -> None:
+        super()._put(item)
+        self.records += len(item)
+
+    def _get(self) -> list[LiveMessage]:
+        item = super()._get()
+        self.records -= len(item)
+        return item
+
+    def full(self) -> bool:
+        return self.records >= self.max_records
+
+
 class TradingViewLiveProvider(ILiveStreamProvider):
     """Quotes (`live_feed`) and bars (`chart_update`) from one supervised TradingView socket."""
 
@@ -157,8 +188,11 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self._trackers: dict[str, BarTracker] = {}  # series id -> finality tracker
         self._watchdog = Watchdog(stall_timeout, symbol_silence_timeout)
         self._callback: LiveCallback | None = None
-        self._queue: asyncio.Queue[LiveMessage] | None = None
-        self._pending: deque[LiveMessage] = deque()
+        self._callback_is_async = False
+        self._queue: _BatchQueue | None = None
+        self._pending: deque[list[LiveMessage]] = deque()  # the overflow, one list per frame
+        self._pending_records = 0
+        self._backlog = 0  # records emitted and not yet handed to the callback
         self._send_lock = asyncio.Lock()
         self._ws: WebSocketLike | None = None
         self._qs = ""
@@ -191,6 +225,8 @@ class TradingViewLiveProvider(ILiveStreamProvider):
 
     def set_callback(self, callback: LiveCallback) -> None:
         self._callback = callback
+        # Decided once here, not per message; a sync callable may still return an awaitable.
+        self._callback_is_async = inspect.iscoroutinefunction(callback)
 
     async def subscribe(self, symbols: Sequence[str], interval: str | None = None) -> None:
         if isinstance(symbols, str):
@@ -230,7 +266,10 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         if self._market_open is is_market_open:
             # Loading the exchange calendar takes ~0.5 s: not on the event loop, mid-stream.
             await asyncio.to_thread(get_calendar)
-        self._queue = asyncio.Queue(self.queue_size)
+        self._queue = _BatchQueue(self.queue_size)
+        self._pending.clear()
+        self._pending_records = 0
+        self._backlog = 0
         self.failure = None
         self._closed.clear()
         self._consumer = asyncio.create_task(self._consume(), name="tv-live-consumer")
@@ -264,10 +303,11 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         try:
             async with asyncio.timeout(self.stop_drain_timeout):
                 while self._pending:
-                    await queue.put(self._pending.popleft())
+                    await queue.put(self._pending[0])
+                    self._pending_records -= len(self._pending.popleft())
                 await queue.join()
         except TimeoutError:
-            self.stats.undelivered = queue.qsize() + len(self._pending)
+            self.stats.undelivered = self._backlog
             log.error(
                 "tradingview live: %d received messages were not delivered within %.0f s of stop",
                 self.stats.undelivered, self.stop_drain_timeout,
@@ -474,7 +514,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 # next frame too: heartbeats keep being echoed while the consumer catches up.
                 put_task = asyncio.create_task(queue.put(pending[0]))
                 waits: set[asyncio.Task[Any]] = {put_task}
-                if len(pending) < self.overflow_size:
+                if self._pending_records < self.overflow_size:
                     if recv_task is None:
                         recv_task = asyncio.create_task(ws.recv())
                     waits.add(recv_task)
@@ -492,7 +532,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     # Here, not after the block: a stop that cancels us just as the put
                     # succeeded must not leave the record in both the queue and `pending`.
                     if not put_task.cancelled():
-                        pending.popleft()
+                        self._pending_records -= len(pending.popleft())
                 if recv_task is not None and recv_task in done:
                     data, recv_task = recv_task.result(), None
                     await self._on_frame(ws, conn, data)
@@ -501,10 +541,12 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 recv_task.cancel()
                 await asyncio.gather(recv_task, return_exceptions=True)
 
-    def _drain_pending(self, queue: asyncio.Queue[LiveMessage]) -> None:
+    def _drain_pending(self, queue: _BatchQueue) -> None:
         pending = self._pending
         while pending and not queue.full():
-            queue.put_nowait(pending.popleft())
+            batch = pending.popleft()
+            self._pending_records -= len(batch)
+            queue.put_nowait(batch)
 
     async def _on_frame(self, ws: WebSocketLike, conn: codec.Connection, data: Any) -> None:
         now = self._clock()
@@ -520,26 +562,43 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             if len(replies) == len(events):
                 return
         received_at = self._wall_clock()
-        for event in events:
-            if isinstance(event, codec.Heartbeat | codec.Hello):
-                continue
-            self.stats.messages += 1
-            self._healthy = True
-            self._on_event(event, received_at, now)
+        out: list[LiveMessage] = []
+        stats = self.stats
+        try:
+            for event in events:
+                if type(event) is codec.QuoteData:  # the hot path first
+                    stats.messages += 1
+                    self._healthy = True
+                    self._on_quote(event, received_at, now, out)
+                elif not isinstance(event, codec.Heartbeat | codec.Hello):
+                    stats.messages += 1
+                    self._healthy = True
+                    self._on_event(event, received_at, now, out)
+        finally:
+            # One queue item per frame; records decoded before an error event still go out.
+            if out:
+                self._emit(out)
 
-    def _on_event(self, event: codec.Event, received_at: datetime, now: float) -> None:
+    def _on_quote(
+        self, event: codec.QuoteData, received_at: datetime, now: float, out: list[LiveMessage]
+    ) -> None:
+        if event.session != self._qs or event.symbol not in self._subs.quotes:
+            return  # a late message of an old session or a removed symbol
+        quote = self._book.apply(event, received_at)
+        if quote is None:
+            self.stats.symbol_errors += 1
+            self._watchdog.forget(event.symbol)
+            log.warning("tradingview live: the server does not know %s", event.symbol)
+            return
+        self._watchdog.quote(event.symbol, now)
+        self.stats.quotes += 1
+        out.append(quote)
+
+    def _on_event(
+        self, event: codec.Event, received_at: datetime, now: float, out: list[LiveMessage]
+    ) -> None:
         if isinstance(event, codec.QuoteData):
-            if event.session != self._qs or event.symbol not in self._subs.quotes:
-                return  # a late message of an old session or a removed symbol
-            quote = self._book.apply(event, received_at)
-            if quote is None:
-                self.stats.symbol_errors += 1
-                self._watchdog.forget(event.symbol)
-                log.warning("tradingview live: the server does not know %s", event.symbol)
-                return
-            self._watchdog.quote(event.symbol, now)
-            self.stats.quotes += 1
-            self._emit(quote)
+            self._on_quote(event, received_at, now, out)
         elif isinstance(event, codec.TimescaleUpdate | codec.DataUpdate):
             if event.session != self._cs:
                 return
@@ -551,7 +610,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     self.stats.bars += 1
                     if update.is_final:
                         self.stats.final_bars += 1
-                    self._emit(update)
+                    out.append(update)
         elif isinstance(event, codec.SymbolError | codec.SeriesError):
             self.stats.symbol_errors += 1
             log.warning("tradingview live: %s for %s: %s", type(event).__name__,
@@ -562,22 +621,18 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         elif isinstance(event, codec.ProtocolErrorEvent):
             raise ProtocolError(f"TradingView reported a protocol error: {event.reason}")
 
-    def _emit(self, message: LiveMessage) -> None:
+    def _emit(self, batch: list[LiveMessage]) -> None:
+        """Queue one frame's records (in the overflow while the queue is full)."""
         assert self._queue is not None
         queue = self._queue
-        if not self._pending:
-            try:
-                queue.put_nowait(message)
-            except asyncio.QueueFull:
-                pass
-            else:
-                size = queue.qsize()
-                if size > self.stats.queue_high_water:
-                    self.stats.queue_high_water = size
-                return
-        self._pending.append(message)
-        self.stats.deferred += 1
-        depth = self.queue_size + len(self._pending)
+        self._backlog += len(batch)
+        if not self._pending and not queue.full():
+            queue.put_nowait(batch)
+        else:
+            self._pending.append(batch)
+            self._pending_records += len(batch)
+            self.stats.deferred += len(batch)
+        depth = queue.records + self._pending_records
         if depth > self.stats.queue_high_water:
             self.stats.queue_high_water = depth
 
@@ -587,19 +642,29 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         assert self._queue is not None
         queue = self._queue
         while True:
-            message = await queue.get()
+            batch = await queue.get()
             try:
-                callback = self._callback
-                if callback is not None:
-                    result = callback(message)
-                    if inspect.isawaitable(result):
-                        await result
-            except Exception:
-                self.stats.callback_errors += 1
-                if self.stats.callback_errors <= _LOGGED_CALLBACK_ERRORS:
-                    log.exception("tradingview live: the callback failed on a %s", message.kind)
+                callback, is_async = self._callback, self._callback_is_async
+                for message in batch:
+                    self._backlog -= 1
+                    if callback is None:
+                        continue
+                    try:
+                        if is_async:
+                            await callback(message)  # type: ignore[misc]
+                        else:
+                            result = callback(message)
+                            if result is not None and inspect.isawaitable(result):
+                                await result
+                    except Exception:
+                        self._callback_failed(message)
             finally:
                 queue.task_done()
+
+    def _callback_failed(self, message: LiveMessage) -> None:
+        self.stats.callback_errors += 1
+        if self.stats.callback_errors <= _LOGGED_CALLBACK_ERRORS:
+            log.exception("tradingview live: the callback failed on a %s", message.kind)
 
 
 def _reason(task: asyncio.Task[Any]) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
 from flows.capture_core import capture_seconds
-from flows.tick_buffer import CandleBook, TickBatch, gap_bar_count, gap_bars
+from flows.tick_buffer import TICK_SCHEMA, CandleBook, TickBatch, gap_bar_count, gap_bars
 from providers.records import Bar, ChartUpdate, Quote
 
 T0 = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # 10:30 IST
@@ -108,3 +109,42 @@ def test_capture_seconds_take_the_earlier_of_duration_and_until_in_ist():
     assert capture_seconds(None, time(10, 35), now) == 300
     assert capture_seconds(timedelta(minutes=1), time(15, 35), now) == 60
     assert capture_seconds(None, time(9, 0), now) == 0  # already past: nothing to capture
+
+
+def test_tick_timestamps_are_exact_microseconds_whatever_the_zone():
+    ist = timezone(timedelta(hours=5, minutes=30))
+    quotes = [
+        Quote("NSE:A", 1.0, datetime(2026, 11, 23, 10, 30, 0, 123457, tzinfo=ist), None, None,
+              None, None, None, datetime(2026, 11, 23, 5, 0, 1, 999999, tzinfo=UTC), "tv"),
+        Quote("NSE:B", None, None, 5.0, None, None, None, None, T0, "tv"),
+        Quote("NSE:C", 2.0, datetime(2026, 11, 23, 5, 0), 1.0, 1.0, 1.0, 1.0, 1.0,
+              datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC), "tv"),  # naive reads as UTC
+    ]
+    batch = TickBatch("cap", flush_rows=1, max_rows=10)
+    for q in quotes:
+        batch.add(q)
+    table = batch.take()
+    # The reference: pyarrow's own conversion of the same rows.
+    rows = {name: [] for name in TICK_SCHEMA.names}
+    for seq, q in enumerate(quotes, 1):
+        for name in TICK_SCHEMA.names:
+            rows[name].append({"capture_id": "cap", "seq": seq}.get(name, getattr(q, name, None)))
+    assert table is not None and table.equals(pa.Table.from_pydict(rows, schema=TICK_SCHEMA))
+    assert table.column("ts")[0].as_py() == datetime(2026, 11, 23, 5, 0, 0, 123457, tzinfo=UTC)
+
+
+def test_tables_put_back_twice_come_out_first_in_seq_order_and_count_as_buffered():
+    batch = TickBatch("cap", flush_rows=1, max_rows=4)
+    batch.add(quote())
+    first = batch.take()
+    batch.add(quote())
+    second = batch.take()
+    batch.add(quote())
+    batch.put_back(second)
+    batch.put_back(first)
+    assert len(batch) == 3 and not batch.full
+    batch.add(quote())
+    assert batch.full
+    table = batch.take()
+    assert table is not None and table.column("seq").to_pylist() == [1, 2, 3, 4]
+    assert table.column("seq").num_chunks == 1 and len(batch) == 0

@@ -278,3 +278,43 @@ def test_commands_refuse_unknown_intervals_and_symbols() -> None:
         codec.modify_series("cs_1", "sds_1", "s1", "sds_sym_1", "1d")
     with pytest.raises(InvalidRequestError):
         codec.resolve_symbol("cs_1", "sds_sym_1", 'NSE:X","adjustment":"none')
+
+
+# ---------------------------------------------------------------- the ASCII fast path
+
+FRAGMENTS = st.sampled_from(["~m~", "~m~3~m~abc", "~m~2~m~{}", "~m~5~m~~h~42", "~m~8~m~",
+                             "~m~00000000003~m~", "~", "m", "0", "1", "5", "9", "12", "x",
+                             "{}", "~h~", "é", "₹"])
+
+
+@settings(max_examples=400)
+@given(st.lists(st.lists(FRAGMENTS, max_size=8).map("".join), min_size=1, max_size=3))
+def test_text_and_its_utf8_bytes_decode_alike_payloads_errors_and_buffer(chunks: list[str]) -> None:
+    # `str` input takes the ASCII fast path where it can; bytes always take the byte walk.
+    def run(feed_bytes: bool) -> list[tuple[object, ...]]:
+        decoder = FrameDecoder(max_message_size=7)
+        seen: list[tuple[object, ...]] = []
+        for chunk in chunks:
+            try:
+                out = decoder.feed(chunk.encode() if feed_bytes else chunk)
+                seen.append(("ok", out, decoder.buffered, decoder.failed))
+            except ProtocolError as exc:
+                seen.append(("error", exc.message, decoder.buffered, decoder.failed))
+        return seen
+
+    assert run(False) == run(True)
+
+
+def test_whole_messages_then_a_split_tail_keep_the_tail_for_the_next_frame() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(QSD + QSD[:10]) == [QSD.split("~m~", 2)[2]]
+    assert decoder.buffered == 10
+    assert decoder.feed(QSD[10:]) == [QSD.split("~m~", 2)[2]]
+
+
+def test_json_with_surrounding_whitespace_reads_as_json_loads_does() -> None:
+    payload = ' {"m":"qsd","p":["qs_a",{"n":"NSE:A","s":"ok","v":{"lp":1}}]} '
+    assert Connection().receive_data(encode_frame(payload)) == [
+        QuoteData("qs_a", "NSE:A", "ok", {"lp": 1})]
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        Connection().receive_data(encode_frame('{"m":"qsd"} {}'))

@@ -13,6 +13,7 @@ import pytest
 
 from providers.emulators.tradingview import TradingViewEmulator
 from providers.records import ChartUpdate, LiveMessage, Quote
+from providers.tradingview import codec
 from providers.tradingview.live import TradingViewLiveProvider
 from providers.tradingview.supervisor import BackoffPolicy
 
@@ -281,3 +282,167 @@ async def test_one_silent_symbol_is_resubscribed_while_the_others_tick(emu):
 
 def provider_qs(sent: list[tuple[str, list]]) -> str:
     return next(p[0] for m, p in sent if m == "quote_create_session")
+
+
+# ---------------------------------------------------------------- one queue item per frame
+
+
+class ScriptedSocket:
+    """A connection whose frames the test pushes; `qs` is the quote session the client made."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[str] = asyncio.Queue()
+        self.sent: list[str] = []
+        self.qs = ""
+
+    async def recv(self) -> str:
+        return await self.frames.get()
+
+    async def send(self, message: str) -> None:
+        self.sent.append(message)
+        for payload in codec.FrameDecoder().feed(message):
+            if payload.startswith("{"):
+                body = json.loads(payload)
+                if body["m"] == "quote_create_session":
+                    self.qs = body["p"][0]
+
+    async def close(self) -> None:
+        pass
+
+    def push_quotes(self, prices: list[float], *, then: str = "") -> None:
+        frame = "".join(
+            codec.encode_message("qsd", [self.qs, {"n": "NSE:NIFTY", "s": "ok",
+                                                   "v": {"lp": p, "lp_time": 1763874000}}])
+            for p in prices
+        )
+        self.frames.put_nowait(frame + then)
+
+
+async def scripted(**kwargs) -> tuple[TradingViewLiveProvider, list[ScriptedSocket]]:
+    sockets: list[ScriptedSocket] = []
+
+    async def connect(_url: str) -> ScriptedSocket:
+        sockets.append(ScriptedSocket())
+        return sockets[-1]
+
+    provider = make_provider("ws://127.0.0.1:1", connect=connect, **kwargs)
+    await provider.subscribe(["NSE:NIFTY"])
+    return provider, sockets
+
+
+async def test_every_quote_of_a_many_message_frame_is_delivered_in_order():
+    provider, sockets = await scripted()
+    got: list[float] = []
+    provider.set_callback(lambda m: got.append(m.price))
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        sockets[0].push_quotes([1.0, 2.0, 3.0])
+        sockets[0].push_quotes([4.0])
+        await wait_for(lambda: len(got) == 4)
+    finally:
+        await provider.stop()
+    assert got == [1.0, 2.0, 3.0, 4.0]
+    assert (provider.stats.frames, provider.stats.quotes, provider.stats.messages) == (2, 4, 4)
+
+
+async def test_a_failing_callback_loses_only_its_own_message_not_the_rest_of_the_frame():
+    provider, sockets = await scripted()
+    got: list[float] = []
+
+    def callback(message: LiveMessage) -> None:
+        if message.price == 2.0:
+            raise RuntimeError("boom")
+        got.append(message.price)
+
+    provider.set_callback(callback)
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        sockets[0].push_quotes([1.0, 2.0, 3.0])
+        await wait_for(lambda: len(got) == 2)
+    finally:
+        await provider.stop()
+    assert got == [1.0, 3.0] and provider.stats.callback_errors == 1
+
+
+async def test_a_sync_callback_that_returns_an_awaitable_is_awaited():
+    provider, sockets = await scripted()
+    got: list[float] = []
+
+    async def record(price: float) -> None:
+        got.append(price)
+
+    provider.set_callback(lambda m: record(m.price))
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        sockets[0].push_quotes([1.0, 2.0])
+        await wait_for(lambda: len(got) == 2)
+    finally:
+        await provider.stop()
+    assert got == [1.0, 2.0]
+
+
+async def test_queue_bounds_count_records_not_frames():
+    provider, sockets = await scripted(queue_size=3, overflow_size=3)
+    release = asyncio.Event()
+    got: list[float] = []
+
+    async def blocked(message: LiveMessage) -> None:
+        await release.wait()
+        got.append(message.price)
+
+    provider.set_callback(blocked)
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        for start in range(0, 20, 5):  # 4 frames of 5 quotes
+            sockets[0].push_quotes([float(p) for p in range(start, start + 5)])
+        # One frame in the callback's hands, one fills the queue (5 >= 3 records), one the
+        # overflow; then reading stops, with a frame still unread.
+        await wait_for(lambda: provider.stats.backpressure_waits >= 1)
+        assert provider.stats.frames <= 3 and sockets[0].frames.qsize() >= 1
+        assert provider.stats.deferred >= 5 and provider.stats.deferred % 5 == 0
+        assert provider.stats.queue_high_water == 10  # in records: two frames of five
+        release.set()
+        await wait_for(lambda: len(got) == 20)
+    finally:
+        await provider.stop()
+    assert got == [float(p) for p in range(20)]
+    assert provider.stats.undelivered == 0
+
+
+async def test_records_not_delivered_within_the_stop_timeout_are_counted_in_messages():
+    provider, sockets = await scripted(stop_drain_timeout=0.05)
+    got: list[float] = []
+
+    async def stuck(message: LiveMessage) -> None:
+        got.append(message.price)
+        await asyncio.Event().wait()
+
+    provider.set_callback(stuck)
+    await provider.start()
+    assert await provider.wait_connected(2)
+    sockets[0].push_quotes([1.0, 2.0, 3.0])
+    sockets[0].push_quotes([4.0, 5.0])
+    await wait_for(lambda: provider.stats.quotes == 5 and got == [1.0])
+    await provider.stop()
+    assert provider.stats.undelivered == 4  # the one in the callback counts as handed over
+
+
+async def test_quotes_before_a_critical_error_in_the_same_frame_are_still_delivered():
+    provider, sockets = await scripted()
+    got: list[float] = []
+    provider.set_callback(lambda m: got.append(m.price))
+    await provider.start()
+    try:
+        assert await provider.wait_connected(2)
+        sockets[0].push_quotes([1.0, 2.0],
+                               then=codec.encode_message("critical_error", ["boom"]))
+        await wait_for(lambda: provider.stats.reconnects == 1)
+        await wait_for(lambda: len(got) == 2)
+    finally:
+        await provider.stop()
+    assert got == [1.0, 2.0]
+    assert "critical_error" in provider.disconnects[0].reason

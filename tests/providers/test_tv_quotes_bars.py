@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from providers.records import Quote
 from providers.tradingview.bars import BarTracker, to_bar
 from providers.tradingview.codec import QuoteData, RawBar
 from providers.tradingview.quotes import QuoteBook
@@ -101,3 +102,36 @@ def test_reset_forgets_the_forming_bar() -> None:
     tracker.reset()
     assert tracker.forming is None
     assert [u.is_final for u in tracker.apply([raw(60, 1)], NOW)] == [False]
+
+
+def test_only_finite_numbers_become_floats() -> None:
+    book = QuoteBook()
+    values = {"lp": 2, "volume": float("inf"), "ch": -0.5, "chp": False, "bid": None,
+              "ask": float("-inf")}
+    quote = book.apply(QuoteData("qs", "NSE:A", "ok", values), NOW)
+    assert quote is not None
+    assert (quote.price, quote.volume, quote.change, quote.change_pct, quote.bid, quote.ask) == (
+        2.0, None, -0.5, None, None, None)
+    assert type(quote.price) is float
+
+
+def test_a_repeated_trade_second_reuses_its_datetime_and_a_new_one_converts() -> None:
+    book = QuoteBook()
+    first = book.apply(QuoteData("qs", "NSE:A", "ok", {"lp": 1.0, "lp_time": 1763874000}), NOW)
+    again = book.apply(QuoteData("qs", "NSE:A", "ok", {"lp": 1.1, "lp_time": 1763874000}), NOW)
+    later = book.apply(QuoteData("qs", "NSE:A", "ok", {"lp_time": 1763874001.5}), NOW)
+    bogus = book.apply(QuoteData("qs", "NSE:A", "ok", {"lp_time": True}), NOW)
+    assert first is not None and again is not None and later is not None and bogus is not None
+    assert again.ts is first.ts
+    assert later.ts == datetime(2025, 11, 23, 5, 0, 1, 500000, tzinfo=UTC)
+    assert bogus.ts is None  # `True == 1`, but a bool is no time
+
+
+def test_a_built_quote_equals_one_from_the_record_constructor() -> None:
+    book = QuoteBook()
+    quote = book.apply(QuoteData("qs", "NSE:A", "ok", {
+        "lp": 1.5, "lp_time": 1763874000, "volume": 3.0, "ch": 0.1, "chp": 0.2, "bid": 1.4,
+        "ask": 1.6}), NOW)
+    expected = Quote("NSE:A", 1.5, datetime(2025, 11, 23, 5, 0, tzinfo=UTC), 3.0, 0.1, 0.2, 1.4,
+                     1.6, NOW, "tradingview")
+    assert quote == expected and quote.kind == "live_feed"
