@@ -25,8 +25,12 @@ BENCHMARKS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS),
-                        help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(BENCHMARKS),
+        help="run only this benchmark (repeatable)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     return parser.parse_args(argv)
 
@@ -51,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(got), flush=True)
         figures += got
     print("\n== all figures\n" + format_table(figures))
-    meta = {"quick": args.quick, "python": platform.python_version(),
-            "machine": platform.machine(), "seconds": timings}
+    meta = {
+        "quick": args.quick,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "seconds": timings,
+    }
     write_json(figures, args.out, meta)
     print(f"\nwrote {args.out}")
     return 0

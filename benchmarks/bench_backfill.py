@@ -108,16 +108,44 @@ def run(
     base = median(samples["baseline"])
     size = f"{n_rows:,} candles, {len(bars)} symbols"
     return [
-        figure(NAME, f"first write, backfill path ({size})", "s", median(samples["ours"]), base,
-               kind="speedup", target=SPEED_TARGET, samples=samples,
-               note=f"{files:,} files: one per (month, symbol) partition"),
-        figure(NAME, "first write, LakeWriter.write(Arrow table) only", "s",
-               median(samples["writer"]), base, kind="speedup", target=SPEED_TARGET),
-        figure(NAME, "repeat: visible rows added (backfill path)", "rows",
-               float(after_flow - before), None, kind="none", target=REPEAT_TARGET,
-               note=f"repeat took {repeat_s:.2f} s and rewrote {rewritten} bars; "
-                    f"visible {before:,} -> {after_flow:,}"),
-        figure(NAME, "repeat: visible rows added (raw re-write of the batch)", "rows",
-               float(after_raw - before), None, kind="none", target=REPEAT_TARGET),
+        figure(
+            NAME,
+            f"first write, backfill path ({size})",
+            "s",
+            median(samples["ours"]),
+            base,
+            kind="speedup",
+            target=SPEED_TARGET,
+            samples=samples,
+            note=f"{files:,} files: one per (month, symbol) partition",
+        ),
+        figure(
+            NAME,
+            "first write, LakeWriter.write(Arrow table) only",
+            "s",
+            median(samples["writer"]),
+            base,
+            kind="speedup",
+            target=SPEED_TARGET,
+        ),
+        figure(
+            NAME,
+            "repeat: visible rows added (backfill path)",
+            "rows",
+            float(after_flow - before),
+            None,
+            kind="none",
+            target=REPEAT_TARGET,
+            note=f"repeat took {repeat_s:.2f} s and rewrote {rewritten} bars; "
+            f"visible {before:,} -> {after_flow:,}",
+        ),
+        figure(
+            NAME,
+            "repeat: visible rows added (raw re-write of the batch)",
+            "rows",
+            float(after_raw - before),
+            None,
+            kind="none",
+            target=REPEAT_TARGET,
+        ),
     ]
-

@@ -47,13 +47,16 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
 
     repeats = repeats or (3 if quick else 7)
     underlyings = ["NIFTY"]
-    saved = {k: os.environ.get(k) for k in
-             ("PROTRADE_NSE_BASE_URL", "PROTRADE_OPTIONS_PROVIDERS", "PROTRADE_DATA_DIR")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("PROTRADE_NSE_BASE_URL", "PROTRADE_OPTIONS_PROVIDERS", "PROTRADE_DATA_DIR")
+    }
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp, NseEmulatorProcess() as nse:
         os.environ["PROTRADE_NSE_BASE_URL"] = nse.base_url
         os.environ["PROTRADE_OPTIONS_PROVIDERS"] = "nse"
         os.environ["PROTRADE_DATA_DIR"] = str(Path(tmp) / "data")
         try:
+
             def timed_snapshot() -> float:
                 start = time.perf_counter()
                 results = asyncio.run(oi_snapshot(underlyings=underlyings))
@@ -84,8 +87,12 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
             http.DEFAULT_MAX_RATE = 1e6
             try:
                 unthrottled = alternate(
-                    [("baseline", timed_empty), ("ours", timed_snapshot),
-                     ("skeleton", timed_skeleton)], repeats
+                    [
+                        ("baseline", timed_empty),
+                        ("ours", timed_snapshot),
+                        ("skeleton", timed_skeleton),
+                    ],
+                    repeats,
                 )
             finally:
                 http.DEFAULT_MAX_RATE = saved_rate
@@ -97,30 +104,44 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
                     os.environ[key] = value
     return [
         figure(
-            NAME, "oi-snapshot (NIFTY, all expiries) vs empty flow", "s",
-            median(samples["ours"]), median(samples["baseline"]), kind="relative",
-            target=TARGET, samples=samples,
+            NAME,
+            "oi-snapshot (NIFTY, all expiries) vs empty flow",
+            "s",
+            median(samples["ours"]),
+            median(samples["baseline"]),
+            kind="relative",
+            target=TARGET,
+            samples=samples,
             note=f"warm-up (ephemeral Prefect API start + first runs) took {warm_up:.1f} s; "
-                 f"NSE is limited to {http.DEFAULT_MAX_RATE:g} requests/s and one snapshot "
-                 f"makes 2 + one per expiry (9 here): 8 waits of 1/3 s = 2.67 s of deliberate "
-                 f"waiting, so this target cannot hold while the politeness limit is on",
+            f"NSE is limited to {http.DEFAULT_MAX_RATE:g} requests/s and one snapshot "
+            f"makes 2 + one per expiry (9 here): 8 waits of 1/3 s = 2.67 s of deliberate "
+            f"waiting, so this target cannot hold while the politeness limit is on",
         ),
         figure(
-            NAME, "same, NSE rate limit lifted (diagnostic)", "s",
-            median(unthrottled["ours"]), median(unthrottled["baseline"]), kind="relative",
-            target=TARGET, samples=unthrottled,
+            NAME,
+            "same, NSE rate limit lifted (diagnostic)",
+            "s",
+            median(unthrottled["ours"]),
+            median(unthrottled["baseline"]),
+            kind="relative",
+            target=TARGET,
+            samples=unthrottled,
             note="profile (pyinstrument) of this case: ~45-65 ms per run builds an SSL context "
-                 "(httpx.AsyncClient() loads the CA bundle although NSE's emulator is plain "
-                 "http; one shared context per process would remove it), ~55 ms for 9 HTTP "
-                 "round trips, ~25 ms json.loads of the chain payloads, ~10 ms parsing, the "
-                 "rest Prefect's task, state and artifact calls (the skeleton figure)",
+            "(httpx.AsyncClient() loads the CA bundle although NSE's emulator is plain "
+            "http; one shared context per process would remove it), ~55 ms for 9 HTTP "
+            "round trips, ~25 ms json.loads of the chain payloads, ~10 ms parsing, the "
+            "rest Prefect's task, state and artifact calls (the skeleton figure)",
         ),
         figure(
-            NAME, "skeleton flow (1 task + artifact, no work) vs empty flow (diagnostic)", "s",
-            median(unthrottled["skeleton"]), median(unthrottled["baseline"]), kind="relative",
-            target=None, samples={"baseline": unthrottled["baseline"],
-                                  "ours": unthrottled["skeleton"]},
+            NAME,
+            "skeleton flow (1 task + artifact, no work) vs empty flow (diagnostic)",
+            "s",
+            median(unthrottled["skeleton"]),
+            median(unthrottled["baseline"]),
+            kind="relative",
+            target=None,
+            samples={"baseline": unthrottled["baseline"], "ours": unthrottled["skeleton"]},
             note="the Prefect floor of oi-snapshot's shape: what is left of 'ours' above it is "
-                 "the provider's work and the lake writes",
+            "the provider's work and the lake writes",
         ),
     ]

@@ -61,11 +61,17 @@ SETTLE_S = 0.3
 
 
 async def _bare_client(emu: EmulatorProcess, n: int) -> float:
-    async with ws_connect(emu.url, origin="https://www.tradingview.com",  # type: ignore[arg-type]
-                          ping_interval=None, max_size=None) as ws:
-        await ws.send(codec.set_auth_token("unauthorized_user_token")
-                      + codec.quote_create_session("qs_bench")
-                      + codec.quote_add_symbols("qs_bench", SYMBOLS))
+    async with ws_connect(
+        emu.url,
+        origin="https://www.tradingview.com",  # type: ignore[arg-type]
+        ping_interval=None,
+        max_size=None,
+    ) as ws:
+        await ws.send(
+            codec.set_auth_token("unauthorized_user_token")
+            + codec.quote_create_session("qs_bench")
+            + codec.quote_add_symbols("qs_bench", SYMBOLS)
+        )
         await _drain(ws, SETTLE_S)
         start = time.perf_counter()
         emu.start_firehose(n, SYMBOLS, batch=BATCH, cycle=CYCLE)
@@ -96,8 +102,9 @@ async def _drain(ws: Any, seconds: float) -> None:
 
 
 def _provider(emu: EmulatorProcess) -> TradingViewLiveProvider:
-    return TradingViewLiveProvider(url=emu.url, token="unauthorized_user_token",
-                                   market_open=lambda _now: True)
+    return TradingViewLiveProvider(
+        url=emu.url, token="unauthorized_user_token", market_open=lambda _now: True
+    )
 
 
 async def _live_client(emu: EmulatorProcess, n: int) -> float:
@@ -160,13 +167,25 @@ class CaptureRun:
 
 
 async def _capture(
-    emu: EmulatorProcess, n: int, data_dir: Path, *, capture_id: str | None = None,
-    rss_every: float = 0.0, probe_ready: Any = None, rate: float = 0.0,
+    emu: EmulatorProcess,
+    n: int,
+    data_dir: Path,
+    *,
+    capture_id: str | None = None,
+    rss_every: float = 0.0,
+    probe_ready: Any = None,
+    rate: float = 0.0,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> CaptureRun:
     settings = CaptureSettings(flush_seconds=flush_seconds)
-    job = _CountingCapture(_provider(emu), LakeWriter(data_dir=data_dir), SYMBOLS, "1",
-                           capture_id=capture_id, settings=settings)
+    job = _CountingCapture(
+        _provider(emu),
+        LakeWriter(data_dir=data_dir),
+        SYMBOLS,
+        "1",
+        capture_id=capture_id,
+        settings=settings,
+    )
     job.reached = asyncio.Event()
     stop = asyncio.Event()
     runner = asyncio.create_task(job.run(stop))
@@ -174,8 +193,11 @@ async def _capture(
     sampler: asyncio.Task[None] | None = None
     try:
         # Warm-up: the first full quotes, the chart history and the first flush are not timed.
-        await _until(lambda: job.summary.ticks >= len(SYMBOLS) and job.summary.flushes >= 1,
-                     30, "the capture's first flush")
+        await _until(
+            lambda: job.summary.ticks >= len(SYMBOLS) and job.summary.flushes >= 1,
+            30,
+            "the capture's first flush",
+        )
         if probe_ready is not None:
             await asyncio.to_thread(probe_ready)
         await asyncio.sleep(SETTLE_S)
@@ -199,13 +221,15 @@ async def _capture(
         await asyncio.gather(runner, *([sampler] if sampler else []), return_exceptions=True)
     send_times = await asyncio.to_thread(emu.wait_firehose)
     if summary.error or summary.ticks_written < job.target:
-        raise RuntimeError(f"the capture wrote {summary.ticks_written} of {job.target} ticks "
-                           f"({summary.error})")
+        raise RuntimeError(
+            f"the capture wrote {summary.ticks_written} of {job.target} ticks ({summary.error})"
+        )
     return CaptureRun(n / elapsed, first_seq, send_times, rss)
 
 
-async def _sample_rss(job: LiveCapture, first_seq: int, out: list[tuple[int, int]],
-                      every: float) -> None:
+async def _sample_rss(
+    job: LiveCapture, first_seq: int, out: list[tuple[int, int]], every: float
+) -> None:
     me = psutil.Process()
     while True:
         out.append((max(0, job.ticks.seq - first_seq + 1), me.memory_info().rss))
@@ -241,8 +265,9 @@ def _probe(data_dir: str, capture_id: str, poll: float, stop: Any, out: Connecti
     out.send((seen, query_times))
 
 
-def latencies(seen: Sequence[tuple[float, int]], send_times: Sequence[float],
-              first_seq: int) -> list[float]:
+def latencies(
+    seen: Sequence[tuple[float, int]], send_times: Sequence[float], first_seq: int
+) -> list[float]:
     """Send-to-visible seconds of every firehose message the probe saw.
 
     Message i of the firehose carries seq `first_seq + i`; it became visible at the first
@@ -259,7 +284,11 @@ def latencies(seen: Sequence[tuple[float, int]], send_times: Sequence[float],
 
 
 def _latency_run(
-    emu: EmulatorProcess, n: int, *, rate: float = 0.0, rss_every: float = 0.0,
+    emu: EmulatorProcess,
+    n: int,
+    *,
+    rate: float = 0.0,
+    rss_every: float = 0.0,
     flush_seconds: float = FLUSH_SECONDS,
 ) -> tuple[CaptureRun, list[float], list[float]]:
     """One capture of `n` messages (`rate`/s, or the firehose's full speed) with the probe."""
@@ -268,8 +297,9 @@ def _latency_run(
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     parent, child = ctx.Pipe()
-    probe = ctx.Process(target=_probe, args=(str(data_dir), capture_id, PROBE_POLL_S, stop, child),
-                        daemon=True)
+    probe = ctx.Process(
+        target=_probe, args=(str(data_dir), capture_id, PROBE_POLL_S, stop, child), daemon=True
+    )
     try:
         LakeWriter(data_dir=data_dir)  # the lake folder exists before the probe defines views
         probe.start()
@@ -278,9 +308,18 @@ def _latency_run(
             if not parent.poll(60) or parent.recv() != "ready":
                 raise RuntimeError("the visibility probe did not start")
 
-        run = asyncio.run(_capture(emu, n, data_dir, capture_id=capture_id, rss_every=rss_every,
-                                   probe_ready=probe_ready, rate=rate,
-                                   flush_seconds=flush_seconds))
+        run = asyncio.run(
+            _capture(
+                emu,
+                n,
+                data_dir,
+                capture_id=capture_id,
+                rss_every=rss_every,
+                probe_ready=probe_ready,
+                rate=rate,
+                flush_seconds=flush_seconds,
+            )
+        )
         # Let the probe see the final flush before it stops.
         time.sleep(min(1.0, flush_seconds / 2))
         stop.set()
@@ -324,25 +363,46 @@ def rss_flatness(samples: Sequence[tuple[int, int]], n: int) -> tuple[float, flo
 # ------------------------------------------------------------------------------------------
 
 
-def _latency_figure(label: str, lat: list[float], query_times: list[float], detail: str,
-                    target: Target | None) -> Figure:
+def _latency_figure(
+    label: str, lat: list[float], query_times: list[float], detail: str, target: Target | None
+) -> Figure:
     if not lat:
-        return figure(NAME, label, "s", None, None, kind="none", target=None,
-                      note="not available: the probe saw no firehose row")
+        return figure(
+            NAME,
+            label,
+            "s",
+            None,
+            None,
+            kind="none",
+            target=None,
+            note="not available: the probe saw no firehose row",
+        )
     p50, p99 = percentile(lat, 50), percentile(lat, 99)
     return figure(
-        NAME, label, "s", p99, None, kind="none", target=target,
+        NAME,
+        label,
+        "s",
+        p99,
+        None,
+        kind="none",
+        target=target,
         samples={"latency_p50": [p50], "latency_p99": [p99]},
         note=f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms "
-             f"over {len(lat):,} msgs {detail}; visible = end of the first probe query that "
-             f"returned the seq (poll every {PROBE_POLL_S * 1000:.0f} ms; query median "
-             f"{median(query_times) * 1000:.0f} ms, max {max(query_times) * 1000:.0f} ms)",
+        f"over {len(lat):,} msgs {detail}; visible = end of the first probe query that "
+        f"returned the seq (poll every {PROBE_POLL_S * 1000:.0f} ms; query median "
+        f"{median(query_times) * 1000:.0f} ms, max {max(query_times) * 1000:.0f} ms)",
     )
 
 
-def run(*, quick: bool = False, repeats: int | None = None, messages: int | None = None,
-        long_messages: int | None = None, paced_seconds: float | None = None,
-        flush_seconds: float = FLUSH_SECONDS) -> list[Figure]:
+def run(
+    *,
+    quick: bool = False,
+    repeats: int | None = None,
+    messages: int | None = None,
+    long_messages: int | None = None,
+    paced_seconds: float | None = None,
+    flush_seconds: float = FLUSH_SECONDS,
+) -> list[Figure]:
     """The figures; `flush_seconds` is the capture's flush interval (the product default)."""
     n = messages or (20_000 if quick else 200_000)
     n_long = long_messages or (100_000 if quick else 1_000_000)
@@ -350,47 +410,85 @@ def run(*, quick: bool = False, repeats: int | None = None, messages: int | None
     repeats = repeats or 3
     with EmulatorProcess() as emu:
         samples = alternate(
-            [("baseline", lambda: asyncio.run(_bare_client(emu, n))),
-             ("live", lambda: asyncio.run(_live_client(emu, n))),
-             ("capture", lambda: _timed_capture(emu, n, flush_seconds))],
+            [
+                ("baseline", lambda: asyncio.run(_bare_client(emu, n))),
+                ("live", lambda: asyncio.run(_live_client(emu, n))),
+                ("capture", lambda: _timed_capture(emu, n, flush_seconds)),
+            ],
             repeats,
         )
         # A steady load the capture keeps up with: half its measured rate, at most PACED_RATE.
         rate = min(PACED_RATE, 0.5 * median(samples["capture"]))
         _, paced_lat, paced_queries = _latency_run(
-            emu, max(1, int(rate * paced_seconds)), rate=rate, flush_seconds=flush_seconds)
-        long_run, lat, query_times = _latency_run(emu, n_long, rss_every=0.2,
-                                                  flush_seconds=flush_seconds)
+            emu, max(1, int(rate * paced_seconds)), rate=rate, flush_seconds=flush_seconds
+        )
+        long_run, lat, query_times = _latency_run(
+            emu, n_long, rss_every=0.2, flush_seconds=flush_seconds
+        )
     ceiling = median(samples["baseline"])
     warm, end, peak = rss_flatness(long_run.rss, n_long)
     mb = 1024 * 1024
-    latency_target = Target("<=", flush_seconds + 1, on="ours",
-                            text=f"p99 <= flush interval + 1 s ({flush_seconds + 1:g} s)")
-    stream = (f"{BATCH} msgs/frame from an emulator in its own process; {n:,} msgs x "
-              f"{repeats} runs each, alternated")
+    latency_target = Target(
+        "<=",
+        flush_seconds + 1,
+        on="ours",
+        text=f"p99 <= flush interval + 1 s ({flush_seconds + 1:g} s)",
+    )
+    stream = (
+        f"{BATCH} msgs/frame from an emulator in its own process; {n:,} msgs x "
+        f"{repeats} runs each, alternated"
+    )
     return [
-        figure(NAME, "messages/s, live client to callback", "msg/s",
-               median(samples["live"]), ceiling, kind="relative", target=RATE_TARGET,
-               samples={"baseline": samples["baseline"], "ours": samples["live"]}, note=stream),
-        figure(NAME, "messages/s, live client + capture writer into the lake", "msg/s",
-               median(samples["capture"]), ceiling, kind="relative", target=RATE_TARGET,
-               samples={"baseline": samples["baseline"], "ours": samples["capture"]},
-               note=f"LiveCapture (flush {flush_seconds:g} s / "
-                    f"{CaptureSettings().flush_rows:,} rows) with a real LakeWriter; timed from "
-                    f"the first firehose message to the last row written"),
-        _latency_figure(f"tick-to-visible p99, steady {rate:,.0f} msg/s", paced_lat,
-                        paced_queries, f"paced at {rate:,.0f} msg/s (half the capture's rate, "
-                        f"at most {PACED_RATE:,.0f})", latency_target),
-        _latency_figure("tick-to-visible p99, saturated firehose (diagnostic)", lat,
-                        query_times, f"at full firehose speed ({long_run.rate:,.0f} msg/s "
-                        "captured with the probe running): mostly queueing in socket buffers "
-                        "and the client's queue, since the emulator outruns the capture", None),
         figure(
-            NAME, f"RSS end vs after warm-up ({n_long:,} msgs)", "MB", end / mb, warm / mb,
+            NAME,
+            "messages/s, live client to callback",
+            "msg/s",
+            median(samples["live"]),
+            ceiling,
+            kind="relative",
+            target=RATE_TARGET,
+            samples={"baseline": samples["baseline"], "ours": samples["live"]},
+            note=stream,
+        ),
+        figure(
+            NAME,
+            "messages/s, live client + capture writer into the lake",
+            "msg/s",
+            median(samples["capture"]),
+            ceiling,
+            kind="relative",
+            target=RATE_TARGET,
+            samples={"baseline": samples["baseline"], "ours": samples["capture"]},
+            note=f"LiveCapture (flush {flush_seconds:g} s / "
+            f"{CaptureSettings().flush_rows:,} rows) with a real LakeWriter; timed from "
+            f"the first firehose message to the last row written",
+        ),
+        _latency_figure(
+            f"tick-to-visible p99, steady {rate:,.0f} msg/s",
+            paced_lat,
+            paced_queries,
+            f"paced at {rate:,.0f} msg/s (half the capture's rate, at most {PACED_RATE:,.0f})",
+            latency_target,
+        ),
+        _latency_figure(
+            "tick-to-visible p99, saturated firehose (diagnostic)",
+            lat,
+            query_times,
+            f"at full firehose speed ({long_run.rate:,.0f} msg/s "
+            "captured with the probe running): mostly queueing in socket buffers "
+            "and the client's queue, since the emulator outruns the capture",
+            None,
+        ),
+        figure(
+            NAME,
+            f"RSS end vs after warm-up ({n_long:,} msgs)",
+            "MB",
+            end / mb,
+            warm / mb,
             kind="relative",
             target=Target("<=", RSS_FLAT, text=f"flat: end <= {RSS_FLAT:g}x warm-up"),
             samples={"rss_mb": [r / mb for _, r in long_run.rss]},
             note=f"peak RSS {peak / mb:.0f} MB (capture process; emulator and probe excluded); "
-                 f"warm-up = first {WARM_FRACTION:.0%} of the saturated run's messages",
+            f"warm-up = first {WARM_FRACTION:.0%} of the saturated run's messages",
         ),
     ]

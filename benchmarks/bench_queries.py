@@ -104,8 +104,14 @@ def build_month(root: Path, shape: MonthShape) -> BuiltMonth:
         raise RuntimeError(f"compaction failed: {report.failures}")
     ours_files = sum(1 for _ in (data_dir / "lake" / "option_chain").rglob("*.parquet"))
     naive_files = sum(1 for _ in naive.glob("*.parquet"))
-    return BuiltMonth(data_dir, f"{naive}/*.parquet", shape, days, spent,
-                      {"ours": ours_files, "naive": naive_files})
+    return BuiltMonth(
+        data_dir,
+        f"{naive}/*.parquet",
+        shape,
+        days,
+        spent,
+        {"ours": ours_files, "naive": naive_files},
+    )
 
 
 def queries(month: BuiltMonth) -> dict[str, str]:
@@ -120,10 +126,12 @@ def queries(month: BuiltMonth) -> dict[str, str]:
 
     return {
         "latest chain, nearest expiry": LATEST_CHAIN,
-        "PCR per snapshot, one day": PCR_PER_SNAPSHOT.replace("{day_start}", ts(day_start))
-        .replace("{day_end}", ts(day_start + timedelta(days=1))),
-        "OI change by strike, two snapshots": OI_CHANGE.replace("{t1}", ts(t1))
-        .replace("{t2}", ts(t2)),
+        "PCR per snapshot, one day": PCR_PER_SNAPSHOT.replace("{day_start}", ts(day_start)).replace(
+            "{day_end}", ts(day_start + timedelta(days=1))
+        ),
+        "OI change by strike, two snapshots": OI_CHANGE.replace("{t1}", ts(t1)).replace(
+            "{t2}", ts(t2)
+        ),
     }
 
 
@@ -145,8 +153,9 @@ def _timed_query(conn: duckdb.DuckDBPyConnection, sql: str) -> Callable[[], floa
     return once
 
 
-def check_same_answers(ours: duckdb.DuckDBPyConnection, naive: duckdb.DuckDBPyConnection,
-                       sql: str, naive_src: str) -> int:
+def check_same_answers(
+    ours: duckdb.DuckDBPyConnection, naive: duckdb.DuckDBPyConnection, sql: str, naive_src: str
+) -> int:
     """Both layouts must answer alike (the data has no duplicates); the row count."""
     a = answer(ours, sql.replace("{src}", "option_chain"))
     b = answer(naive, sql.replace("{src}", naive_src))
@@ -157,8 +166,9 @@ def check_same_answers(ours: duckdb.DuckDBPyConnection, naive: duckdb.DuckDBPyCo
     return len(a)
 
 
-def run(*, quick: bool = False, repeats: int | None = None,
-        shape: MonthShape | None = None) -> list[Figure]:
+def run(
+    *, quick: bool = False, repeats: int | None = None, shape: MonthShape | None = None
+) -> list[Figure]:
     shape = shape or (QUICK_MONTH if quick else FULL_MONTH)
     repeats = repeats or (5 if quick else 9)
     figures: list[Figure] = []
@@ -176,20 +186,36 @@ def run(*, quick: bool = False, repeats: int | None = None,
                 _timed_query(ours, ours_sql)()  # warm-up: metadata and page cache, both sides
                 _timed_query(naive, naive_sql)()
                 samples = alternate(
-                    [("baseline", _timed_query(naive, naive_sql)),
-                     ("ours", _timed_query(ours, ours_sql))],
+                    [
+                        ("baseline", _timed_query(naive, naive_sql)),
+                        ("ours", _timed_query(ours, ours_sql)),
+                    ],
                     repeats,
                 )
-                figures.append(figure(
-                    NAME, f"{label} ({rows:,} rows out)", "s", median(samples["ours"]),
-                    median(samples["baseline"]), kind="speedup", target=SPEED_TARGET,
-                    samples=samples,
-                ))
+                figures.append(
+                    figure(
+                        NAME,
+                        f"{label} ({rows:,} rows out)",
+                        "s",
+                        median(samples["ours"]),
+                        median(samples["baseline"]),
+                        kind="speedup",
+                        target=SPEED_TARGET,
+                        samples=samples,
+                    )
+                )
                 if label.startswith("latest chain"):
-                    figures.append(figure(
-                        NAME, "latest chain, nearest expiry: absolute", "s",
-                        median(samples["ours"]), None, kind="none", target=LATEST_TARGET,
-                    ))
+                    figures.append(
+                        figure(
+                            NAME,
+                            "latest chain, nearest expiry: absolute",
+                            "s",
+                            median(samples["ours"]),
+                            None,
+                            kind="none",
+                            target=LATEST_TARGET,
+                        )
+                    )
         finally:
             ours.close()
             naive.close()

@@ -66,9 +66,7 @@ def nifty_payload_set(min_rows: int = 4_000, day: date = BASE_DAY) -> list[dict[
 
 
 def count_legs(payloads: list[dict[str, Any]]) -> int:
-    return sum(
-        ("CE" in item) + ("PE" in item) for p in payloads for item in p["records"]["data"]
-    )
+    return sum(("CE" in item) + ("PE" in item) for p in payloads for item in p["records"]["data"])
 
 
 # ---------------------------------------------------------------- candles (benchmark 3)
@@ -104,18 +102,21 @@ def candles_table(n_rows: int, symbols: int = 4, seed: int = 7) -> pa.Table:
     close = 1_000 * np.exp(np.cumsum(rng.normal(0, 5e-4, n_rows)))
     spread = np.abs(rng.normal(0, 1e-3, n_rows)) * close
     open_ = close * (1 + rng.normal(0, 3e-4, n_rows))
-    table = pa.table({
-        "symbol": pa.DictionaryArray.from_arrays(pa.array(sym, pa.int32()), names)
-        .cast(pa.string()),
-        "interval": pa.array(["1"] * n_rows, pa.string()),
-        "ts": pa.array(ts, pa.int64()).cast(CANDLES.schema.field("ts").type),
-        "open": np.round(open_, 2),
-        "high": np.round(np.maximum(open_, close) + spread, 2),
-        "low": np.round(np.minimum(open_, close) - spread, 2),
-        "close": np.round(close, 2),
-        "volume": rng.integers(100, 50_000, n_rows).astype(np.float64),
-        "provider": pa.array(["tradingview"] * n_rows, pa.string()),
-    })
+    table = pa.table(
+        {
+            "symbol": pa.DictionaryArray.from_arrays(pa.array(sym, pa.int32()), names).cast(
+                pa.string()
+            ),
+            "interval": pa.array(["1"] * n_rows, pa.string()),
+            "ts": pa.array(ts, pa.int64()).cast(CANDLES.schema.field("ts").type),
+            "open": np.round(open_, 2),
+            "high": np.round(np.maximum(open_, close) + spread, 2),
+            "low": np.round(np.minimum(open_, close) - spread, 2),
+            "close": np.round(close, 2),
+            "volume": rng.integers(100, 50_000, n_rows).astype(np.float64),
+            "provider": pa.array(["tradingview"] * n_rows, pa.string()),
+        }
+    )
     return table
 
 
@@ -179,8 +180,9 @@ def month_snapshots(shape: MonthShape, seed: int = 11) -> Iterator[Snapshot]:
     schema = OPTION_CHAIN.schema
     n = shape.rows_per_snapshot
     for day in trading_days(BASE_DAY, shape.days):
-        listed = [day + timedelta(days=(1 - day.weekday()) % 7 + 7 * k)
-                  for k in range(shape.expiries)]
+        listed = [
+            day + timedelta(days=(1 - day.weekday()) % 7 + 7 * k) for k in range(shape.expiries)
+        ]
         for underlying in shape.underlyings:
             spot0, step = _SPOT.get(underlying, (10_000.0, 50.0))
             rng = np.random.default_rng([seed, day.toordinal(), len(underlying)])
@@ -214,7 +216,5 @@ def month_snapshots(shape: MonthShape, seed: int = 11) -> Iterator[Snapshot]:
                     "ltp": pa.array(np.round(ltp_base * (1 + 0.05 * math.sin(i / 5.0)), 2)),
                     "underlying_value": pa.array(np.full(n, round(spot, 2))),
                 }
-                table = pa.table({
-                    f.name: columns[f.name] for f in schema if f.name in columns
-                })
+                table = pa.table({f.name: columns[f.name] for f in schema if f.name in columns})
                 yield Snapshot(underlying, day, ts, table)

@@ -45,9 +45,17 @@ class EmulatorProcess:
 
     def __enter__(self) -> EmulatorProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.emulator_process",
-             "--heartbeat-interval", str(self.heartbeat_interval)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.emulator_process",
+                "--heartbeat-interval",
+                str(self.heartbeat_interval),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         self.pid = self._proc.pid
         reply = self._reply()
@@ -84,14 +92,28 @@ class EmulatorProcess:
         return reply
 
     def start_firehose(
-        self, n: int, symbols: Sequence[str], *, batch: int = 10, cycle: int = 1_000,
+        self,
+        n: int,
+        symbols: Sequence[str],
+        *,
+        batch: int = 10,
+        cycle: int = 1_000,
         rate: float = 0.0,
     ) -> None:
         """Ask for `n` quotes now (`rate` > 0: that many per second, else as fast as possible);
         returns without waiting (see `wait_firehose`)."""
         self._times = Path(self._dir.name) / "send-times.f64"
-        self._send({"cmd": "firehose", "n": n, "symbols": list(symbols), "batch": batch,
-                    "cycle": cycle, "rate": rate, "times": str(self._times)})
+        self._send(
+            {
+                "cmd": "firehose",
+                "n": n,
+                "symbols": list(symbols),
+                "batch": batch,
+                "cycle": cycle,
+                "rate": rate,
+                "times": str(self._times),
+            }
+        )
 
     def wait_firehose(self) -> array.array[float]:
         """Block until the firehose was sent; the send time of every message."""
@@ -112,7 +134,10 @@ class NseEmulatorProcess:
     def __enter__(self) -> NseEmulatorProcess:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.emulator_process", "--nse"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
@@ -153,8 +178,9 @@ async def _serve(heartbeat_interval: float) -> None:
     from providers.emulators.tradingview import TradingViewEmulator
 
     loop = asyncio.get_running_loop()
-    async with TradingViewEmulator(tick_interval=None,
-                                   heartbeat_interval=heartbeat_interval) as emu:
+    async with TradingViewEmulator(
+        tick_interval=None, heartbeat_interval=heartbeat_interval
+    ) as emu:
         _answer({"status": READY, "url": emu.url})
         while True:
             line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -164,10 +190,15 @@ async def _serve(heartbeat_interval: float) -> None:
             if command["cmd"] == "quit":
                 return
             try:
-                await asyncio.wrap_future(emu.firehose(
-                    int(command["n"]), command["symbols"], int(command["batch"]),
-                    int(command["cycle"]), float(command["rate"]),
-                ))
+                await asyncio.wrap_future(
+                    emu.firehose(
+                        int(command["n"]),
+                        command["symbols"],
+                        int(command["batch"]),
+                        int(command["cycle"]),
+                        float(command["rate"]),
+                    )
+                )
                 times = array.array("d", emu.firehose_send_times)
                 await asyncio.to_thread(_write_times, times, command["times"])
                 _answer({"sent": len(times)})

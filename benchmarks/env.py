@@ -23,7 +23,11 @@ def prepare() -> str:
     os.environ["PROTRADE_NSE_BASE_URL"] = "http://127.0.0.1:9"
     os.environ["PROTRADE_TRENDLYNE_BASE_URL"] = "http://127.0.0.1:9/phoenix/api"
     os.environ["PROTRADE_TV_WS_URL"] = "ws://127.0.0.1:9/socket.io/websocket"
-    for name in ("PROTRADE_OPTIONS_PROVIDERS", "PROTRADE_HISTORICAL_PROVIDERS",
-                 "PROTRADE_LIVE_PROVIDERS", "PROTRADE_TV_AUTH_TOKEN"):
+    for name in (
+        "PROTRADE_OPTIONS_PROVIDERS",
+        "PROTRADE_HISTORICAL_PROVIDERS",
+        "PROTRADE_LIVE_PROVIDERS",
+        "PROTRADE_TV_AUTH_TOKEN",
+    ):
         os.environ.pop(name, None)
     return home

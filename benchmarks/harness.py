@@ -105,8 +105,15 @@ def figure(
 def not_available(benchmark: str, name: str, reason: str, target: Target | None) -> Figure:
     """A figure that could not be measured, with the reason; never a made-up number."""
     return Figure(
-        benchmark, name, "-", None, None, None,
-        target.describe() if target else "-", "n/a", note=f"not available: {reason}",
+        benchmark,
+        name,
+        "-",
+        None,
+        None,
+        None,
+        target.describe() if target else "-",
+        "n/a",
+        note=f"not available: {reason}",
     )
 
 
@@ -156,15 +163,17 @@ def format_table(figures: Sequence[Figure]) -> str:
     header = ("benchmark", "figure", "ours", "baseline", "ratio", "target", "verdict")
     rows = [header]
     for f in figures:
-        rows.append((
-            f.benchmark,
-            f.figure,
-            _fmt(f.ours, f.unit),
-            _fmt(f.baseline, f.unit),
-            "-" if f.ratio is None else f"{f.ratio:.2f}x",
-            f.target,
-            f.verdict,
-        ))
+        rows.append(
+            (
+                f.benchmark,
+                f.figure,
+                _fmt(f.ours, f.unit),
+                _fmt(f.baseline, f.unit),
+                "-" if f.ratio is None else f"{f.ratio:.2f}x",
+                f.target,
+                f.verdict,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -47,7 +47,8 @@ def option_chain_table(records: Sequence[OptionChainRow]) -> pa.Table:
     columns = zip(*records, strict=True)
     return pa.Table.from_arrays(
         [
-            _array_from_runs(column, f.type) if f.name in _RUN_COLUMNS
+            _array_from_runs(column, f.type)
+            if f.name in _RUN_COLUMNS
             else pa.array(column, type=f.type)
             for column, f in zip(columns, _OPTION_SCHEMA, strict=True)
         ],

@@ -34,7 +34,14 @@ SESSION_CLOSE = time(15, 30)
 
 #: Intraday interval codes (TradingView's, PROTOCOLS.md) and their length in minutes.
 INTRADAY_MINUTES: dict[str, int] = {
-    "1": 1, "3": 3, "5": 5, "15": 15, "30": 30, "60": 60, "120": 120, "240": 240,
+    "1": 1,
+    "3": 3,
+    "5": 5,
+    "15": 15,
+    "30": 30,
+    "60": 60,
+    "120": 120,
+    "240": 240,
 }
 DAILY_INTERVAL = "1D"
 
@@ -143,7 +150,10 @@ class TradingCalendar:
         log.warning(
             "%s is outside the %s calendar (%s..%s) and no published holidays cover its year: "
             "treating Monday-Friday as trading days (run `protrade refresh-holidays`)",
-            d, self.name, self.first, self.last,
+            d,
+            self.name,
+            self.first,
+            self.last,
         )
 
 
@@ -217,8 +227,7 @@ def expected_bar_opens(d: date, interval: str) -> list[datetime]:
     """
     if interval != DAILY_INTERVAL and interval not in INTRADAY_MINUTES:
         raise ValueError(
-            f"unknown interval {interval!r}; expected one of "
-            f"{[*INTRADAY_MINUTES, DAILY_INTERVAL]}"
+            f"unknown interval {interval!r}; expected one of {[*INTRADAY_MINUTES, DAILY_INTERVAL]}"
         )
     d = _as_date(d)
     if not is_trading_day(d):

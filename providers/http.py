@@ -45,7 +45,6 @@ Limiter = AbstractAsyncContextManager[Any]
 _UNDERLYING_RE = re.compile(r"^[A-Z0-9&-]{1,20}$")
 
 
-
 class _RedactResponseHeaders(logging.Filter):
     """httpcore logs whole response headers at DEBUG, NSE's Set-Cookie values among them:
     keep the event, drop the values (cookies are session secrets)."""
@@ -227,33 +226,35 @@ def check_status(response: httpx.Response, *, provider: str, what: str) -> None:
     if 200 <= status < 300:
         return
     if status in (401, 403):
-        raise BlockedError(f"{what} was refused with HTTP {status} (bot protection)",
-                           provider=provider)
+        raise BlockedError(
+            f"{what} was refused with HTTP {status} (bot protection)", provider=provider
+        )
     if status == 429:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise RateLimitedError(f"{what} is rate limited (HTTP 429)", retry_after=retry_after,
-                               provider=provider)
+        raise RateLimitedError(
+            f"{what} is rate limited (HTTP 429)", retry_after=retry_after, provider=provider
+        )
     if status >= 500 or status == 408:
         raise TransientError(f"{what} failed with HTTP {status}", provider=provider)
     if status == 404:
-        raise SchemaChangedError(f"{what} no longer exists (HTTP 404)", key=what,
-                                 provider=provider)
+        raise SchemaChangedError(f"{what} no longer exists (HTTP 404)", key=what, provider=provider)
     # Any other 4xx: our request no longer fits their API; another provider may still answer.
-    raise SchemaChangedError(f"{what} rejected the request with HTTP {status}", key=what,
-                             provider=provider)
+    raise SchemaChangedError(
+        f"{what} rejected the request with HTTP {status}", key=what, provider=provider
+    )
 
 
 def decode_json(response: httpx.Response, *, provider: str, what: str) -> Any:
     """The JSON body of a 2xx response; an HTML body is a block, a broken one is transient."""
     if looks_like_html(response):
-        raise BlockedError(f"{what} answered with an HTML page instead of JSON",
-                           provider=provider)
+        raise BlockedError(f"{what} answered with an HTML page instead of JSON", provider=provider)
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: deeply nested JSON (a hostile or broken body) must not escape untyped.
-        raise ProtocolError(f"{what} answered with invalid or truncated JSON",
-                            provider=provider) from exc
+        raise ProtocolError(
+            f"{what} answered with invalid or truncated JSON", provider=provider
+        ) from exc
 
 
 def json_or_error(response: httpx.Response, *, provider: str, what: str) -> Any:

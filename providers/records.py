@@ -72,10 +72,23 @@ class OptionChainRow(_OptionChainFields):
     ) -> OptionChainRow:
         _require_aware("snapshot_ts", snapshot_ts)
         _require_option_type(option_type)
-        return _new_tuple(cls, (
-            snapshot_ts, underlying, expiry, strike, option_type, open_interest, change_in_oi,
-            volume, iv, ltp, underlying_value, provider,
-        ))
+        return _new_tuple(
+            cls,
+            (
+                snapshot_ts,
+                underlying,
+                expiry,
+                strike,
+                option_type,
+                open_interest,
+                change_in_oi,
+                volume,
+                iv,
+                ltp,
+                underlying_value,
+                provider,
+            ),
+        )
 
     @classmethod
     def _make(cls, iterable: Iterable[Any]) -> OptionChainRow:
@@ -86,8 +99,15 @@ class OptionChainRow(_OptionChainFields):
 #: One leg of a snapshot, as `option_chain_snapshot` takes it: (expiry, strike, option_type,
 #: open_interest, change_in_oi, volume, iv, ltp, underlying_value).
 OptionChainLeg = tuple[
-    date, float, OptionType, float | None, float | None, float | None, float | None,
-    float | None, float | None,
+    date,
+    float,
+    OptionType,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
 ]
 
 
@@ -100,14 +120,8 @@ def option_chain_snapshot(
     option types as a set.
     """
     _require_aware("snapshot_ts", snapshot_ts)
-    rows = [
-        _new_tuple(OptionChainRow, (
-            snapshot_ts, underlying, expiry, strike, option_type, open_interest, change_in_oi,
-            volume, iv, ltp, underlying_value, provider,
-        ))
-        for expiry, strike, option_type, open_interest, change_in_oi, volume, iv, ltp,
-        underlying_value in legs
-    ]
+    # A leg is the row's middle nine fields: expiry ... underlying_value.
+    rows = [_new_tuple(OptionChainRow, (snapshot_ts, underlying, *leg, provider)) for leg in legs]
     for option_type in {row[4] for row in rows}:
         _require_option_type(option_type)
     return rows

@@ -167,7 +167,12 @@ class _Breaker:
             if self.state == "open":
                 probe_in = max(0.0, self.open_until - self._clock())
             return BreakerSnapshot(
-                kind, provider, self.state, self.failures, self.opened_at, probe_in,
+                kind,
+                provider,
+                self.state,
+                self.failures,
+                self.opened_at,
+                probe_in,
                 self.last_error,
             )
 
@@ -269,7 +274,10 @@ class ProviderRegistry:
                     log.warning(
                         "PROTRADE_%s_PROVIDERS names %r, which is not a registered %s provider "
                         "(registered: %s); ignoring it",
-                        kind.upper(), name, kind, sorted(by_name),
+                        kind.upper(),
+                        name,
+                        kind,
+                        sorted(by_name),
                     )
                 continue
             if all(n != name for n, _ in ordered):
@@ -320,8 +328,12 @@ class ProviderRegistry:
             if isinstance(result, _Outcome):
                 failures.append(result.failure)
                 log.warning(
-                    "%s %s: provider %s failed (%s: %s)", kind, operation,
-                    name, result.failure.error_class, result.failure.message,
+                    "%s %s: provider %s failed (%s: %s)",
+                    kind,
+                    operation,
+                    name,
+                    result.failure.error_class,
+                    result.failure.message,
                 )
                 continue
             return Fetched(result[0], name, attempts)
@@ -367,7 +379,11 @@ class ProviderRegistry:
                             continue
                         log.info(
                             "%s %s: %s would wait %.1fs, beyond its %.1fs budget; failing over",
-                            ctx.kind, ctx.operation, name, delay, policy.budget,
+                            ctx.kind,
+                            ctx.operation,
+                            name,
+                            delay,
+                            policy.budget,
                         )
                     breaker.failure(failure.message, retry_after)
                     settled = True
@@ -377,7 +393,10 @@ class ProviderRegistry:
                     # failed, the next one may still answer; the traceback goes to the log.
                     latency = (self._clock() - t0) * 1000
                     log.exception(
-                        "%s %s: provider %s raised %s", ctx.kind, ctx.operation, name,
+                        "%s %s: provider %s raised %s",
+                        ctx.kind,
+                        ctx.operation,
+                        name,
                         type(exc).__name__,
                     )
                     await self._record(ctx, name, "error", exc, str(exc), latency, ts)
@@ -431,16 +450,22 @@ class ProviderRegistry:
         self, underlying: str, expiry: date | None = None, *, flow_run_id: str | None = None
     ) -> Fetched[list[OptionChainRow]]:
         return await self.call(
-            "options", "get_option_chain", lambda p: p.get_option_chain(underlying, expiry),
-            dataset="option_chain", flow_run_id=flow_run_id,
+            "options",
+            "get_option_chain",
+            lambda p: p.get_option_chain(underlying, expiry),
+            dataset="option_chain",
+            flow_run_id=flow_run_id,
         )
 
     async def get_expiry_dates(
         self, underlying: str, *, flow_run_id: str | None = None
     ) -> Fetched[list[date]]:
         return await self.call(
-            "options", "get_expiry_dates", lambda p: p.get_expiry_dates(underlying),
-            dataset="option_chain", flow_run_id=flow_run_id,
+            "options",
+            "get_expiry_dates",
+            lambda p: p.get_expiry_dates(underlying),
+            dataset="option_chain",
+            flow_run_id=flow_run_id,
         )
 
     async def get_oi_data(
@@ -452,16 +477,22 @@ class ProviderRegistry:
         flow_run_id: str | None = None,
     ) -> Fetched[list[OptionChainRow]]:
         return await self.call(
-            "options", "get_oi_data", lambda p: p.get_oi_data(underlying, expiry, time_str),
-            dataset="option_chain", flow_run_id=flow_run_id,
+            "options",
+            "get_oi_data",
+            lambda p: p.get_oi_data(underlying, expiry, time_str),
+            dataset="option_chain",
+            flow_run_id=flow_run_id,
         )
 
     async def get_hist_candles(
         self, symbol: str, interval: str, count: int, *, flow_run_id: str | None = None
     ) -> Fetched[list[Bar]]:
         return await self.call(
-            "historical", "get_hist_candles", lambda p: p.get_hist_candles(symbol, interval, count),
-            dataset="candles", flow_run_id=flow_run_id,
+            "historical",
+            "get_hist_candles",
+            lambda p: p.get_hist_candles(symbol, interval, count),
+            dataset="candles",
+            flow_run_id=flow_run_id,
         )
 
     async def aclose(self) -> None:

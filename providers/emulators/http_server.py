@@ -28,7 +28,14 @@ FaultKind = Literal[
     "timeout", "status", "rate_limit", "block", "empty", "truncated", "schema", "slow"
 ]
 FAULT_KINDS: tuple[str, ...] = (
-    "timeout", "status", "rate_limit", "block", "empty", "truncated", "schema", "slow"
+    "timeout",
+    "status",
+    "rate_limit",
+    "block",
+    "empty",
+    "truncated",
+    "schema",
+    "slow",
 )
 ALL_ENDPOINTS = "*"
 CONTROL_PREFIX = "/__emulator"
@@ -75,9 +82,9 @@ class FaultController:
 
     def clear(self, endpoint: str | None = None) -> None:
         with self._lock:
-            self._faults = [] if endpoint is None else [
-                f for f in self._faults if f.endpoint != endpoint
-            ]
+            self._faults = (
+                [] if endpoint is None else [f for f in self._faults if f.endpoint != endpoint]
+            )
 
     def active(self) -> list[Fault]:
         with self._lock:
@@ -126,8 +133,13 @@ class RequestLog:
             self._items.clear()
 
 
-def encode_body(request: Request, body: bytes, media_type: str, status: int = 200,
-                headers: dict[str, str] | None = None) -> Response:
+def encode_body(
+    request: Request,
+    body: bytes,
+    media_type: str,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
     """A response compressed as the client allows: brotli first (as nseindia.com does), gzip."""
     accepted = {
         token.split(";")[0].strip().lower()
@@ -187,8 +199,14 @@ class HttpEmulator:
         return ""
 
     # -- in-process control ------------------------------------------------------------------
-    def set_fault(self, kind: FaultKind, endpoint: str = ALL_ENDPOINTS, *,
-                  times: int | None = None, **params: Any) -> Fault:
+    def set_fault(
+        self,
+        kind: FaultKind,
+        endpoint: str = ALL_ENDPOINTS,
+        *,
+        times: int | None = None,
+        **params: Any,
+    ) -> Fault:
         return self.faults.set(Fault(kind=kind, endpoint=endpoint, times=times, **params))
 
     def clear_faults(self) -> None:
@@ -230,13 +248,17 @@ class HttpEmulator:
 
     # -- request handling helpers ------------------------------------------------------------
     def record(self, request: Request, endpoint: str) -> None:
-        headers = {
-            k.lower(): v for k, v in request.headers.items() if k.lower() not in ("cookie",)
-        }
-        self.log.add(LoggedRequest(
-            method=request.method, path=request.url.path, query=dict(request.query_params),
-            headers=headers, endpoint=endpoint, had_cookies=bool(request.cookies),
-        ))
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in ("cookie",)}
+        self.log.add(
+            LoggedRequest(
+                method=request.method,
+                path=request.url.path,
+                query=dict(request.query_params),
+                headers=headers,
+                endpoint=endpoint,
+                had_cookies=bool(request.cookies),
+            )
+        )
 
     async def sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when the server stops (no hanging shutdown)."""
@@ -274,11 +296,20 @@ class HttpEmulator:
             await self.sleep(fault.seconds if fault.seconds is not None else 1.0)
             return None
         if fault.kind == "status":
-            return encode_body(request, f"<html><body>Error {fault.status}</body></html>".encode(),
-                               "text/html", status=fault.status)
+            return encode_body(
+                request,
+                f"<html><body>Error {fault.status}</body></html>".encode(),
+                "text/html",
+                status=fault.status,
+            )
         if fault.kind == "rate_limit":
-            return encode_body(request, b'{"message":"Too Many Requests"}', "application/json",
-                               status=429, headers={"retry-after": fault.retry_after})
+            return encode_body(
+                request,
+                b'{"message":"Too Many Requests"}',
+                "application/json",
+                status=429,
+                headers={"retry-after": fault.retry_after},
+            )
         if fault.kind == "block":
             return access_denied(request)
         return None
@@ -347,8 +378,13 @@ class EmulatorServer:
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_level="error", access_log=False, lifespan="off",
-            timeout_graceful_shutdown=1, loop="asyncio", http="h11",
+            self.app,
+            log_level="error",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            loop="asyncio",
+            http="h11",
         )
         server = uvicorn.Server(config)
         self._server = server

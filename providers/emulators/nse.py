@@ -150,11 +150,19 @@ class NseEmulator(HttpEmulator):
     """The NSE option-chain site. Fault endpoints: page, contract-info, v3, legacy."""
 
     schema_keys: ClassVar[dict[str, str]] = {
-        "contract-info": "expiryDates", "v3": "records", "legacy": "records", "holidays": "FO",
+        "contract-info": "expiryDates",
+        "v3": "records",
+        "legacy": "records",
+        "holidays": "FO",
     }
 
-    def __init__(self, *, clock: Clock | None = None, legacy_enabled: bool = False,
-                 require_cookies: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        legacy_enabled: bool = False,
+        require_cookies: bool = True,
+    ) -> None:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.legacy_enabled = legacy_enabled
         self.require_cookies = require_cookies
@@ -206,8 +214,12 @@ class NseEmulator(HttpEmulator):
         if not self._browser_like(request):
             return access_denied(request)
         if not self._has_session(request):
-            return encode_body(request, b"<html><head><title>Access Denied</title></head>"
-                               b"<body>Unauthorized</body></html>", "text/html", status=401)
+            return encode_body(
+                request,
+                b"<html><head><title>Access Denied</title></head><body>Unauthorized</body></html>",
+                "text/html",
+                status=401,
+            )
         return None
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -254,8 +266,14 @@ class NseEmulator(HttpEmulator):
             if request.query_params.get("type") != "trading":
                 return 200, {}
             rows = [
-                {"Sr_no": i, "tradingDate": nse_date(day), "weekDay": day.strftime("%A"),
-                 "description": name, "morning_session": "-", "evening_session": "-"}
+                {
+                    "Sr_no": i,
+                    "tradingDate": nse_date(day),
+                    "weekDay": day.strftime("%A"),
+                    "description": name,
+                    "morning_session": "-",
+                    "evening_session": "-",
+                }
                 for i, (day, name) in enumerate(PUBLISHED_HOLIDAYS, 1)
             ]
             return 200, {"CM": rows, "FO": rows, "CD": rows[:3]}

@@ -340,7 +340,11 @@ class TradingViewEmulator:
         return self._submit(send())
 
     def firehose(
-        self, n_messages: int, symbols: Iterable[str], batch: int = 1, cycle: int = 0,
+        self,
+        n_messages: int,
+        symbols: Iterable[str],
+        batch: int = 1,
+        cycle: int = 0,
         rate: float = 0.0,
     ) -> concurrent.futures.Future[Any]:
         """Send `n_messages` partial quotes round-robin over `symbols`, as fast as possible.
@@ -607,8 +611,14 @@ class TradingViewEmulator:
         await self._start_series(client, cs, series_id, turnaround, symbol_id, interval, 300)
 
     async def _start_series(
-        self, client: _Client, cs: str, series_id: str, turnaround: str, symbol_id: str,
-        interval: str, count: int,
+        self,
+        client: _Client,
+        cs: str,
+        series_id: str,
+        turnaround: str,
+        symbol_id: str,
+        interval: str,
+        count: int,
     ) -> None:
         session = client.chart_sessions[cs]
         symbol = session.symbols.get(symbol_id)
@@ -669,12 +679,21 @@ class TradingViewEmulator:
             series.served += len(opens)
         frames = []
         if bars:
-            body = {series_id: {"node": "emulator", "s": bars, "ns": {"d": "", "indexes": []},
-                                "t": series.turnaround, "lbs": {}}}
+            body = {
+                series_id: {
+                    "node": "emulator",
+                    "s": bars,
+                    "ns": {"d": "", "indexes": []},
+                    "t": series.turnaround,
+                    "lbs": {},
+                }
+            }
             frames.append(codec.encode_message("timescale_update", [cs, body]))
-        frames.append(codec.encode_message(
-            "series_completed", [cs, series_id, "streaming", series.turnaround, {}]
-        ))
+        frames.append(
+            codec.encode_message(
+                "series_completed", [cs, series_id, "streaming", series.turnaround, {}]
+            )
+        )
         await self._send(client, "".join(frames))
 
     # ---------------------------------------------------------------- live updates
@@ -751,8 +770,9 @@ class TradingViewEmulator:
         targets = [
             (client, qs) for client in self._clients.values() for qs in client.quote_sessions
         ]
-        states = {s: _QuoteState(base_price(s), round(base_price(s) * 0.995, 2), 0.0)
-                  for s in symbols}
+        states = {
+            s: _QuoteState(base_price(s), round(base_price(s) * 0.995, 2), 0.0) for s in symbols
+        }
         # With a cycle, frames repeat with the symbol order intact only if a cycle covers whole
         # rounds of the symbol list.
         if cycle and (cycle * batch) % len(symbols):

@@ -57,7 +57,9 @@ class TrendlyneEmulator(HttpEmulator):
     """Trendlyne's three endpoints under `/phoenix/api`. Fault endpoints: search, expiries, oi."""
 
     schema_keys: ClassVar[dict[str, str]] = {
-        "search": "stock_code", "expiries": "all_exp_list", "oi": "oiData",
+        "search": "stock_code",
+        "expiries": "all_exp_list",
+        "oi": "oiData",
     }
 
     def __init__(self, *, clock: Clock | None = None) -> None:
@@ -94,10 +96,14 @@ class TrendlyneEmulator(HttpEmulator):
             query = request.query_params.get("query", "").strip().upper()
             # Substring search, like the site: "nifty" also finds BANKNIFTY and FINNIFTY.
             found = [
-                {"stock_id": spec.stock_id, "stock_code": spec.symbol,
-                 "stock_name": f"{spec.symbol} {'Index' if spec.kind == 'Indices' else 'Ltd.'}",
-                 "lot_size": spec.lot_size}
-                for spec in UNDERLYINGS.values() if query and query in spec.symbol
+                {
+                    "stock_id": spec.stock_id,
+                    "stock_code": spec.symbol,
+                    "stock_name": f"{spec.symbol} {'Index' if spec.kind == 'Indices' else 'Ltd.'}",
+                    "lot_size": spec.lot_size,
+                }
+                for spec in UNDERLYINGS.values()
+                if query and query in spec.symbol
             ]
             return 200, {"head": _head(), "body": {"data": found}}
 

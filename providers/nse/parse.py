@@ -19,8 +19,12 @@ PROVIDER = "nse"
 IST = ZoneInfo("Asia/Kolkata")
 
 _KINDS: tuple[OptionType, ...] = ("CE", "PE")
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
 _DATE_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s*$")
 _TS_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
@@ -52,8 +56,9 @@ def parse_timestamp(value: Any, *, key: str = "records.timestamp") -> datetime:
         raise _schema(key, f"has an unexpected timestamp {value!r}")
     day, _, year, hour, minute, second = match.groups()
     try:
-        return datetime(int(year), month, int(day), int(hour), int(minute), int(second or 0),
-                        tzinfo=IST)
+        return datetime(
+            int(year), month, int(day), int(hour), int(minute), int(second or 0), tzinfo=IST
+        )
     except ValueError:
         raise _schema(key, f"has an impossible timestamp {value!r}") from None
 
@@ -66,8 +71,9 @@ def parse_expiry_dates(payload: Any) -> list[date]:
     """
     root = _require_dict(payload, "$")
     if not root:
-        raise EmptyPayloadError("NSE answered the expiry list with an empty object",
-                                provider=PROVIDER)
+        raise EmptyPayloadError(
+            "NSE answered the expiry list with an empty object", provider=PROVIDER
+        )
     raw = _require_list(root.get("expiryDates"), "expiryDates")
     return sorted({parse_nse_date(item, key="expiryDates[]") for item in raw})
 
@@ -102,8 +108,9 @@ def parse_chain(
     """A v3 or legacy chain payload -> one row per present leg (of `expiry` when given)."""
     root = _require_dict(payload, "$")
     if not root:
-        raise EmptyPayloadError("NSE answered the option chain with an empty object",
-                                provider=PROVIDER)
+        raise EmptyPayloadError(
+            "NSE answered the option chain with an empty object", provider=PROVIDER
+        )
     records = _require_dict(root.get("records"), "records")
     snapshot_ts = parse_timestamp(records.get("timestamp"))
     underlying_value = _number(records.get("underlyingValue"), key="records.underlyingValue")
@@ -159,8 +166,9 @@ def parse_chain(
             append((item_expiry, strike, kind, oi, change, volume, iv, ltp, spot))
     if not legs:
         which = f" for expiry {expiry.isoformat()}" if expiry else ""
-        raise EmptyPayloadError(f"NSE option chain of {underlying}{which} has no rows",
-                                provider=PROVIDER)
+        raise EmptyPayloadError(
+            f"NSE option chain of {underlying}{which} has no rows", provider=PROVIDER
+        )
     return option_chain_snapshot(snapshot_ts, underlying, PROVIDER, legs)
 
 
@@ -175,8 +183,9 @@ def parse_trading_holidays(payload: Any) -> list[date]:
     """
     root = _require_dict(payload, "$")
     if not root:
-        raise EmptyPayloadError("NSE answered the holiday list with an empty object",
-                                provider=PROVIDER)
+        raise EmptyPayloadError(
+            "NSE answered the holiday list with an empty object", provider=PROVIDER
+        )
     segment = next((name for name in _HOLIDAY_SEGMENTS if name in root), None)
     if segment is None:
         raise _schema("FO", "is missing (no FO or CM segment)")

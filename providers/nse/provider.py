@@ -49,7 +49,10 @@ class NseOptionsProvider(IOptionsDataProvider):
     ) -> None:
         self.base_url = (base_url or nse_base_url()).rstrip("/")
         self._session = HttpSession(
-            provider=PROVIDER, base_url=self.base_url, transport=transport, limiter=limiter,
+            provider=PROVIDER,
+            base_url=self.base_url,
+            transport=transport,
+            limiter=limiter,
             timeout=timeout,
         )
         self._session.on_new_client = self._forget_cookies
@@ -124,8 +127,9 @@ class NseOptionsProvider(IOptionsDataProvider):
         except EmptyPayloadError as exc:
             raise _FallBack(exc) from exc
         if not listed:
-            raise UnknownSymbolError(f"NSE lists no option contracts for {symbol}",
-                                     provider=PROVIDER)
+            raise UnknownSymbolError(
+                f"NSE lists no option contracts for {symbol}", provider=PROVIDER
+            )
         return listed
 
     async def _chain_v3(self, symbol: str, expiry: date) -> list[OptionChainRow]:

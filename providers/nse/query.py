@@ -24,8 +24,7 @@ class NseRequest:
 
 def nse_date(value: date) -> str:
     """NSE's `DD-Mon-YYYY` (English month abbreviations, whatever the locale)."""
-    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
     return f"{value.day:02d}-{months[value.month - 1]}-{value.year:04d}"
 
 

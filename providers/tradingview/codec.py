@@ -41,7 +41,15 @@ _MAX_EPOCH = 32_503_680_000
 
 #: Quote fields the live client asks for; `QuoteBook` maps them onto `providers.records.Quote`.
 DEFAULT_QUOTE_FIELDS: tuple[str, ...] = (
-    "lp", "lp_time", "ch", "chp", "volume", "bid", "ask", "current_session", "update_mode",
+    "lp",
+    "lp_time",
+    "ch",
+    "chp",
+    "volume",
+    "bid",
+    "ask",
+    "current_session",
+    "update_mode",
 )
 ANONYMOUS_TOKEN = "unauthorized_user_token"
 
@@ -96,9 +104,7 @@ class FrameDecoder:
     def feed(self, data: str | bytes) -> list[str]:
         """The payloads of every complete message now in the buffer."""
         if self._failure is not None:
-            raise ProtocolError(
-                f"stream already failed ({self._failure})", provider="tradingview"
-            )
+            raise ProtocolError(f"stream already failed ({self._failure})", provider="tradingview")
         payloads: list[str] = []
         if not self._buffer and isinstance(data, str) and data.isascii():
             # The common case, on the hot path: whole ASCII messages in one frame, where the
@@ -301,9 +307,20 @@ class UnknownMessage:
 
 
 Event = (
-    Hello | Heartbeat | QuoteData | QuoteCompleted | TimescaleUpdate | DataUpdate | SeriesLoading
-    | SeriesCompleted | SymbolResolved | SymbolError | SeriesError | CriticalError
-    | ProtocolErrorEvent | UnknownMessage
+    Hello
+    | Heartbeat
+    | QuoteData
+    | QuoteCompleted
+    | TimescaleUpdate
+    | DataUpdate
+    | SeriesLoading
+    | SeriesCompleted
+    | SymbolResolved
+    | SymbolError
+    | SeriesError
+    | CriticalError
+    | ProtocolErrorEvent
+    | UnknownMessage
 )
 
 
@@ -406,6 +423,7 @@ def parse_payload(payload: str) -> Event:
     if not isinstance(message, dict):
         raise _bad("payload is not a JSON object")
     if "m" not in message:
+
         def text(key: str) -> str | None:
             value = message.get(key)
             return value if isinstance(value, str) else None
@@ -551,9 +569,7 @@ def create_series(
     )
 
 
-def modify_series(
-    cs: str, series_id: str, turnaround: str, symbol_id: str, interval: str
-) -> str:
+def modify_series(cs: str, series_id: str, turnaround: str, symbol_id: str, interval: str) -> str:
     return encode_message(
         "modify_series", [cs, series_id, turnaround, symbol_id, validate_interval(interval), ""]
     )

@@ -310,7 +310,8 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             self.stats.undelivered = self._backlog
             log.error(
                 "tradingview live: %d received messages were not delivered within %.0f s of stop",
-                self.stats.undelivered, self.stop_drain_timeout,
+                self.stats.undelivered,
+                self.stop_drain_timeout,
             )
         finally:
             consumer.cancel()
@@ -425,8 +426,11 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             self._outage.end = self._wall_clock()
             self._outage = None
             self.stats.reconnects += 1
-            log.info("tradingview live: reconnected; %d symbols and %d series resubscribed",
-                     len(self._subs.quotes), len(self._subs.series))
+            log.info(
+                "tradingview live: reconnected; %d symbols and %d series resubscribed",
+                len(self._subs.quotes),
+                len(self._subs.series),
+            )
         self._watchdog.reset(self._clock(), self._subs.quotes)
         self._connected.set()
         receive = asyncio.create_task(self._receive(ws, conn), name="tv-live-receive")
@@ -480,8 +484,9 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     tracker.reset()
             self._book.forget(symbol)
             self.stats.resubscribes += 1
-            log.warning("tradingview live: %s went silent while others ticked; resubscribing",
-                        symbol)
+            log.warning(
+                "tradingview live: %s went silent while others ticked; resubscribing", symbol
+            )
             await self._send_if_connected(frames)
 
     async def _send_if_connected(self, frames: list[str]) -> None:
@@ -613,9 +618,12 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     out.append(update)
         elif isinstance(event, codec.SymbolError | codec.SeriesError):
             self.stats.symbol_errors += 1
-            log.warning("tradingview live: %s for %s: %s", type(event).__name__,
-                        getattr(event, "symbol_id", getattr(event, "series_id", "?")),
-                        event.reason)
+            log.warning(
+                "tradingview live: %s for %s: %s",
+                type(event).__name__,
+                getattr(event, "symbol_id", getattr(event, "series_id", "?")),
+                event.reason,
+            )
         elif isinstance(event, codec.CriticalError):
             raise TransientError(f"critical_error from TradingView: {event.reason}")
         elif isinstance(event, codec.ProtocolErrorEvent):

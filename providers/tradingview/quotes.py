@@ -34,12 +34,32 @@ def _as_time(value: Any) -> datetime | None:
 
 
 QuoteFactory = Callable[
-    [str, float | None, datetime | None, float | None, float | None, float | None,
-     float | None, float | None, datetime],
+    [
+        str,
+        float | None,
+        datetime | None,
+        float | None,
+        float | None,
+        float | None,
+        float | None,
+        float | None,
+        datetime,
+    ],
     Quote,
 ]
-_QUOTE_FIELDS = ("symbol", "price", "ts", "volume", "change", "change_pct", "bid", "ask",
-                 "received_at", "provider", "kind")
+_QUOTE_FIELDS = (
+    "symbol",
+    "price",
+    "ts",
+    "volume",
+    "change",
+    "change_pct",
+    "bid",
+    "ask",
+    "received_at",
+    "provider",
+    "kind",
+)
 
 
 def _quote_factory() -> QuoteFactory:
@@ -50,18 +70,38 @@ def _quote_factory() -> QuoteFactory:
     If `Quote` ever gains, loses or reorders a field, this falls back to the constructor.
     """
     if tuple(f.name for f in fields(Quote)) != _QUOTE_FIELDS or hasattr(Quote, "__post_init__"):
+
         def construct(*values: Any) -> Quote:
             return Quote(*values, PROVIDER)
 
         return construct
-    (s_symbol, s_price, s_ts, s_volume, s_change, s_change_pct, s_bid, s_ask, s_received,
-     s_provider, s_kind) = (getattr(Quote, name).__set__ for name in _QUOTE_FIELDS)
+    (
+        s_symbol,
+        s_price,
+        s_ts,
+        s_volume,
+        s_change,
+        s_change_pct,
+        s_bid,
+        s_ask,
+        s_received,
+        s_provider,
+        s_kind,
+    ) = (getattr(Quote, name).__set__ for name in _QUOTE_FIELDS)
     new = object.__new__
     kind = next(f.default for f in fields(Quote) if f.name == "kind")
 
-    def build(symbol: str, price: float | None, ts: datetime | None, volume: float | None,
-              change: float | None, change_pct: float | None, bid: float | None,
-              ask: float | None, received_at: datetime) -> Quote:
+    def build(
+        symbol: str,
+        price: float | None,
+        ts: datetime | None,
+        volume: float | None,
+        change: float | None,
+        change_pct: float | None,
+        bid: float | None,
+        ask: float | None,
+        received_at: datetime,
+    ) -> Quote:
         quote = new(Quote)
         s_symbol(quote, symbol)
         s_price(quote, price)

@@ -146,7 +146,8 @@ class Subscriptions:
         symbol = validate_symbol(symbol)
         had_quote = self.quotes.pop(symbol, 0) is None
         gone = [
-            ids for key, ids in self.series.items()
+            ids
+            for key, ids in self.series.items()
             if key[0] == symbol and (interval is None or key[1] == interval)
         ]
         for ids in gone:
@@ -174,7 +175,11 @@ def series_frames(cs: str, ids: SeriesIds, history_bars: int) -> list[str]:
 
 
 def setup_frames(
-    token: str, qs: str, cs: str, subs: Subscriptions, history_bars: int,
+    token: str,
+    qs: str,
+    cs: str,
+    subs: Subscriptions,
+    history_bars: int,
     fields: Sequence[str] = codec.DEFAULT_QUOTE_FIELDS,
 ) -> list[str]:
     """Everything a fresh connection needs, in PROTOCOLS.md order. The first frame holds the
@@ -268,7 +273,8 @@ class Watchdog:
                 )
             return OK
         silent = tuple(
-            s for s, t in self._seen.items()
+            s
+            for s, t in self._seen.items()
             if now - t > self.symbol_timeout
             and now - self._resubscribed.get(s, -math.inf) > self.symbol_timeout
         )

@@ -91,9 +91,7 @@ def parse_expiries(payload: Any) -> list[date]:
     return sorted({_iso_date(item, key="body.data.all_exp_list[]") for item in raw})
 
 
-def parse_oi(
-    payload: Any, underlying: str, expiry: date, max_time: time
-) -> list[OptionChainRow]:
+def parse_oi(payload: Any, underlying: str, expiry: date, max_time: time) -> list[OptionChainRow]:
     """`/live-oi-data/` -> a row per present leg, as of `tradingDate` + `max_time` IST."""
     body = body_of(payload)
     oi_data = body.get("oiData")
@@ -119,8 +117,9 @@ def parse_oi(
             )
             if oi is None and change is None and volume is None and ltp is None:
                 continue  # the strike lists the other leg only
-            legs.append((expiry, strike, option_type, oi, change, volume, None, ltp,
-                         underlying_value))
+            legs.append(
+                (expiry, strike, option_type, oi, change, volume, None, ltp, underlying_value)
+            )
     if not legs:
         raise EmptyPayloadError(
             f"Trendlyne OI data of {underlying} {expiry.isoformat()} has no rows",

@@ -35,7 +35,10 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
     ) -> None:
         self.base_url = (base_url or trendlyne_base_url()).rstrip("/")
         self._session = HttpSession(
-            provider=PROVIDER, base_url=self.base_url, transport=transport, limiter=limiter,
+            provider=PROVIDER,
+            base_url=self.base_url,
+            transport=transport,
+            limiter=limiter,
             timeout=timeout,
         )
         self._clock: Clock = clock or (lambda: datetime.now(UTC))

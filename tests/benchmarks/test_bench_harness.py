@@ -133,8 +133,9 @@ def test_live_rss_flatness_compares_the_warm_window_with_the_end():
 
 
 def test_live_benchmark_runs_tiny_with_the_emulator_in_its_own_process():
-    figs = bench_live.run(repeats=1, messages=2_000, long_messages=3_000, paced_seconds=0.5,
-                          flush_seconds=0.2)
+    figs = bench_live.run(
+        repeats=1, messages=2_000, long_messages=3_000, paced_seconds=0.5, flush_seconds=0.2
+    )
     assert [f.unit for f in figs] == ["msg/s", "msg/s", "s", "s", "MB"]
     assert all(f.ours and f.ours > 0 for f in figs)
     assert figs[0].baseline and figs[0].ratio and figs[0].verdict in ("pass", "FAIL")

@@ -76,8 +76,9 @@ async def nse(nse_emu: NseEmulator) -> AsyncIterator[NseOptionsProvider]:
 
 @pytest.fixture
 async def tl(tl_emu: TrendlyneEmulator) -> AsyncIterator[TrendlyneOptionsProvider]:
-    provider = TrendlyneOptionsProvider(tl_emu.base_url, limiter=NoLimit(), timeout=0.5,
-                                        clock=lambda: NOW)
+    provider = TrendlyneOptionsProvider(
+        tl_emu.base_url, limiter=NoLimit(), timeout=0.5, clock=lambda: NOW
+    )
     yield provider
     await provider.aclose()
 
@@ -128,9 +129,11 @@ def test_nse_compresses_by_accept_encoding_preferring_brotli(
 ) -> None:
     with httpx.Client(base_url=nse_emu.base_url, headers=BROWSER) as client:
         client.get("/option-chain")
-        response = client.get("/api/option-chain-v3", headers={"Accept-Encoding": accept},
-                              params={"type": "Indices", "symbol": "NIFTY",
-                                      "expiry": EXPIRY.strftime("%d-%b-%Y")})
+        response = client.get(
+            "/api/option-chain-v3",
+            headers={"Accept-Encoding": accept},
+            params={"type": "Indices", "symbol": "NIFTY", "expiry": EXPIRY.strftime("%d-%b-%Y")},
+        )
     assert response.headers["content-encoding"] == encoding
     assert len(response.json()["records"]["data"]) >= 80
 
@@ -146,8 +149,7 @@ async def test_nse_provider_primes_then_reads_every_expiry(
     assert any(r.open_interest is not None and r.open_interest % 1 for r in rows)
     log = nse_emu.requests()
     assert log[0].endpoint == "page" and not log[0].had_cookies
-    assert all(r.had_cookies and r.headers["referer"].endswith("/option-chain")
-               for r in log[1:])
+    assert all(r.had_cookies and r.headers["referer"].endswith("/option-chain") for r in log[1:])
     assert log[1].headers["accept-encoding"] == "gzip, deflate, br"
 
 
@@ -158,8 +160,7 @@ async def test_nse_provider_reprimes_when_the_site_blocks_once(
     nse_emu.set_fault("block", "v3", times=1)
     rows = await nse.get_option_chain("NIFTY", EXPIRY)
     assert rows
-    assert [r.endpoint for r in nse_emu.requests()] == [
-        "page", "contract-info", "v3", "page", "v3"]
+    assert [r.endpoint for r in nse_emu.requests()] == ["page", "contract-info", "v3", "page", "v3"]
 
 
 async def test_nse_provider_reprimes_when_its_cookies_expire(
@@ -184,8 +185,10 @@ async def test_faults_set_over_http_apply_times_then_heal(
     nse: NseOptionsProvider, nse_emu: NseEmulator
 ) -> None:
     async with httpx.AsyncClient(base_url=nse_emu.base_url) as control:
-        answer = await control.post("/__emulator/faults", json={
-            "endpoint": "contract-info", "kind": "status", "status": 503, "times": 2})
+        answer = await control.post(
+            "/__emulator/faults",
+            json={"endpoint": "contract-info", "kind": "status", "status": 503, "times": 2},
+        )
         assert answer.status_code == 200 and answer.json()["faults"][0]["times"] == 2
         with pytest.raises(TransientError):
             await nse.get_expiry_dates("NIFTY")
@@ -302,8 +305,16 @@ async def test_nse_and_trendlyne_agree_on_the_same_minute(
     from_tl = await tl.get_option_chain("BANKNIFTY")  # clock: 11:30 IST, like the NSE emulator
 
     def key(rows: list) -> dict:
-        return {(r.expiry, r.strike, r.option_type): (r.open_interest, r.change_in_oi, r.volume,
-                                                      r.ltp, r.snapshot_ts) for r in rows}
+        return {
+            (r.expiry, r.strike, r.option_type): (
+                r.open_interest,
+                r.change_in_oi,
+                r.volume,
+                r.ltp,
+                r.snapshot_ts,
+            )
+            for r in rows
+        }
 
     assert key(from_nse) == key(from_tl)
     assert len(from_nse) >= 3 * 2 * 80 - 6
@@ -332,7 +343,8 @@ async def test_trendlyne_status_errors_and_faults(
 
 
 def test_trendlyne_search_is_a_substring_search(tl_emu: TrendlyneEmulator) -> None:
-    response = httpx.get(f"{tl_emu.base_url}/search-contract-stock/", params={"query": "nifty"},
-                         headers=BROWSER)
+    response = httpx.get(
+        f"{tl_emu.base_url}/search-contract-stock/", params={"query": "nifty"}, headers=BROWSER
+    )
     codes = [item["stock_code"] for item in response.json()["body"]["data"]]
     assert "NIFTY" in codes and "BANKNIFTY" in codes

@@ -58,8 +58,9 @@ class Client:
                     out.append(event)
         return out
 
-    async def until(self, predicate: Callable[[codec.Event], bool], seconds: float = 2.0
-                    ) -> list[codec.Event]:
+    async def until(
+        self, predicate: Callable[[codec.Event], bool], seconds: float = 2.0
+    ) -> list[codec.Event]:
         out: list[codec.Event] = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -88,12 +89,15 @@ def test_bars_are_deterministic_per_symbol_interval_and_time() -> None:
 def test_session_grid_skips_nights_and_weekends() -> None:
     friday_close = int(datetime(2026, 11, 20, 15, 29, tzinfo=IST).timestamp())
     assert next_bar_open("1", friday_close) == int(
-        datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp())
+        datetime(2026, 11, 23, 9, 15, tzinfo=IST).timestamp()
+    )
     saturday = int(datetime(2026, 11, 21, 12, 0, tzinfo=IST).timestamp())
     assert next(bar_opens_desc("60", saturday)) == int(
-        datetime(2026, 11, 20, 15, 15, tzinfo=IST).timestamp())
+        datetime(2026, 11, 20, 15, 15, tzinfo=IST).timestamp()
+    )
     assert next(bar_opens_desc("1D", saturday)) == int(
-        datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp())
+        datetime(2026, 11, 20, 9, 15, tzinfo=IST).timestamp()
+    )
 
 
 # ---------------------------------------------------------------- protocol behaviour
@@ -109,8 +113,9 @@ async def test_sends_hello_then_heartbeats_at_the_interval() -> None:
 
 
 async def test_a_client_that_does_not_echo_heartbeats_is_disconnected() -> None:
-    async with TradingViewEmulator(heartbeat_interval=0.05, heartbeat_timeout=0.1,
-                                   tick_interval=None) as emu:
+    async with TradingViewEmulator(
+        heartbeat_interval=0.05, heartbeat_timeout=0.1, tick_interval=None
+    ) as emu:
         silent, polite = await open_client(emu, echo=False), await open_client(emu)
         await asyncio.gather(silent.events(0.5), polite.events(0.5))
         assert silent.closed and silent.ws.close_reason == "heartbeat timeout"
@@ -129,8 +134,11 @@ async def test_stop_heartbeats_keeps_the_socket_but_sends_no_heartbeats() -> Non
 async def test_quotes_start_full_then_complete_then_stream_partial_updates() -> None:
     async with TradingViewEmulator(clock=lambda: NOW, tick_interval=0.03) as emu:
         client = await open_client(emu)
-        await client.send(codec.quote_create_session("qs_a"), codec.quote_set_fields("qs_a"),
-                          codec.quote_add_symbols("qs_a", ["NSE:NIFTY", "NSE:UNKNOWNX"]))
+        await client.send(
+            codec.quote_create_session("qs_a"),
+            codec.quote_set_fields("qs_a"),
+            codec.quote_add_symbols("qs_a", ["NSE:NIFTY", "NSE:UNKNOWNX"]),
+        )
         events = [e for e in await client.events(0.3) if not isinstance(e, codec.Hello)]
         full, completed, error = events[0], events[1], events[2]
         assert isinstance(error, codec.QuoteData) and error.status == "error"
@@ -156,8 +164,14 @@ async def test_chart_session_resolves_then_sends_history_and_completion() -> Non
         )
         events = await client.until(lambda e: isinstance(e, codec.SeriesError))
         kinds = [type(e).__name__ for e in events[1:]]
-        assert kinds == ["SymbolResolved", "SymbolError", "SeriesLoading", "TimescaleUpdate",
-                         "SeriesCompleted", "SeriesError"]
+        assert kinds == [
+            "SymbolResolved",
+            "SymbolError",
+            "SeriesLoading",
+            "TimescaleUpdate",
+            "SeriesCompleted",
+            "SeriesError",
+        ]
         resolved, history = events[1], events[4]
         assert isinstance(resolved, codec.SymbolResolved)
         assert resolved.info["timezone"] == "Asia/Kolkata"
@@ -167,8 +181,9 @@ async def test_chart_session_resolves_then_sends_history_and_completion() -> Non
 
 
 async def test_paging_goes_back_until_the_history_depth_and_then_adds_nothing() -> None:
-    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None, max_history=250,
-                                   page_size=100) as emu:
+    async with TradingViewEmulator(
+        clock=lambda: NOW, tick_interval=None, max_history=250, page_size=100
+    ) as emu:
         client = await open_client(emu)
         await client.send(
             codec.chart_create_session("cs_a"),
@@ -181,14 +196,14 @@ async def test_paging_goes_back_until_the_history_depth_and_then_adds_nothing() 
         completions = [e for e in events if isinstance(e, codec.SeriesCompleted)]
         assert pages == [100, 100, 50]
         assert len(completions) == 4
-        stamps = [b.ts for e in events if isinstance(e, codec.TimescaleUpdate)
-                  for b in e.series["sds_1"]]
+        stamps = [
+            b.ts for e in events if isinstance(e, codec.TimescaleUpdate) for b in e.series["sds_1"]
+        ]
         assert len(set(stamps)) == 250
 
 
 async def test_live_updates_repeat_the_forming_bar_then_roll_to_the_next_one() -> None:
-    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=0.02,
-                                   bar_seconds=0.15) as emu:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=0.02, bar_seconds=0.15) as emu:
         client = await open_client(emu)
         await client.send(
             codec.chart_create_session("cs_a"),
@@ -226,15 +241,17 @@ async def test_a_malformed_client_frame_gets_protocol_error_and_close() -> None:
 async def test_drop_connections_cuts_clients_and_commands_are_recorded_per_connection() -> None:
     async with TradingViewEmulator(tick_interval=None) as emu:
         client = await open_client(emu)
-        await client.send(codec.quote_create_session("qs_a"),
-                          codec.quote_add_symbols("qs_a", ["NSE:NIFTY"]))
+        await client.send(
+            codec.quote_create_session("qs_a"), codec.quote_add_symbols("qs_a", ["NSE:NIFTY"])
+        )
         await client.events(0.1)
         await asyncio.wrap_future(emu.drop_connections())
         with pytest.raises(ConnectionClosed):
             await client.ws.recv()
         again = await open_client(emu)
-        await again.send(codec.quote_create_session("qs_b"),
-                         codec.quote_add_symbols("qs_b", ["NSE:NIFTY"]))
+        await again.send(
+            codec.quote_create_session("qs_b"), codec.quote_add_symbols("qs_b", ["NSE:NIFTY"])
+        )
         await again.events(0.1)
         assert emu.connection_count == 2
         assert [m for m, _ in emu.commands[2]] == ["quote_create_session", "quote_add_symbols"]
@@ -244,8 +261,9 @@ async def test_drop_connections_cuts_clients_and_commands_are_recorded_per_conne
 async def test_stall_sends_nothing_not_even_heartbeats_but_keeps_the_socket() -> None:
     async with TradingViewEmulator(heartbeat_interval=0.03, tick_interval=0.02) as emu:
         client = await open_client(emu)
-        await client.send(codec.quote_create_session("qs_a"),
-                          codec.quote_add_symbols("qs_a", ["NSE:NIFTY"]))
+        await client.send(
+            codec.quote_create_session("qs_a"), codec.quote_add_symbols("qs_a", ["NSE:NIFTY"])
+        )
         await client.events(0.1)
         emu.stall(0.3)
         await asyncio.sleep(0.02)  # let a send already in flight land
@@ -279,8 +297,9 @@ async def test_bad_frame_puts_the_client_decoder_out_of_step() -> None:
 async def test_firehose_streams_n_quotes_and_records_each_send_time() -> None:
     async with TradingViewEmulator(tick_interval=None) as emu:
         client = await open_client(emu)
-        await client.send(codec.quote_create_session("qs_a"),
-                          codec.quote_add_symbols("qs_a", ["NSE:A", "NSE:B"]))
+        await client.send(
+            codec.quote_create_session("qs_a"), codec.quote_add_symbols("qs_a", ["NSE:A", "NSE:B"])
+        )
         await client.events(0.1)
         future = emu.firehose(500, ["NSE:A", "NSE:B"], batch=10)
         received = [e for e in await client.events(0.5) if isinstance(e, codec.QuoteData)]

@@ -114,11 +114,31 @@ def test_capture_seconds_take_the_earlier_of_duration_and_until_in_ist():
 def test_tick_timestamps_are_exact_microseconds_whatever_the_zone():
     ist = timezone(timedelta(hours=5, minutes=30))
     quotes = [
-        Quote("NSE:A", 1.0, datetime(2026, 11, 23, 10, 30, 0, 123457, tzinfo=ist), None, None,
-              None, None, None, datetime(2026, 11, 23, 5, 0, 1, 999999, tzinfo=UTC), "tv"),
+        Quote(
+            "NSE:A",
+            1.0,
+            datetime(2026, 11, 23, 10, 30, 0, 123457, tzinfo=ist),
+            None,
+            None,
+            None,
+            None,
+            None,
+            datetime(2026, 11, 23, 5, 0, 1, 999999, tzinfo=UTC),
+            "tv",
+        ),
         Quote("NSE:B", None, None, 5.0, None, None, None, None, T0, "tv"),
-        Quote("NSE:C", 2.0, datetime(2026, 11, 23, 5, 0), 1.0, 1.0, 1.0, 1.0, 1.0,
-              datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC), "tv"),  # naive reads as UTC
+        Quote(
+            "NSE:C",
+            2.0,
+            datetime(2026, 11, 23, 5, 0),
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+            "tv",
+        ),  # naive reads as UTC
     ]
     batch = TickBatch("cap", flush_rows=1, max_rows=10)
     for q in quotes:

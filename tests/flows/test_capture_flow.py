@@ -16,15 +16,19 @@ async def test_live_capture_flow_writes_ticks_and_bars_and_a_summary_artifact(
     with TradingViewEmulator(tick_interval=0.05, bar_seconds=0.2) as emu:
         monkeypatch.setenv("PROTRADE_TV_WS_URL", emu.url)
         summary = await live_capture(
-            symbols=["NSE:NIFTY", "NSE:RELIANCE"], interval="1", duration_seconds=2.0,
+            symbols=["NSE:NIFTY", "NSE:RELIANCE"],
+            interval="1",
+            duration_seconds=2.0,
             flush_seconds=0.3,
         )
     assert summary.ok and summary.stop_reason == "duration reached"
     conn = connect(data_dir)
     try:
         ticks = conn.execute("SELECT symbol, count(*) FROM ticks GROUP BY 1").fetchall()
-        bars = conn.execute("SELECT count(*), count(DISTINCT (symbol, ts)) FROM candles_raw "
-                            "WHERE provider = 'tradingview'").fetchall()
+        bars = conn.execute(
+            "SELECT count(*), count(DISTINCT (symbol, ts)) FROM candles_raw "
+            "WHERE provider = 'tradingview'"
+        ).fetchall()
     finally:
         conn.close()
     assert {s for s, _ in ticks} == {"NSE:NIFTY", "NSE:RELIANCE"}

@@ -51,15 +51,23 @@ def clock() -> FastClock:
 @pytest.fixture
 async def emu(clock) -> AsyncIterator[TradingViewEmulator]:
     async with TradingViewEmulator(
-        tick_interval=0.02, heartbeat_interval=0.05, heartbeat_timeout=0.5, clock=clock,
+        tick_interval=0.02,
+        heartbeat_interval=0.05,
+        heartbeat_timeout=0.5,
+        clock=clock,
     ) as server:
         yield server
 
 
 def make_capture(emu, clock, data_dir: Path, **provider_options) -> LiveCapture:
     options = dict(
-        url=emu.url, wall_clock=clock, stall_timeout=0.4, watchdog_interval=0.03,
-        backoff=BackoffPolicy(base=0.1, cap=0.3), rng=random.Random(3), history_bars=2,
+        url=emu.url,
+        wall_clock=clock,
+        stall_timeout=0.4,
+        watchdog_interval=0.03,
+        backoff=BackoffPolicy(base=0.1, cap=0.3),
+        rng=random.Random(3),
+        history_bars=2,
     )
     options.update(provider_options)
     provider = TradingViewLiveProvider(**options)
@@ -70,8 +78,13 @@ def make_capture(emu, clock, data_dir: Path, **provider_options) -> LiveCapture:
         return existing_candle_times(symbol, interval, start, end, data_dir)
 
     return LiveCapture(
-        provider, LakeWriter(data_dir=data_dir), SYMBOLS, "1",
-        fetch_history=registry_fetcher(registry), existing_times=existing, clock=clock,
+        provider,
+        LakeWriter(data_dir=data_dir),
+        SYMBOLS,
+        "1",
+        fetch_history=registry_fetcher(registry),
+        existing_times=existing,
+        clock=clock,
         settings=CaptureSettings(flush_seconds=0.2, flush_rows=500, max_buffer_rows=5000),
     )
 
@@ -120,8 +133,12 @@ async def test_capture_with_a_forced_disconnect_ends_with_every_closed_bar_exact
 
     # Every closed 1-minute bar once: no duplicate, no hole (across the gap too).
     for symbol in SYMBOLS:
-        bars = [r[0] for r in query(
-            data_dir, f"SELECT ts FROM candles_raw WHERE symbol = '{symbol}' ORDER BY ts")]
+        bars = [
+            r[0]
+            for r in query(
+                data_dir, f"SELECT ts FROM candles_raw WHERE symbol = '{symbol}' ORDER BY ts"
+            )
+        ]
         assert len(bars) == len(set(bars)) >= 10
         steps = {(b - a).total_seconds() for a, b in itertools.pairwise(bars)}
         assert steps == {60.0}
@@ -180,11 +197,24 @@ async def test_stop_event_ends_the_capture_with_a_final_flush(emu, clock, data_d
 
 
 async def _spawn_capture(emu, data_dir: Path, *extra: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PROTRADE_TV_WS_URL": emu.url, "PROTRADE_DATA_DIR": str(data_dir),
-           "PROTRADE_HISTORICAL_PROVIDERS": "tradingview"}
+    env = {
+        **os.environ,
+        "PROTRADE_TV_WS_URL": emu.url,
+        "PROTRADE_DATA_DIR": str(data_dir),
+        "PROTRADE_HISTORICAL_PROVIDERS": "tradingview",
+    }
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flows.capture_core", *SYMBOLS, "--flush-seconds", "0.2", *extra,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "flows.capture_core",
+        *SYMBOLS,
+        "--flush-seconds",
+        "0.2",
+        *extra,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 

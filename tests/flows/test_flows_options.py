@@ -118,14 +118,11 @@ async def test_intraday_backfill_fills_exactly_the_missing_slots(emulators: Emul
     times = {t for (t,) in rows_of("select distinct snapshot_ts from option_chain")}
     assert len(times) == 36
     # NSE cannot answer "as of HH:MM": it must have said so, not served "now".
-    assert rows_of(
-        "select count(*) from option_chain where provider = 'nse'"
-    ) == rows_of("select count(*) from option_chain where snapshot_ts = "
-                 "'2026-11-20 09:30:05+05:30'")
+    assert rows_of("select count(*) from option_chain where provider = 'nse'") == rows_of(
+        "select count(*) from option_chain where snapshot_ts = '2026-11-20 09:30:05+05:30'"
+    )
     again = await oi_backfill(underlyings=["NIFTY"])
     assert again[0].missing == 0
-
-
 
 
 async def test_refresh_holidays_saves_what_nse_publishes_for_the_calendar(

@@ -18,10 +18,23 @@ T1 = datetime(2026, 3, 4, 11, 0, tzinfo=IST)
 T2 = datetime(2026, 3, 4, 11, 3, tzinfo=IST)
 
 
-def leg(ts: datetime, underlying: str, expiry: date, strike: float, kind: str,
-        oi: float | None = 10.0) -> OptionChainRow:
-    return OptionChainRow(ts, underlying, expiry, strike, kind, oi, 1.0, 2.0, 3.0, 4.0,  # type: ignore[arg-type]
-                          25800.0, "nse")
+def leg(
+    ts: datetime, underlying: str, expiry: date, strike: float, kind: str, oi: float | None = 10.0
+) -> OptionChainRow:
+    return OptionChainRow(
+        ts,
+        underlying,
+        expiry,
+        strike,
+        kind,
+        oi,
+        1.0,
+        2.0,
+        3.0,
+        4.0,  # type: ignore[arg-type]
+        25800.0,
+        "nse",
+    )
 
 
 def mixed() -> list[OptionChainRow]:

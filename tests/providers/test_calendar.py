@@ -58,7 +58,10 @@ def test_a_datetime_counts_for_its_ist_calendar_day():
 def test_trading_days_are_inclusive_and_skip_holidays_and_weekends():
     days = trading_days(date(2025, 9, 29), date(2025, 10, 6))
     assert days == [
-        date(2025, 9, 29), date(2025, 9, 30), date(2025, 10, 1), date(2025, 10, 3),
+        date(2025, 9, 29),
+        date(2025, 9, 30),
+        date(2025, 10, 1),
+        date(2025, 10, 3),
         date(2025, 10, 6),
     ]
 
@@ -88,8 +91,14 @@ def test_session_bounds_are_0915_to_1530_ist_and_aware():
 
 @pytest.mark.parametrize(
     ("hh", "mm", "ss", "expected"),
-    [(9, 14, 59, False), (9, 15, 0, True), (12, 0, 0, True), (15, 29, 59, True),
-     (15, 30, 0, False), (20, 0, 0, False)],
+    [
+        (9, 14, 59, False),
+        (9, 15, 0, True),
+        (12, 0, 0, True),
+        (15, 29, 59, True),
+        (15, 30, 0, False),
+        (20, 0, 0, False),
+    ],
 )
 def test_market_is_open_from_0915_until_just_before_1530(hh, mm, ss, expected):
     assert is_market_open(ist(ORDINARY_FRIDAY, hh, mm, ss)) is expected
@@ -130,21 +139,25 @@ def test_five_minute_bars_are_anchored_at_0915():
 def test_hourly_bars_open_on_the_quarter_and_the_last_is_partial():
     bars = expected_bar_opens(ORDINARY_FRIDAY, "60")
     assert [b.astimezone(IST).time() for b in bars] == [
-        time(9, 15), time(10, 15), time(11, 15), time(12, 15), time(13, 15), time(14, 15),
+        time(9, 15),
+        time(10, 15),
+        time(11, 15),
+        time(12, 15),
+        time(13, 15),
+        time(14, 15),
         time(15, 15),
     ]
 
 
-@pytest.mark.parametrize(("interval", "count"), [("3", 125), ("15", 25), ("30", 13),
-                                                 ("120", 4), ("240", 2)])
+@pytest.mark.parametrize(
+    ("interval", "count"), [("3", 125), ("15", 25), ("30", 13), ("120", 4), ("240", 2)]
+)
 def test_every_intraday_interval_has_its_bar_count(interval, count):
     assert len(expected_bar_opens(ORDINARY_FRIDAY, interval)) == count
 
 
 def test_a_daily_bar_is_stamped_at_the_session_open():
-    assert expected_bar_opens(ORDINARY_FRIDAY, "1D") == [
-        datetime(2025, 10, 3, 3, 45, tzinfo=UTC)
-    ]
+    assert expected_bar_opens(ORDINARY_FRIDAY, "1D") == [datetime(2025, 10, 3, 3, 45, tzinfo=UTC)]
 
 
 def test_no_bars_are_expected_on_holidays_or_weekends():

@@ -59,16 +59,28 @@ def test_browser_headers_and_client_defaults() -> None:
     assert client.timeout.connect == 5.0 and client.timeout.read == 15.0
 
 
-def _response(status: int, body: bytes = b"{}", ctype: str = "application/json",
-              **headers: str) -> httpx.Response:
-    return httpx.Response(status, content=body, headers={"content-type": ctype, **headers},
-                          request=httpx.Request("GET", "https://x.test/api"))
+def _response(
+    status: int, body: bytes = b"{}", ctype: str = "application/json", **headers: str
+) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=body,
+        headers={"content-type": ctype, **headers},
+        request=httpx.Request("GET", "https://x.test/api"),
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, BlockedError), (403, BlockedError), (429, RateLimitedError), (500, TransientError),
-     (503, TransientError), (404, SchemaChangedError), (400, SchemaChangedError)],
+    [
+        (401, BlockedError),
+        (403, BlockedError),
+        (429, RateLimitedError),
+        (500, TransientError),
+        (503, TransientError),
+        (404, SchemaChangedError),
+        (400, SchemaChangedError),
+    ],
 )
 def test_status_codes_map_to_typed_errors(status: int, error: type) -> None:
     with pytest.raises(error) as err:
@@ -92,11 +104,14 @@ def test_html_bodies_are_blocks_and_broken_json_is_a_protocol_error() -> None:
 
 def test_transport_exceptions_map_to_transient_errors() -> None:
     assert type(error_for_exception(httpx.ReadTimeout("t"), provider="p", what="/x")) is (
-        TransientError)
-    assert isinstance(error_for_exception(httpx.DecodingError("d"), provider="p", what="/x"),
-                      ProtocolError)
-    assert isinstance(error_for_exception(httpx.ConnectError("c"), provider="p", what="/x"),
-                      TransientError)
+        TransientError
+    )
+    assert isinstance(
+        error_for_exception(httpx.DecodingError("d"), provider="p", what="/x"), ProtocolError
+    )
+    assert isinstance(
+        error_for_exception(httpx.ConnectError("c"), provider="p", what="/x"), TransientError
+    )
 
 
 @pytest.mark.parametrize("encoding", ["br", "gzip"])
@@ -106,8 +121,9 @@ async def test_compressed_bodies_are_decoded_by_the_client(encoding: str) -> Non
 
     def handler(request: httpx.Request) -> httpx.Response:
         assert "br" in request.headers["accept-encoding"]
-        return httpx.Response(200, stream=httpx.ByteStream(body),
-                              headers={"content-encoding": encoding})
+        return httpx.Response(
+            200, stream=httpx.ByteStream(body), headers={"content-encoding": encoding}
+        )
 
     async with make_async_client(transport=httpx.MockTransport(handler)) as client:
         response = await client.get("https://x.test/api")
@@ -126,8 +142,11 @@ def test_underlyings_are_upper_cased_and_validated() -> None:
 
 
 def test_the_session_makes_a_new_client_when_the_event_loop_changes() -> None:
-    session = HttpSession(provider="p", base_url="https://x.test",
-                          transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    session = HttpSession(
+        provider="p",
+        base_url="https://x.test",
+        transport=httpx.MockTransport(lambda r: httpx.Response(200)),
+    )
     fresh: list[int] = []
     session.on_new_client = lambda: fresh.append(1)
 

@@ -119,13 +119,19 @@ def test_no_rows_is_an_empty_payload() -> None:
         (lambda p: p["records"].pop("timestamp"), "records.timestamp"),
         (lambda p: p["records"].__setitem__("timestamp", "2026-09-30T10:36"), "records.timestamp"),
         (lambda p: p["records"]["data"][0].pop("strikePrice"), "records.data[].strikePrice"),
-        (lambda p: p["records"]["data"][0].__setitem__("strikePrice", "abc"),
-         "records.data[].strikePrice"),
+        (
+            lambda p: p["records"]["data"][0].__setitem__("strikePrice", "abc"),
+            "records.data[].strikePrice",
+        ),
         (lambda p: p["records"]["data"][0].__setitem__("CE", [1, 2]), "records.data[].CE"),
-        (lambda p: p["records"]["data"][0]["CE"].__setitem__("openInterest", {"v": 1}),
-         "records.data[].CE.openInterest"),
-        (lambda p: p["records"]["data"][0].__setitem__("expiryDate", "2026-09-30"),
-         "records.data[].expiryDate"),
+        (
+            lambda p: p["records"]["data"][0]["CE"].__setitem__("openInterest", {"v": 1}),
+            "records.data[].CE.openInterest",
+        ),
+        (
+            lambda p: p["records"]["data"][0].__setitem__("expiryDate", "2026-09-30"),
+            "records.data[].expiryDate",
+        ),
         (lambda p: p["records"]["data"].append("x"), "records.data[]"),
     ],
 )
@@ -146,8 +152,7 @@ def test_a_payload_that_is_not_an_object_is_a_schema_change() -> None:
 
 def test_expiry_dates_are_sorted_nearest_first_and_validated() -> None:
     payload = {"expiryDates": ["26-Jan-2027", "24-Nov-2026", "01-Dec-2026"], "strikePrice": []}
-    assert parse_expiry_dates(payload) == [date(2026, 11, 24), date(2026, 12, 1),
-                                           date(2027, 1, 26)]
+    assert parse_expiry_dates(payload) == [date(2026, 11, 24), date(2026, 12, 1), date(2027, 1, 26)]
     assert parse_expiry_dates({"expiryDates": []}) == []
     with pytest.raises(SchemaChangedError) as err:
         parse_expiry_dates({"expiryDate": ["24-Nov-2026"]})
@@ -165,7 +170,10 @@ def test_timestamp_parsing_is_locale_free_and_strict() -> None:
 
 def test_query_building_picks_the_instrument_type_and_nse_date_format() -> None:
     assert chain_v3("NIFTY", date(2026, 11, 24)).params == {
-        "type": "Indices", "symbol": "NIFTY", "expiry": "24-Nov-2026"}
+        "type": "Indices",
+        "symbol": "NIFTY",
+        "expiry": "24-Nov-2026",
+    }
     assert chain_v3("M&M", date(2026, 12, 29)).params["type"] == "Equity"
     assert contract_info("BANKNIFTY").path == "/api/option-chain-contract-info"
     assert legacy_chain("NIFTYNXT50").path == "/api/option-chain-indices"
@@ -188,12 +196,23 @@ def test_every_figure_is_a_float_whether_nse_sends_an_int_a_float_or_a_string() 
     del payload["records"]["underlyingValue"]  # so the leg's own value is read
     item = payload["records"]["data"][0]
     item["strikePrice"] = 25800
-    item["CE"].update(openInterest=98123, changeinOpenInterest="-1,520", totalTradedVolume=7.0,
-                      impliedVolatility=" 12.5 ", lastPrice=True, underlyingValue=25812)
+    item["CE"].update(
+        openInterest=98123,
+        changeinOpenInterest="-1,520",
+        totalTradedVolume=7.0,
+        impliedVolatility=" 12.5 ",
+        lastPrice=True,
+        underlyingValue=25812,
+    )
     rows = parse_chain(payload, "NIFTY")
     ce = next(r for r in rows if r.strike == 25800 and r.option_type == "CE")
     assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.iv, ce.underlying_value) == (
-        98123.0, -1520.0, 7.0, 12.5, 25812.0)
+        98123.0,
+        -1520.0,
+        7.0,
+        12.5,
+        25812.0,
+    )
     assert ce.ltp is None  # a JSON boolean is no figure, as in every other parser
     figures = (ce.strike, ce.open_interest, ce.change_in_oi, ce.volume, ce.iv, ce.underlying_value)
     assert all(type(value) is float for value in figures)

@@ -61,9 +61,13 @@ def v3_json(expiry: date = EXPIRY) -> dict[str, Any]:
 
 def page_ok() -> httpx.Response:
     return httpx.Response(
-        200, html="<html><body>option chain</body></html>",
-        headers=[("set-cookie", "nsit=abc; Path=/"), ("set-cookie", "nseappid=def; Path=/"),
-                 ("set-cookie", "ak_bmsc=ghi; Path=/")],
+        200,
+        html="<html><body>option chain</body></html>",
+        headers=[
+            ("set-cookie", "nsit=abc; Path=/"),
+            ("set-cookie", "nseappid=def; Path=/"),
+            ("set-cookie", "ak_bmsc=ghi; Path=/"),
+        ],
     )
 
 
@@ -105,11 +109,14 @@ async def test_primes_cookies_with_browser_headers_then_calls_the_api_with_refer
 
 
 async def test_primes_only_once_per_session(
-    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter,
+    nse: NseOptionsProvider,
+    page: respx.Route,
+    respx_mock: respx.MockRouter,
     limiter: CountingLimiter,
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-        return_value=httpx.Response(200, json=contract_info_json()))
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
     await nse.get_expiry_dates("NIFTY")
     await nse.get_expiry_dates("NIFTY")
     assert page.call_count == 1
@@ -120,7 +127,8 @@ async def test_option_chain_for_all_expiries_calls_v3_once_per_expiry(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-        return_value=httpx.Response(200, json=contract_info_json()))
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
 
     def answer(request: httpx.Request) -> httpx.Response:
         assert request.url.params["type"] == "Indices"
@@ -137,10 +145,12 @@ async def test_option_chain_for_all_expiries_calls_v3_once_per_expiry(
 async def test_reprimes_once_on_403_then_succeeds(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
-    api = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=[
-        httpx.Response(403, html=DENIED),
-        httpx.Response(200, json=v3_json()),
-    ])
+    api = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        side_effect=[
+            httpx.Response(403, html=DENIED),
+            httpx.Response(200, json=v3_json()),
+        ]
+    )
     rows = await nse.get_option_chain("NIFTY", EXPIRY)
     assert rows and page.call_count == 2 and api.call_count == 2
 
@@ -148,10 +158,12 @@ async def test_reprimes_once_on_403_then_succeeds(
 async def test_reprimes_on_an_html_page_served_with_200(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
-    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=[
-        httpx.Response(200, html=DENIED),
-        httpx.Response(200, json=v3_json()),
-    ])
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        side_effect=[
+            httpx.Response(200, html=DENIED),
+            httpx.Response(200, json=v3_json()),
+        ]
+    )
     assert await nse.get_option_chain("NIFTY", EXPIRY)
     assert page.call_count == 2
 
@@ -160,7 +172,8 @@ async def test_gives_up_with_blocked_after_one_repriming(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     api = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(401, html=DENIED))
+        return_value=httpx.Response(401, html=DENIED)
+    )
     with pytest.raises(BlockedError) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert page.call_count == 2 and api.call_count == 2
@@ -180,7 +193,8 @@ async def test_empty_object_from_v3_and_no_legacy_is_an_empty_payload(
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(return_value=httpx.Response(200, json={}))
     legacy = respx_mock.get(f"{BASE}/api/option-chain-indices").mock(
-        return_value=httpx.Response(404, html="<html>Not Found</html>"))
+        return_value=httpx.Response(404, html="<html>Not Found</html>")
+    )
     with pytest.raises(EmptyPayloadError):
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert legacy.call_count == 1
@@ -190,7 +204,8 @@ async def test_falls_back_to_the_legacy_endpoint_when_the_current_api_is_gone(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-        return_value=httpx.Response(404, html="<html>Not Found</html>"))
+        return_value=httpx.Response(404, html="<html>Not Found</html>")
+    )
     legacy = respx_mock.get(f"{BASE}/api/option-chain-indices", params={"symbol": "NIFTY"})
     legacy.mock(return_value=httpx.Response(200, json=SMALL))
 
@@ -204,10 +219,12 @@ async def test_legacy_payload_is_fetched_once_when_v3_is_empty_for_several_expir
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-        return_value=httpx.Response(200, json={"expiryDates": ["30-Sep-2026", "07-Oct-2026"]}))
+        return_value=httpx.Response(200, json={"expiryDates": ["30-Sep-2026", "07-Oct-2026"]})
+    )
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(return_value=httpx.Response(200, json={}))
     legacy = respx_mock.get(f"{BASE}/api/option-chain-indices").mock(
-        return_value=httpx.Response(200, json=SMALL))
+        return_value=httpx.Response(200, json=SMALL)
+    )
     rows = await nse.get_option_chain("NIFTY")
     assert len(rows) == 4 and legacy.call_count == 1
 
@@ -216,7 +233,8 @@ async def test_equities_use_the_equity_type_and_legacy_equities_endpoint(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     v3 = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(404, html="<html>gone</html>"))
+        return_value=httpx.Response(404, html="<html>gone</html>")
+    )
     legacy = respx_mock.get(f"{BASE}/api/option-chain-equities", params={"symbol": "M&M"})
     legacy.mock(return_value=httpx.Response(404, html="<html>gone</html>"))
     with pytest.raises(SchemaChangedError) as err:
@@ -230,7 +248,8 @@ async def test_an_empty_expiry_list_means_an_unknown_symbol(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-        return_value=httpx.Response(200, json={"expiryDates": [], "strikePrice": []}))
+        return_value=httpx.Response(200, json={"expiryDates": [], "strikePrice": []})
+    )
     with pytest.raises(UnknownSymbolError):
         await nse.get_option_chain("NOSUCHCO")
 
@@ -239,8 +258,11 @@ async def test_truncated_json_is_transient(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     body = json.dumps(v3_json()).encode()
-    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(return_value=httpx.Response(
-        200, content=body[: len(body) // 2], headers={"content-type": "application/json"}))
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        return_value=httpx.Response(
+            200, content=body[: len(body) // 2], headers={"content-type": "application/json"}
+        )
+    )
     with pytest.raises(TransientError) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert isinstance(err.value, ProtocolError)
@@ -252,7 +274,8 @@ async def test_a_renamed_key_is_a_schema_change_naming_it(
     payload = v3_json()
     payload["records"]["rows"] = payload["records"].pop("data")
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(200, json=payload))
+        return_value=httpx.Response(200, json=payload)
+    )
     with pytest.raises(SchemaChangedError) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert err.value.key == "records.data"
@@ -260,12 +283,16 @@ async def test_a_renamed_key_is_a_schema_change_naming_it(
 
 @pytest.mark.parametrize(("header", "expected"), [("7", 7.0), ("0", 0.0), (None, None)])
 async def test_429_is_rate_limited_with_retry_after(
-    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter,
-    header: str | None, expected: float | None,
+    nse: NseOptionsProvider,
+    page: respx.Route,
+    respx_mock: respx.MockRouter,
+    header: str | None,
+    expected: float | None,
 ) -> None:
     headers = {"retry-after": header} if header is not None else {}
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(429, headers=headers))
+        return_value=httpx.Response(429, headers=headers)
+    )
     with pytest.raises(RateLimitedError) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert err.value.retry_after == expected and err.value.retryable
@@ -276,15 +303,21 @@ async def test_5xx_is_transient(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter, status: int
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(status, html="<html>Bad gateway</html>"))
+        return_value=httpx.Response(status, html="<html>Bad gateway</html>")
+    )
     with pytest.raises(TransientError) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     assert type(err.value) is TransientError and str(status) in str(err.value)
 
 
 @pytest.mark.parametrize(
-    "exc", [httpx.ReadTimeout("read timed out"), httpx.ConnectTimeout("connect timed out"),
-            httpx.ConnectError("connection refused"), httpx.RemoteProtocolError("peer closed")],
+    "exc",
+    [
+        httpx.ReadTimeout("read timed out"),
+        httpx.ConnectTimeout("connect timed out"),
+        httpx.ConnectError("connection refused"),
+        httpx.RemoteProtocolError("peer closed"),
+    ],
 )
 async def test_timeouts_and_connection_errors_are_transient(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter, exc: Exception
@@ -307,17 +340,24 @@ async def test_brotli_body_is_decoded(
 ) -> None:
     body = brotli.compress(json.dumps(contract_info_json()).encode())
     # A stream, not `content=`: the client, not the mock, must do the decoding.
-    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(return_value=httpx.Response(
-        200, stream=httpx.ByteStream(body),
-        headers={"content-encoding": "br", "content-type": "application/json"}))
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(
+            200,
+            stream=httpx.ByteStream(body),
+            headers={"content-encoding": "br", "content-type": "application/json"},
+        )
+    )
     assert await nse.get_expiry_dates("NIFTY") == NIFTY_EXPIRIES
 
 
 async def test_a_corrupt_brotli_body_is_a_protocol_error(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
-    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(return_value=httpx.Response(
-        200, stream=httpx.ByteStream(b"not brotli at all"), headers={"content-encoding": "br"}))
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(
+            200, stream=httpx.ByteStream(b"not brotli at all"), headers={"content-encoding": "br"}
+        )
+    )
     with pytest.raises(ProtocolError):
         await nse.get_expiry_dates("NIFTY")
 
@@ -335,7 +375,8 @@ async def test_oi_without_a_time_is_the_current_chain_of_that_expiry(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
     respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
-        return_value=httpx.Response(200, json=v3_json()))
+        return_value=httpx.Response(200, json=v3_json())
+    )
     rows = await nse.get_oi_data("NIFTY", EXPIRY)
     assert {r.expiry for r in rows} == {EXPIRY} and len({r.strike for r in rows}) >= 80
 
@@ -364,7 +405,8 @@ async def test_the_default_rate_limit_is_three_requests_per_second(
     try:
         respx_mock.get(f"{BASE}/option-chain").mock(side_effect=lambda _r: page_ok())
         respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-            return_value=httpx.Response(200, json=contract_info_json()))
+            return_value=httpx.Response(200, json=contract_info_json())
+        )
         await provider.get_expiry_dates("NIFTY")
         limiter = provider._session._limiter
         assert isinstance(limiter, AsyncLimiter)

@@ -15,17 +15,36 @@ EXPIRY = date(2026, 3, 10)
 
 def row(**changes: Any) -> OptionChainRow:
     fields: dict[str, Any] = {
-        "snapshot_ts": TS, "underlying": "NIFTY", "expiry": EXPIRY, "strike": 25800.0,
-        "option_type": "CE", "open_interest": 1.0, "change_in_oi": -2.0, "volume": 3.0,
-        "iv": 4.0, "ltp": 5.0, "underlying_value": 25812.35, "provider": "nse",
+        "snapshot_ts": TS,
+        "underlying": "NIFTY",
+        "expiry": EXPIRY,
+        "strike": 25800.0,
+        "option_type": "CE",
+        "open_interest": 1.0,
+        "change_in_oi": -2.0,
+        "volume": 3.0,
+        "iv": 4.0,
+        "ltp": 5.0,
+        "underlying_value": 25812.35,
+        "provider": "nse",
     }
     return OptionChainRow(**{**fields, **changes})
 
 
 def test_fields_keep_the_lake_column_names_and_order() -> None:
     assert OptionChainRow._fields == (
-        "snapshot_ts", "underlying", "expiry", "strike", "option_type", "open_interest",
-        "change_in_oi", "volume", "iv", "ltp", "underlying_value", "provider",
+        "snapshot_ts",
+        "underlying",
+        "expiry",
+        "strike",
+        "option_type",
+        "open_interest",
+        "change_in_oi",
+        "volume",
+        "iv",
+        "ltp",
+        "underlying_value",
+        "provider",
     )
     assert row().ltp == 5.0 and row().option_type == "CE"
 
@@ -56,12 +75,21 @@ def test_every_way_of_building_a_row_rejects_naive_times_and_unknown_types(build
 
 
 def test_a_snapshot_batch_builds_the_same_rows_as_the_constructor() -> None:
-    legs = [(EXPIRY, 25800.0, "CE", 1.0, -2.0, 3.0, 4.0, 5.0, 25812.35),
-            (EXPIRY, 25800.0, "PE", None, None, None, None, None, None)]
+    legs = [
+        (EXPIRY, 25800.0, "CE", 1.0, -2.0, 3.0, 4.0, 5.0, 25812.35),
+        (EXPIRY, 25800.0, "PE", None, None, None, None, None, None),
+    ]
     rows = option_chain_snapshot(TS, "NIFTY", "nse", legs)
     assert rows[0] == row() and type(rows[0]) is OptionChainRow
-    assert rows[1] == row(option_type="PE", open_interest=None, change_in_oi=None, volume=None,
-                          iv=None, ltp=None, underlying_value=None)
+    assert rows[1] == row(
+        option_type="PE",
+        open_interest=None,
+        change_in_oi=None,
+        volume=None,
+        iv=None,
+        ltp=None,
+        underlying_value=None,
+    )
 
 
 def test_a_snapshot_batch_checks_the_time_and_every_option_type() -> None:

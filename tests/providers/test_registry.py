@@ -239,7 +239,10 @@ async def test_transient_failures_exhaust_the_attempts_then_fail_over(fake):
     assert result.value == ["backup"]
     assert nse.calls == 3
     assert [(a.provider, a.outcome) for a in result.attempts] == [
-        ("nse", "error"), ("nse", "error"), ("nse", "error"), ("backup", "ok"),
+        ("nse", "error"),
+        ("nse", "error"),
+        ("nse", "error"),
+        ("backup", "ok"),
     ]
     assert len(fake.sleeps) == 2  # between attempts, never after the last one
 
@@ -386,7 +389,9 @@ async def test_when_every_provider_fails_the_error_lists_each_with_its_error_cla
         await expiries(registry)
     failures = [(f.provider, f.error_class) for f in info.value.failures]
     assert failures == [
-        ("nse", "BlockedError"), ("trendlyne", "TransientError"), ("third", "ValueError"),
+        ("nse", "BlockedError"),
+        ("trendlyne", "TransientError"),
+        ("third", "ValueError"),
     ]
     message = str(info.value)
     assert "get_expiry_dates" in message
@@ -436,7 +441,11 @@ async def test_the_breaker_opens_after_n_consecutive_failures_and_then_skips(fak
 async def test_a_success_resets_the_consecutive_failure_count(fake):
     registry = make_registry(fake)
     nse = ScriptedOptions(
-        BlockedError("1"), BlockedError("2"), EXPIRIES, BlockedError("3"), BlockedError("4"),
+        BlockedError("1"),
+        BlockedError("2"),
+        EXPIRIES,
+        BlockedError("3"),
+        BlockedError("4"),
         EXPIRIES,
     )
     registry.register("nse", nse, 100)
@@ -545,7 +554,10 @@ async def test_unsupported_operations_fail_over_but_do_not_open_the_breaker(fake
 async def test_an_invalid_request_during_a_probe_leaves_the_breaker_ready_to_probe_again(fake):
     registry = make_registry(fake)
     nse = ScriptedOptions(
-        BlockedError("1"), BlockedError("2"), BlockedError("3"), InvalidRequestError("bad"),
+        BlockedError("1"),
+        BlockedError("2"),
+        BlockedError("3"),
+        InvalidRequestError("bad"),
         EXPIRIES,
     )
     registry.register("nse", nse, 100)
@@ -571,13 +583,17 @@ async def test_every_attempt_is_recorded_with_its_context_and_latency(fake):
     result = await expiries(registry, flow_run_id="run-1")
     assert sunk == result.attempts
     assert [(a.provider, a.outcome, a.error_class) for a in sunk] == [
-        ("nse", "error", "TransientError"), ("nse", "error", "BlockedError"),
+        ("nse", "error", "TransientError"),
+        ("nse", "error", "BlockedError"),
         ("backup", "ok", None),
     ]
     assert [a.latency_ms for a in sunk] == [250.0, 250.0, 500.0]
     for a in sunk:
         assert (a.dataset, a.operation, a.flow_run_id, a.ts) == (
-            "option_chain", "get_expiry_dates", "run-1", WALL,
+            "option_chain",
+            "get_expiry_dates",
+            "run-1",
+            WALL,
         )
     assert sunk[1].error == "403"
     assert len({a.attempt_id for a in sunk}) == 3

@@ -34,7 +34,9 @@ def ok(body: dict[str, Any]) -> dict[str, Any]:
 def test_each_strike_gives_a_call_row_and_a_put_row() -> None:
     rows = parse_oi(small(), "NIFTY", EXPIRY, time(10, 36))
     assert [(r.strike, r.option_type) for r in rows if r.strike == 25800] == [
-        (25800.0, "CE"), (25800.0, "PE")]
+        (25800.0, "CE"),
+        (25800.0, "PE"),
+    ]
     ce = rows[0]
     assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.ltp) == (41.5, -3.5, 1234.0, 84.2)
     assert ce.iv is None and ce.underlying_value is None
@@ -91,14 +93,20 @@ def test_empty_answers_are_empty_payloads() -> None:
         (lambda p: p.pop("body"), "body"),
         (lambda p: p["body"].__setitem__("oi_data", p["body"].pop("oiData")), "body.oiData"),
         (lambda p: p["body"].pop("inputData"), "body.inputData"),
-        (lambda p: p["body"]["inputData"].__setitem__("tradingDate", "30/09/2026"),
-         "body.inputData.tradingDate"),
+        (
+            lambda p: p["body"]["inputData"].__setitem__("tradingDate", "30/09/2026"),
+            "body.inputData.tradingDate",
+        ),
         (lambda p: p["body"]["oiData"].__setitem__("abc", {}), "body.oiData.abc"),
         (lambda p: p["body"]["oiData"].__setitem__("26000", [1]), "body.oiData.26000"),
-        (lambda p: p["body"]["oiData"]["25800"].__setitem__("putOi", {"x": 1}),
-         "body.oiData.25800.putOi"),
-        (lambda p: p["body"]["oiData"]["25800"].__setitem__("callVol", "many"),
-         "body.oiData.25800.callVol"),
+        (
+            lambda p: p["body"]["oiData"]["25800"].__setitem__("putOi", {"x": 1}),
+            "body.oiData.25800.putOi",
+        ),
+        (
+            lambda p: p["body"]["oiData"]["25800"].__setitem__("callVol", "many"),
+            "body.oiData.25800.callVol",
+        ),
     ],
 )
 def test_wrong_shapes_raise_schema_changed_naming_the_key(mutate: Any, key: str) -> None:
@@ -110,11 +118,15 @@ def test_wrong_shapes_raise_schema_changed_naming_the_key(mutate: Any, key: str)
 
 
 def test_stock_id_matches_the_stock_code_exactly() -> None:
-    payload = ok({"data": [
-        {"stock_id": 1898, "stock_code": "BANKNIFTY"},
-        {"stock_id": 1887, "stock_code": "NIFTY"},
-        {"stock_id": "1900", "stock_code": "FINNIFTY"},
-    ]})
+    payload = ok(
+        {
+            "data": [
+                {"stock_id": 1898, "stock_code": "BANKNIFTY"},
+                {"stock_id": 1887, "stock_code": "NIFTY"},
+                {"stock_id": "1900", "stock_code": "FINNIFTY"},
+            ]
+        }
+    )
     assert parse_stock_id(payload, "NIFTY") == 1887
     assert parse_stock_id(payload, "FINNIFTY") == 1900
     with pytest.raises(UnknownSymbolError):
@@ -163,16 +175,28 @@ def test_current_time_is_the_ist_minute_clamped_into_the_session() -> None:
 def test_live_oi_query_carries_every_parameter() -> None:
     request = live_oi(1887, date(2026, 11, 24), "11:05")
     assert request.path == "/live-oi-data/"
-    assert request.params == {"stockId": "1887", "expDateList": "2026-11-24", "minTime": "09:15",
-                              "maxTime": "11:05", "format": "json"}
+    assert request.params == {
+        "stockId": "1887",
+        "expDateList": "2026-11-24",
+        "minTime": "09:15",
+        "maxTime": "11:05",
+        "format": "json",
+    }
 
 
 def test_integer_figures_become_floats_and_booleans_are_no_figure() -> None:
     payload = small()
     strike = payload["body"]["oiData"]["25800"]
     strike.update(callOi=98123, callOiChange=-1520, callVol=True, callLtp="1,084.5")
-    ce = next(r for r in parse_oi(payload, "NIFTY", EXPIRY, time(10, 36))
-              if r.strike == 25800 and r.option_type == "CE")
-    assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.ltp) == (98123.0, -1520.0, None,
-                                                                      1084.5)
+    ce = next(
+        r
+        for r in parse_oi(payload, "NIFTY", EXPIRY, time(10, 36))
+        if r.strike == 25800 and r.option_type == "CE"
+    )
+    assert (ce.open_interest, ce.change_in_oi, ce.volume, ce.ltp) == (
+        98123.0,
+        -1520.0,
+        None,
+        1084.5,
+    )
     assert type(ce.open_interest) is float and type(ce.change_in_oi) is float

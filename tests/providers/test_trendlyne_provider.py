@@ -40,8 +40,15 @@ class NoLimit:
 
 
 def search_json() -> dict[str, Any]:
-    return {"head": HEAD, "body": {"data": [
-        {"stock_id": 1898, "stock_code": "BANKNIFTY"}, {"stock_id": 1887, "stock_code": "NIFTY"}]}}
+    return {
+        "head": HEAD,
+        "body": {
+            "data": [
+                {"stock_id": 1898, "stock_code": "BANKNIFTY"},
+                {"stock_id": 1887, "stock_code": "NIFTY"},
+            ]
+        },
+    }
 
 
 def oi_json(request: httpx.Request) -> dict[str, Any]:
@@ -49,14 +56,30 @@ def oi_json(request: httpx.Request) -> dict[str, Any]:
     # OI grows with the minute asked for, as the real "as of maxTime" answer does.
     hh, mm = (int(x) for x in params["maxTime"].split(":"))
     minute = hh * 60 + mm
-    return {"head": HEAD, "body": {
-        "oiData": {str(25000 + 50 * i): {
-            "callOi": 1000 + minute + i, "callOiChange": 5, "callVol": 10, "callLtp": 1.5,
-            "putOi": 2000 + minute + i, "putOiChange": -5, "putVol": 20, "putLtp": 2.5,
-        } for i in range(90)},
-        "inputData": {"tradingDate": "2026-11-23", "expDateList": [params["expDateList"]],
-                      "minTime": params["minTime"], "maxTime": params["maxTime"]},
-    }}
+    return {
+        "head": HEAD,
+        "body": {
+            "oiData": {
+                str(25000 + 50 * i): {
+                    "callOi": 1000 + minute + i,
+                    "callOiChange": 5,
+                    "callVol": 10,
+                    "callLtp": 1.5,
+                    "putOi": 2000 + minute + i,
+                    "putOiChange": -5,
+                    "putVol": 20,
+                    "putLtp": 2.5,
+                }
+                for i in range(90)
+            },
+            "inputData": {
+                "tradingDate": "2026-11-23",
+                "expDateList": [params["expDateList"]],
+                "minTime": params["minTime"],
+                "maxTime": params["maxTime"],
+            },
+        },
+    }
 
 
 @pytest.fixture
@@ -69,20 +92,25 @@ async def tl() -> AsyncIterator[TrendlyneOptionsProvider]:
 @pytest.fixture
 def search(respx_mock: respx.MockRouter) -> respx.Route:
     return respx_mock.get(f"{BASE}/search-contract-stock/").mock(
-        return_value=httpx.Response(200, json=search_json()))
+        return_value=httpx.Response(200, json=search_json())
+    )
 
 
 @pytest.fixture
 def expiries_route(respx_mock: respx.MockRouter) -> respx.Route:
     route = respx_mock.get(f"{BASE}/search-contract-expiry-dates/", params={"stock_pk": "1887"})
-    return route.mock(return_value=httpx.Response(
-        200, json={"head": HEAD, "body": {"data": {"all_exp_list": EXPIRIES}}}))
+    return route.mock(
+        return_value=httpx.Response(
+            200, json={"head": HEAD, "body": {"data": {"all_exp_list": EXPIRIES}}}
+        )
+    )
 
 
 @pytest.fixture
 def oi(respx_mock: respx.MockRouter) -> respx.Route:
     return respx_mock.get(f"{BASE}/live-oi-data/").mock(
-        side_effect=lambda req: httpx.Response(200, json=oi_json(req)))
+        side_effect=lambda req: httpx.Response(200, json=oi_json(req))
+    )
 
 
 async def test_max_time_is_honoured_and_becomes_the_snapshot_time(
@@ -91,8 +119,13 @@ async def test_max_time_is_honoured_and_becomes_the_snapshot_time(
     early = await tl.get_oi_data("nifty", date(2026, 11, 24), "09:45")
     late = await tl.get_oi_data("NIFTY", date(2026, 11, 24), "14:00")
     params = oi.calls[0].request.url.params
-    assert dict(params) == {"stockId": "1887", "expDateList": "2026-11-24", "minTime": "09:15",
-                            "maxTime": "09:45", "format": "json"}
+    assert dict(params) == {
+        "stockId": "1887",
+        "expDateList": "2026-11-24",
+        "minTime": "09:15",
+        "maxTime": "09:45",
+        "format": "json",
+    }
     assert oi.calls[1].request.url.params["maxTime"] == "14:00"
     assert {r.snapshot_ts for r in early} == {datetime(2026, 11, 23, 9, 45, tzinfo=IST)}
     assert {r.snapshot_ts for r in late} == {datetime(2026, 11, 23, 14, 0, tzinfo=IST)}
@@ -113,7 +146,8 @@ async def test_after_the_close_the_current_time_is_clamped_to_1530(
     search: respx.Route, oi: respx.Route
 ) -> None:
     provider = TrendlyneOptionsProvider(
-        BASE, limiter=NoLimit(), clock=lambda: datetime(2026, 11, 23, 13, 0, tzinfo=UTC))
+        BASE, limiter=NoLimit(), clock=lambda: datetime(2026, 11, 23, 13, 0, tzinfo=UTC)
+    )
     try:
         await provider.get_oi_data("NIFTY", date(2026, 11, 24))
     finally:
@@ -122,7 +156,9 @@ async def test_after_the_close_the_current_time_is_clamped_to_1530(
 
 
 async def test_option_chain_covers_every_expiry_at_one_time(
-    tl: TrendlyneOptionsProvider, search: respx.Route, expiries_route: respx.Route,
+    tl: TrendlyneOptionsProvider,
+    search: respx.Route,
+    expiries_route: respx.Route,
     oi: respx.Route,
 ) -> None:
     rows = await tl.get_option_chain("NIFTY")
@@ -133,7 +169,9 @@ async def test_option_chain_covers_every_expiry_at_one_time(
 
 
 async def test_option_chain_of_one_expiry_makes_one_oi_call(
-    tl: TrendlyneOptionsProvider, search: respx.Route, expiries_route: respx.Route,
+    tl: TrendlyneOptionsProvider,
+    search: respx.Route,
+    expiries_route: respx.Route,
     oi: respx.Route,
 ) -> None:
     rows = await tl.get_option_chain("NIFTY", date(2026, 12, 1))
@@ -168,9 +206,15 @@ async def test_a_malformed_underlying_is_refused_before_any_request(
 async def test_a_non_zero_head_status_is_a_typed_error(
     tl: TrendlyneOptionsProvider, search: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
-    respx_mock.get(f"{BASE}/live-oi-data/").mock(return_value=httpx.Response(200, json={
-        "head": {"status": "1", "statusDescription": "No data found for the given expiry"},
-        "body": {}}))
+    respx_mock.get(f"{BASE}/live-oi-data/").mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "head": {"status": "1", "statusDescription": "No data found for the given expiry"},
+                "body": {},
+            },
+        )
+    )
     with pytest.raises(EmptyPayloadError) as err:
         await tl.get_oi_data("NIFTY", date(2026, 11, 24), "10:00")
     assert "No data found" in str(err.value)
@@ -182,16 +226,25 @@ async def test_a_non_zero_head_status_is_a_typed_error(
         (httpx.Response(403, html=DENIED), BlockedError),
         (httpx.Response(200, html=DENIED), BlockedError),
         (httpx.Response(200, json={}), EmptyPayloadError),
-        (httpx.Response(200, content=b'{"head": {"status": "0"}, "body": {"oiDa',
-                        headers={"content-type": "application/json"}), ProtocolError),
+        (
+            httpx.Response(
+                200,
+                content=b'{"head": {"status": "0"}, "body": {"oiDa',
+                headers={"content-type": "application/json"},
+            ),
+            ProtocolError,
+        ),
         (httpx.Response(500), TransientError),
         (httpx.Response(502), TransientError),
         (httpx.Response(404, html="<html>gone</html>"), SchemaChangedError),
     ],
 )
 async def test_failures_of_the_oi_endpoint_are_typed(
-    tl: TrendlyneOptionsProvider, search: respx.Route, respx_mock: respx.MockRouter,
-    response: httpx.Response, error: type,
+    tl: TrendlyneOptionsProvider,
+    search: respx.Route,
+    respx_mock: respx.MockRouter,
+    response: httpx.Response,
+    error: type,
 ) -> None:
     respx_mock.get(f"{BASE}/live-oi-data/").mock(return_value=response)
     with pytest.raises(error):
@@ -215,8 +268,9 @@ async def test_a_schema_change_names_the_renamed_key(
 async def test_429_carries_retry_after_from_an_http_date(
     tl: TrendlyneOptionsProvider, respx_mock: respx.MockRouter
 ) -> None:
-    respx_mock.get(f"{BASE}/search-contract-stock/").mock(return_value=httpx.Response(
-        429, headers={"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"}))
+    respx_mock.get(f"{BASE}/search-contract-stock/").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "Wed, 21 Oct 2099 07:28:00 GMT"})
+    )
     with pytest.raises(RateLimitedError) as err:
         await tl.get_expiry_dates("NIFTY")
     assert err.value.retry_after is not None and err.value.retry_after > 1e6

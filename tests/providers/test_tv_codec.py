@@ -37,13 +37,29 @@ HELLO = '{"session_id":"<0.1.2>_x","timestamp":1,"release":"r1","protocol":"json
 QSD = encode_message("qsd", ["qs_a", {"n": "NSE:NIFTY", "s": "ok", "v": {"lp": 1.5}}])
 TSU = encode_message(
     "timescale_update",
-    ["cs_a", {"sds_1": {"s": [{"i": 0, "v": [1700000000, 1, 2, 0.5, 1.5, 10]},
-                              {"i": 1, "v": [1700000060, 1.5, 2, 1, 1.2]}], "t": "s1"},
-              "st1": {"st": []}}],
+    [
+        "cs_a",
+        {
+            "sds_1": {
+                "s": [
+                    {"i": 0, "v": [1700000000, 1, 2, 0.5, 1.5, 10]},
+                    {"i": 1, "v": [1700000060, 1.5, 2, 1, 1.2]},
+                ],
+                "t": "s1",
+            },
+            "st1": {"st": []},
+        },
+    ],
 )
-STREAM = [encode_frame(HELLO), encode_heartbeat(1), QSD, TSU, encode_heartbeat(2),
-          encode_message("series_completed", ["cs_a", "sds_1", "streaming", "s1", {}]),
-          encode_message("notify_user", ["x"])]
+STREAM = [
+    encode_frame(HELLO),
+    encode_heartbeat(1),
+    QSD,
+    TSU,
+    encode_heartbeat(2),
+    encode_message("series_completed", ["cs_a", "sds_1", "streaming", "s1", {}]),
+    encode_message("notify_user", ["x"]),
+]
 
 
 def decode_all(chunks: list[str]) -> list[codec.Event]:
@@ -77,8 +93,15 @@ def test_non_ascii_length_counts_utf8_bytes_and_round_trips() -> None:
 
 def test_several_messages_in_one_frame_decode_in_order() -> None:
     events = decode_all(["".join(STREAM)])
-    assert [type(e) for e in events] == [Hello, Heartbeat, QuoteData, TimescaleUpdate, Heartbeat,
-                                         SeriesCompleted, UnknownMessage]
+    assert [type(e) for e in events] == [
+        Hello,
+        Heartbeat,
+        QuoteData,
+        TimescaleUpdate,
+        Heartbeat,
+        SeriesCompleted,
+        UnknownMessage,
+    ]
 
 
 def test_a_message_split_across_frames_is_buffered_until_complete() -> None:
@@ -100,8 +123,9 @@ def test_any_split_of_a_stream_decodes_to_the_same_events(cuts: list[int]) -> No
 
 
 PARAM = st.one_of(st.text(max_size=10), st.integers(), st.floats(allow_nan=False))
-MESSAGES = st.lists(st.tuples(st.text(max_size=8), st.lists(PARAM, max_size=4)),
-                    min_size=1, max_size=6)
+MESSAGES = st.lists(
+    st.tuples(st.text(max_size=8), st.lists(PARAM, max_size=4)), min_size=1, max_size=6
+)
 
 
 @given(MESSAGES, st.randoms(use_true_random=False))
@@ -138,8 +162,12 @@ def test_quote_and_bar_events_are_typed() -> None:
     tsu = events[1]
     assert isinstance(tsu, TimescaleUpdate) and tsu.session == "cs_a"
     # The study entry without "s" is skipped; a bar without volume gets volume 0.
-    assert tsu.series == {"sds_1": [RawBar(0, 1700000000, 1, 2, 0.5, 1.5, 10),
-                                    RawBar(1, 1700000060, 1.5, 2, 1, 1.2, 0.0)]}
+    assert tsu.series == {
+        "sds_1": [
+            RawBar(0, 1700000000, 1, 2, 0.5, 1.5, 10),
+            RawBar(1, 1700000060, 1.5, 2, 1, 1.2, 0.0),
+        ]
+    }
 
 
 @pytest.mark.parametrize(
@@ -148,12 +176,21 @@ def test_quote_and_bar_events_are_typed() -> None:
         ("quote_completed", ["qs_a", "NSE:NIFTY"], QuoteCompleted("qs_a", "NSE:NIFTY")),
         ("du", ["cs_a", {"sds_1": {"s": []}}], DataUpdate("cs_a", {"sds_1": []})),
         ("series_loading", ["cs_a", "sds_1", "s1"], SeriesLoading("cs_a", "sds_1")),
-        ("symbol_resolved", ["cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"}],
-         SymbolResolved("cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"})),
-        ("symbol_error", ["cs_a", "sds_sym_1", "invalid symbol"],
-         SymbolError("cs_a", "sds_sym_1", "invalid symbol")),
-        ("series_error", ["cs_a", "sds_1", "s1", "invalid interval"],
-         SeriesError("cs_a", "sds_1", "s1 invalid interval")),
+        (
+            "symbol_resolved",
+            ["cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"}],
+            SymbolResolved("cs_a", "sds_sym_1", {"timezone": "Asia/Kolkata"}),
+        ),
+        (
+            "symbol_error",
+            ["cs_a", "sds_sym_1", "invalid symbol"],
+            SymbolError("cs_a", "sds_sym_1", "invalid symbol"),
+        ),
+        (
+            "series_error",
+            ["cs_a", "sds_1", "s1", "invalid interval"],
+            SeriesError("cs_a", "sds_1", "s1 invalid interval"),
+        ),
         ("critical_error", ["cs_a", "boom"], CriticalError("cs_a boom", ["cs_a", "boom"])),
         ("protocol_error", ["wrong data"], ProtocolErrorEvent("wrong data", ["wrong data"])),
         ("study_loading", [1, 2], UnknownMessage("study_loading", [1, 2])),
@@ -169,24 +206,24 @@ def test_each_server_method_becomes_its_event(method: str, params: list, expecte
 @pytest.mark.parametrize(
     "data",
     [
-        "~m~3~m~{}{}",                      # length too short: next header is garbage
-        "~m~x~m~{}",                        # non-numeric length
-        "~m~~m~{}",                         # empty length
-        "~m~-1~m~{}",                       # sign is not a digit
-        "~m~99999999999~m~",                # length header too long
-        "hello",                            # no header at all
-        "~m~5~m~{bad}",                     # bad JSON
-        "~m~2~m~[]",                        # JSON but not an object
-        encode_frame('{"m":1,"p":1}'),      # wrong message shape
+        "~m~3~m~{}{}",  # length too short: next header is garbage
+        "~m~x~m~{}",  # non-numeric length
+        "~m~~m~{}",  # empty length
+        "~m~-1~m~{}",  # sign is not a digit
+        "~m~99999999999~m~",  # length header too long
+        "hello",  # no header at all
+        "~m~5~m~{bad}",  # bad JSON
+        "~m~2~m~[]",  # JSON but not an object
+        encode_frame('{"m":1,"p":1}'),  # wrong message shape
         encode_frame('{"m":"qsd","p":["x"]}'),  # known method, wrong params
         encode_frame('{"m":"qsd","p":["x",{"n":"A","s":"ok","v":[]}]}'),
-        '~m~6~m~~h~abc',                    # malformed heartbeat
+        "~m~6~m~~h~abc",  # malformed heartbeat
         encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1e20, 1, 1, 1, 1, 1]}]}}]),
         encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1, "a", 1, 1, 1]}]}}]),
         encode_message("du", ["cs", {"s1": {"s": [{"i": True, "v": [1, 1, 1, 1, 1]}]}}]),
-        "~m~4~m~\xe9\xe9",                  # length cuts a character in two
-        "~m~" + "[" * 3000 + "~m~",         # not digits
-        "~m~3000~m~" + "[" * 3000,          # deeply nested JSON
+        "~m~4~m~\xe9\xe9",  # length cuts a character in two
+        "~m~" + "[" * 3000 + "~m~",  # not digits
+        "~m~3000~m~" + "[" * 3000,  # deeply nested JSON
     ],
 )
 def test_malformed_input_raises_protocol_error(data: str) -> None:
@@ -217,8 +254,15 @@ def test_error_messages_never_quote_payload_bytes() -> None:
 
 
 @settings(max_examples=300)
-@given(st.lists(st.one_of(st.text(max_size=40), st.sampled_from(["~m~", "~h~", "~m~5~m~", "{", "}",
-                                                                  '"m"', "1", "~"])), max_size=20))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from(["~m~", "~h~", "~m~5~m~", "{", "}", '"m"', "1", "~"]),
+        ),
+        max_size=20,
+    )
+)
 def test_random_text_never_raises_anything_but_protocol_error(parts: list[str]) -> None:
     conn = Connection(max_message_size=1000)
     try:
@@ -260,11 +304,27 @@ def test_commands_encode_the_documented_parameters() -> None:
     assert payload_of(codec.quote_remove_symbols("qs_1", ["NSE:A"]))["m"] == "quote_remove_symbols"
     assert payload_of(codec.chart_create_session("cs_1"))["p"] == ["cs_1", ""]
     assert payload_of(codec.resolve_symbol("cs_1", "sds_sym_1", "NSE:NIFTY"))["p"] == [
-        "cs_1", "sds_sym_1", '={"symbol":"NSE:NIFTY","adjustment":"splits"}']
+        "cs_1",
+        "sds_sym_1",
+        '={"symbol":"NSE:NIFTY","adjustment":"splits"}',
+    ]
     assert payload_of(codec.create_series("cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300))["p"] == [
-        "cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300, ""]
+        "cs_1",
+        "sds_1",
+        "s1",
+        "sds_sym_1",
+        "1D",
+        300,
+        "",
+    ]
     assert payload_of(codec.modify_series("cs_1", "sds_1", "s2", "sds_sym_1", "5"))["p"] == [
-        "cs_1", "sds_1", "s2", "sds_sym_1", "5", ""]
+        "cs_1",
+        "sds_1",
+        "s2",
+        "sds_sym_1",
+        "5",
+        "",
+    ]
     more = payload_of(codec.request_more_data("cs_1", "sds_1", 5000))
     assert more["p"] == ["cs_1", "sds_1", 5000]
     assert payload_of(codec.remove_series("cs_1", "sds_1"))["p"] == ["cs_1", "sds_1"]
@@ -282,9 +342,28 @@ def test_commands_refuse_unknown_intervals_and_symbols() -> None:
 
 # ---------------------------------------------------------------- the ASCII fast path
 
-FRAGMENTS = st.sampled_from(["~m~", "~m~3~m~abc", "~m~2~m~{}", "~m~5~m~~h~42", "~m~8~m~",
-                             "~m~00000000003~m~", "~", "m", "0", "1", "5", "9", "12", "x",
-                             "{}", "~h~", "é", "₹"])
+FRAGMENTS = st.sampled_from(
+    [
+        "~m~",
+        "~m~3~m~abc",
+        "~m~2~m~{}",
+        "~m~5~m~~h~42",
+        "~m~8~m~",
+        "~m~00000000003~m~",
+        "~",
+        "m",
+        "0",
+        "1",
+        "5",
+        "9",
+        "12",
+        "x",
+        "{}",
+        "~h~",
+        "é",
+        "₹",
+    ]
+)
 
 
 @settings(max_examples=400)
@@ -315,6 +394,7 @@ def test_whole_messages_then_a_split_tail_keep_the_tail_for_the_next_frame() -> 
 def test_json_with_surrounding_whitespace_reads_as_json_loads_does() -> None:
     payload = ' {"m":"qsd","p":["qs_a",{"n":"NSE:A","s":"ok","v":{"lp":1}}]} '
     assert Connection().receive_data(encode_frame(payload)) == [
-        QuoteData("qs_a", "NSE:A", "ok", {"lp": 1})]
+        QuoteData("qs_a", "NSE:A", "ok", {"lp": 1})
+    ]
     with pytest.raises(ProtocolError, match="not valid JSON"):
         Connection().receive_data(encode_frame('{"m":"qsd"} {}'))

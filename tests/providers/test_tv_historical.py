@@ -47,10 +47,12 @@ async def test_returns_the_latest_count_bars_ascending_in_utc(
     stamps = [b.ts for b in bars]
     assert stamps == sorted(set(stamps))
     assert all(ts.tzinfo is UTC for ts in stamps)
-    newest = {"1": datetime(2026, 11, 23, 11, 30, tzinfo=IST),
-              "5": datetime(2026, 11, 23, 11, 30, tzinfo=IST),
-              "60": datetime(2026, 11, 23, 11, 15, tzinfo=IST),
-              "1D": datetime(2026, 11, 23, 9, 15, tzinfo=IST)}[interval]
+    newest = {
+        "1": datetime(2026, 11, 23, 11, 30, tzinfo=IST),
+        "5": datetime(2026, 11, 23, 11, 30, tzinfo=IST),
+        "60": datetime(2026, 11, 23, 11, 15, tzinfo=IST),
+        "1D": datetime(2026, 11, 23, 9, 15, tzinfo=IST),
+    }[interval]
     assert stamps[-1] == newest
     expected = bar_values("NSE:NIFTY", interval, int(stamps[0].timestamp()))
     assert list(bars[0][1:]) == expected[1:]
@@ -92,8 +94,10 @@ async def test_unknown_interval_is_refused_before_any_connection(
     assert emu.connection_count == 0
 
 
-@pytest.mark.parametrize(("symbol", "count"), [("NIFTY", 10), ("NSE:NIFTY", 0),
-                                               ("NSE:NIFTY", 100_001), ("NSE:NIFTY", True)])
+@pytest.mark.parametrize(
+    ("symbol", "count"),
+    [("NIFTY", 10), ("NSE:NIFTY", 0), ("NSE:NIFTY", 100_001), ("NSE:NIFTY", True)],
+)
 async def test_bad_symbol_or_count_is_refused_before_any_connection(
     emu: TradingViewEmulator, symbol: str, count: int
 ) -> None:
@@ -122,16 +126,20 @@ async def test_series_error_is_a_schema_change() -> None:
 
 
 async def test_heartbeats_are_echoed_while_waiting_for_a_slow_history() -> None:
-    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None, heartbeat_interval=0.05,
-                                   heartbeat_timeout=0.15, history_delay=0.5) as emu:
+    async with TradingViewEmulator(
+        clock=lambda: NOW,
+        tick_interval=None,
+        heartbeat_interval=0.05,
+        heartbeat_timeout=0.15,
+        history_delay=0.5,
+    ) as emu:
         bars = await provider(emu).get_hist_candles("NSE:NIFTY", "1", 50)
         assert len(bars) == 50
         assert emu.echo_count >= 3
 
 
 async def test_connection_dropped_mid_history_is_transient() -> None:
-    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None,
-                                   history_delay=0.3) as emu:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None, history_delay=0.3) as emu:
         task = asyncio.create_task(provider(emu).get_hist_candles("NSE:NIFTY", "1", 50))
         await asyncio.sleep(0.1)
         await asyncio.wrap_future(emu.drop_connections())
@@ -160,8 +168,7 @@ async def test_nothing_listening_is_transient() -> None:
 
 @pytest.mark.parametrize("fault", ["send_protocol_error", "send_bad_frame"])
 async def test_protocol_faults_raise_protocol_error(fault: str) -> None:
-    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None,
-                                   history_delay=0.3) as emu:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None, history_delay=0.3) as emu:
         task = asyncio.create_task(provider(emu).get_hist_candles("NSE:NIFTY", "1", 50))
         await asyncio.sleep(0.1)
         await asyncio.wrap_future(getattr(emu, fault)())

@@ -24,7 +24,10 @@ MARKET = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # Monday 10:30 IST
 @pytest.fixture
 async def emu() -> AsyncIterator[TradingViewEmulator]:
     async with TradingViewEmulator(
-        tick_interval=0.02, heartbeat_interval=0.05, heartbeat_timeout=0.3, bar_seconds=0.2,
+        tick_interval=0.02,
+        heartbeat_interval=0.05,
+        heartbeat_timeout=0.3,
+        bar_seconds=0.2,
         clock=lambda: MARKET,
     ) as server:
         yield server
@@ -32,9 +35,15 @@ async def emu() -> AsyncIterator[TradingViewEmulator]:
 
 def make_provider(url: str, **kwargs) -> TradingViewLiveProvider:
     options = dict(
-        url=url, stall_timeout=0.3, watchdog_interval=0.03, symbol_silence_timeout=5.0,
-        backoff=BackoffPolicy(base=0.02, cap=0.1), rng=random.Random(7),
-        market_open=lambda now: True, wall_clock=lambda: datetime.now(UTC), history_bars=5,
+        url=url,
+        stall_timeout=0.3,
+        watchdog_interval=0.03,
+        symbol_silence_timeout=5.0,
+        backoff=BackoffPolicy(base=0.02, cap=0.1),
+        rng=random.Random(7),
+        market_open=lambda now: True,
+        wall_clock=lambda: datetime.now(UTC),
+        history_bars=5,
     )
     options.update(kwargs)
     return TradingViewLiveProvider(**options)
@@ -71,7 +80,11 @@ async def test_quotes_and_bars_of_several_symbols_arrive_as_typed_records(emu):
     assert provider.stats.quotes == sum(isinstance(m, Quote) for m in got)
     # The token goes out in the first frame only, as the first command.
     assert commands(emu, 1)[:4] == [
-        "set_auth_token", "set_locale", "quote_create_session", "quote_set_fields"]
+        "set_auth_token",
+        "set_locale",
+        "quote_create_session",
+        "quote_set_fields",
+    ]
 
 
 async def test_dropped_connection_is_recorded_and_the_current_subscriptions_are_replayed(emu):
@@ -86,8 +99,11 @@ async def test_dropped_connection_is_recorded_and_the_current_subscriptions_are_
         await asyncio.wrap_future(emu.drop_connections())
         await wait_for(lambda: provider.stats.reconnects == 1)
         before = len(got)
-        await wait_for(lambda: {m.symbol for m in got[before:] if isinstance(m, Quote)}
-                       == {*SYMBOLS, "NSE:TCS"})
+        await wait_for(
+            lambda: (
+                {m.symbol for m in got[before:] if isinstance(m, Quote)} == {*SYMBOLS, "NSE:TCS"}
+            )
+        )
     finally:
         await provider.stop()
     [outage] = provider.disconnects
@@ -189,8 +205,11 @@ async def test_refused_connects_are_retried_with_jittered_backoff(emu):
         await asyncio.sleep(0)
 
     emu.refuse_connections(3)
-    provider = make_provider(emu.url, sleep=fake_sleep,
-                             backoff=BackoffPolicy(base=1.0, cap=3.0, max_attempts_off_hours=2))
+    provider = make_provider(
+        emu.url,
+        sleep=fake_sleep,
+        backoff=BackoffPolicy(base=1.0, cap=3.0, max_attempts_off_hours=2),
+    )
     provider.set_callback(lambda m: None)
     await provider.subscribe(SYMBOLS)
     await provider.start()
@@ -211,8 +230,12 @@ async def test_outside_market_hours_the_provider_gives_up_and_reports_a_failure(
         await asyncio.sleep(0)
 
     emu.refuse_connections(100)
-    provider = make_provider(emu.url, sleep=no_sleep, market_open=lambda now: False,
-                             backoff=BackoffPolicy(base=1.0, max_attempts_off_hours=4))
+    provider = make_provider(
+        emu.url,
+        sleep=no_sleep,
+        market_open=lambda now: False,
+        backoff=BackoffPolicy(base=1.0, max_attempts_off_hours=4),
+    )
     await provider.subscribe(SYMBOLS)
     await provider.start()
     async with asyncio.timeout(3):
@@ -254,8 +277,6 @@ async def test_the_token_never_appears_in_records_or_reasons(emu, caplog):
     assert emu.commands[1][0] == ("set_auth_token", [secret])
     assert secret not in caplog.text and secret not in repr(provider.disconnects)
     assert secret not in repr(provider)
-
-
 
 
 async def test_one_silent_symbol_is_resubscribed_while_the_others_tick(emu):
@@ -311,8 +332,10 @@ class ScriptedSocket:
 
     def push_quotes(self, prices: list[float], *, then: str = "") -> None:
         frame = "".join(
-            codec.encode_message("qsd", [self.qs, {"n": "NSE:NIFTY", "s": "ok",
-                                                   "v": {"lp": p, "lp_time": 1763874000}}])
+            codec.encode_message(
+                "qsd",
+                [self.qs, {"n": "NSE:NIFTY", "s": "ok", "v": {"lp": p, "lp_time": 1763874000}}],
+            )
             for p in prices
         )
         self.frames.put_nowait(frame + then)
@@ -438,8 +461,7 @@ async def test_quotes_before_a_critical_error_in_the_same_frame_are_still_delive
     await provider.start()
     try:
         assert await provider.wait_connected(2)
-        sockets[0].push_quotes([1.0, 2.0],
-                               then=codec.encode_message("critical_error", ["boom"]))
+        sockets[0].push_quotes([1.0, 2.0], then=codec.encode_message("critical_error", ["boom"]))
         await wait_for(lambda: provider.stats.reconnects == 1)
         await wait_for(lambda: len(got) == 2)
     finally:

@@ -64,8 +64,14 @@ def test_setup_frames_replay_the_current_set_in_protocol_order():
     subs.remove("NSE:TCS", None)
     frames = setup_frames("tok", "qs_x", "cs_x", subs, history_bars=10)
     assert _methods(frames) == [
-        "set_auth_token", "set_locale", "quote_create_session", "quote_set_fields",
-        "quote_add_symbols", "chart_create_session", "resolve_symbol", "create_series",
+        "set_auth_token",
+        "set_locale",
+        "quote_create_session",
+        "quote_set_fields",
+        "quote_add_symbols",
+        "chart_create_session",
+        "resolve_symbol",
+        "create_series",
     ]
     assert "NSE:TCS" not in "".join(frames)
 

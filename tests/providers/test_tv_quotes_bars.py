@@ -16,9 +16,23 @@ def raw(ts: int, close: float, index: int = 0) -> RawBar:
 
 def test_partial_quotes_merge_into_a_full_quote_keeping_last_values() -> None:
     book = QuoteBook()
-    first = book.apply(QuoteData("qs", "NSE:NIFTY", "ok", {
-        "lp": 25000.5, "lp_time": 1763874000, "volume": 10, "ch": 50, "chp": 0.2,
-        "bid": 25000, "ask": 25001}), NOW)
+    first = book.apply(
+        QuoteData(
+            "qs",
+            "NSE:NIFTY",
+            "ok",
+            {
+                "lp": 25000.5,
+                "lp_time": 1763874000,
+                "volume": 10,
+                "ch": 50,
+                "chp": 0.2,
+                "bid": 25000,
+                "ask": 25001,
+            },
+        ),
+        NOW,
+    )
     second = book.apply(QuoteData("qs", "NSE:NIFTY", "ok", {"lp": 25001, "volume": 12}), NOW)
     assert first is not None and second is not None
     assert second.price == 25001.0 and second.volume == 12.0
@@ -44,8 +58,12 @@ def test_error_status_marks_an_unknown_symbol_and_yields_no_quote() -> None:
 
 def test_non_numeric_or_absurd_fields_become_none_not_a_crash() -> None:
     book = QuoteBook()
-    quote = book.apply(QuoteData("qs", "NSE:A", "ok", {
-        "lp": "x", "lp_time": 1e300, "volume": True, "ch": float("nan")}), NOW)
+    quote = book.apply(
+        QuoteData(
+            "qs", "NSE:A", "ok", {"lp": "x", "lp_time": 1e300, "volume": True, "ch": float("nan")}
+        ),
+        NOW,
+    )
     assert quote is not None
     assert (quote.price, quote.ts, quote.volume, quote.change) == (None, None, None, None)
 
@@ -85,7 +103,9 @@ def test_a_new_bar_finalises_the_previous_one_with_its_last_values() -> None:
     tracker.apply([raw(60, 1.7)], NOW)
     updates = tracker.apply([raw(60, 1.8), raw(120, 2)], NOW)
     assert [(u.bar.ts.timestamp(), u.bar.close, u.is_final) for u in updates] == [
-        (60, 1.8, True), (120, 2, False)]
+        (60, 1.8, True),
+        (120, 2, False),
+    ]
 
 
 def test_older_bars_are_final_and_do_not_move_the_forming_bar() -> None:
@@ -106,12 +126,24 @@ def test_reset_forgets_the_forming_bar() -> None:
 
 def test_only_finite_numbers_become_floats() -> None:
     book = QuoteBook()
-    values = {"lp": 2, "volume": float("inf"), "ch": -0.5, "chp": False, "bid": None,
-              "ask": float("-inf")}
+    values = {
+        "lp": 2,
+        "volume": float("inf"),
+        "ch": -0.5,
+        "chp": False,
+        "bid": None,
+        "ask": float("-inf"),
+    }
     quote = book.apply(QuoteData("qs", "NSE:A", "ok", values), NOW)
     assert quote is not None
     assert (quote.price, quote.volume, quote.change, quote.change_pct, quote.bid, quote.ask) == (
-        2.0, None, -0.5, None, None, None)
+        2.0,
+        None,
+        -0.5,
+        None,
+        None,
+        None,
+    )
     assert type(quote.price) is float
 
 
@@ -129,9 +161,33 @@ def test_a_repeated_trade_second_reuses_its_datetime_and_a_new_one_converts() ->
 
 def test_a_built_quote_equals_one_from_the_record_constructor() -> None:
     book = QuoteBook()
-    quote = book.apply(QuoteData("qs", "NSE:A", "ok", {
-        "lp": 1.5, "lp_time": 1763874000, "volume": 3.0, "ch": 0.1, "chp": 0.2, "bid": 1.4,
-        "ask": 1.6}), NOW)
-    expected = Quote("NSE:A", 1.5, datetime(2025, 11, 23, 5, 0, tzinfo=UTC), 3.0, 0.1, 0.2, 1.4,
-                     1.6, NOW, "tradingview")
+    quote = book.apply(
+        QuoteData(
+            "qs",
+            "NSE:A",
+            "ok",
+            {
+                "lp": 1.5,
+                "lp_time": 1763874000,
+                "volume": 3.0,
+                "ch": 0.1,
+                "chp": 0.2,
+                "bid": 1.4,
+                "ask": 1.6,
+            },
+        ),
+        NOW,
+    )
+    expected = Quote(
+        "NSE:A",
+        1.5,
+        datetime(2025, 11, 23, 5, 0, tzinfo=UTC),
+        3.0,
+        0.1,
+        0.2,
+        1.4,
+        1.6,
+        NOW,
+        "tradingview",
+    )
     assert quote == expected and quote.kind == "live_feed"

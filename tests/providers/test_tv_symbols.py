@@ -14,9 +14,14 @@ from providers.tradingview.symbols import (
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("NSE:NIFTY", "NSE:NIFTY"), ("nse:banknifty", "NSE:BANKNIFTY"), ("NSE:M&M", "NSE:M&M"),
-     ("NSE:BAJAJ-AUTO", "NSE:BAJAJ-AUTO"), ("NSE:NIFTY1!", "NSE:NIFTY1!"),
-     (" BSE:SENSEX ", "BSE:SENSEX")],
+    [
+        ("NSE:NIFTY", "NSE:NIFTY"),
+        ("nse:banknifty", "NSE:BANKNIFTY"),
+        ("NSE:M&M", "NSE:M&M"),
+        ("NSE:BAJAJ-AUTO", "NSE:BAJAJ-AUTO"),
+        ("NSE:NIFTY1!", "NSE:NIFTY1!"),
+        (" BSE:SENSEX ", "BSE:SENSEX"),
+    ],
 )
 def test_valid_symbols_are_upper_cased(raw: str, expected: str) -> None:
     assert validate_symbol(raw) == expected
@@ -24,8 +29,20 @@ def test_valid_symbols_are_upper_cased(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["NIFTY", "NSE:", ":NIFTY", "NSE:NIF TY", 'NSE:NIFTY"}', "NSE:../x", "NSE:NIF\nTY", "A:B:C",
-     "NSE:" + "X" * 41, "", 42, None],
+    [
+        "NIFTY",
+        "NSE:",
+        ":NIFTY",
+        "NSE:NIF TY",
+        'NSE:NIFTY"}',
+        "NSE:../x",
+        "NSE:NIF\nTY",
+        "A:B:C",
+        "NSE:" + "X" * 41,
+        "",
+        42,
+        None,
+    ],
 )
 def test_malformed_symbols_are_refused(raw: object) -> None:
     with pytest.raises(InvalidRequestError):

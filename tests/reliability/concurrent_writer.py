@@ -36,9 +36,15 @@ def _at(day: date, batch: int) -> datetime:
 def ticks(batch: int) -> list[dict[str, object]]:
     t = _at(TODAY, batch)
     return [
-        {"ts": t, "symbol": f"NSE:S{i % 7}", "price": 100.0 + i, "provider": "tradingview",
-         "received_at": t + timedelta(microseconds=i), "capture_id": "cap-1", "seq":
-         batch * TICK_ROWS + i}
+        {
+            "ts": t,
+            "symbol": f"NSE:S{i % 7}",
+            "price": 100.0 + i,
+            "provider": "tradingview",
+            "received_at": t + timedelta(microseconds=i),
+            "capture_id": "cap-1",
+            "seq": batch * TICK_ROWS + i,
+        }
         for i in range(TICK_ROWS)
     ]
 
@@ -46,9 +52,16 @@ def ticks(batch: int) -> list[dict[str, object]]:
 def chain(batch: int, day: date) -> list[dict[str, object]]:
     t = _at(day, batch)
     return [
-        {"snapshot_ts": t, "underlying": "NIFTY", "expiry": date(2026, 11, 26),
-         "strike": 20_000.0 + 50 * (i // 2), "option_type": "CE" if i % 2 else "PE",
-         "open_interest": float(i), "volume": float(batch), "provider": "nse"}
+        {
+            "snapshot_ts": t,
+            "underlying": "NIFTY",
+            "expiry": date(2026, 11, 26),
+            "strike": 20_000.0 + 50 * (i // 2),
+            "option_type": "CE" if i % 2 else "PE",
+            "open_interest": float(i),
+            "volume": float(batch),
+            "provider": "nse",
+        }
         for i in range(CHAIN_ROWS)
     ]
 

@@ -20,6 +20,7 @@ _FLOWS_TESTS = str(Path(__file__).resolve().parents[1] / "flows")
 if _FLOWS_TESTS not in sys.path:
     sys.path.insert(0, _FLOWS_TESTS)
 
+
 @pytest.fixture
 def matrix(request: pytest.FixtureRequest) -> Iterator[Matrix]:
     yield Matrix(request.node.nodeid)

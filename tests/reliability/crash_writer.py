@@ -56,9 +56,14 @@ def option_chain_batch(batch: int, rng: random.Random) -> list[dict[str, object]
     underlying = rng.choice(UNDERLYINGS)
     return [
         {
-            "snapshot_ts": ts, "underlying": underlying, "expiry": date(2026, 11, 26),
-            "strike": 24_000.0 + 50 * (i // 2), "option_type": "CE" if i % 2 else "PE",
-            "open_interest": 41.5, "volume": float(batch), "provider": "nse",
+            "snapshot_ts": ts,
+            "underlying": underlying,
+            "expiry": date(2026, 11, 26),
+            "strike": 24_000.0 + 50 * (i // 2),
+            "option_type": "CE" if i % 2 else "PE",
+            "open_interest": 41.5,
+            "volume": float(batch),
+            "provider": "nse",
         }
         for i in range(ROWS)
     ]
@@ -69,9 +74,13 @@ def ticks_batch(batch: int, rng: random.Random) -> list[dict[str, object]]:
     start = _session_start(rng.choice(DAYS)) + timedelta(microseconds=batch)
     return [
         {
-            "ts": start, "symbol": "NSE:NIFTY" if i % 2 else "NSE:RELIANCE", "price": 1.0 + i,
-            "provider": "tradingview", "received_at": start + timedelta(microseconds=i),
-            "capture_id": f"b{batch}", "seq": i,
+            "ts": start,
+            "symbol": "NSE:NIFTY" if i % 2 else "NSE:RELIANCE",
+            "price": 1.0 + i,
+            "provider": "tradingview",
+            "received_at": start + timedelta(microseconds=i),
+            "capture_id": f"b{batch}",
+            "seq": i,
         }
         for i in range(ROWS)
     ]
@@ -84,11 +93,19 @@ def candles_batch(batch: int, rng: random.Random) -> list[dict[str, object]]:
     for day in DAYS[first : first + 2]:
         start = _session_start(day)
         for i in range(ROWS // 2):
-            rows.append({
-                "symbol": f"NSE:B{batch}", "interval": "1",
-                "ts": start + timedelta(minutes=i), "open": 1.0, "high": 1.0, "low": 1.0,
-                "close": 1.0, "volume": float(batch), "provider": "tradingview",
-            })
+            rows.append(
+                {
+                    "symbol": f"NSE:B{batch}",
+                    "interval": "1",
+                    "ts": start + timedelta(minutes=i),
+                    "open": 1.0,
+                    "high": 1.0,
+                    "low": 1.0,
+                    "close": 1.0,
+                    "volume": float(batch),
+                    "provider": "tradingview",
+                }
+            )
     return rows
 
 

@@ -31,16 +31,25 @@ def test_two_writers_and_a_reader_run_without_read_errors_or_lost_or_doubled_row
     data_dir: Path, matrix: Matrix
 ) -> None:
     cell = matrix.cell(
-        "concurrency", f"2 writers + 2 reader paths, {RELIABILITY_SECONDS:g} s",
+        "concurrency",
+        f"2 writers + 2 reader paths, {RELIABILITY_SECONDS:g} s",
         "0 read errors, 0 lost, 0 doubled",
     )
     refresh_catalog(data_dir)
     log = data_dir.parent / "commits.log"
     writers = [
         subprocess.Popen(
-            [sys.executable, str(WRITER), str(data_dir / "lake"), str(log), role,
-             str(RELIABILITY_SECONDS)],
-            cwd=REPO, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(WRITER),
+                str(data_dir / "lake"),
+                str(log),
+                role,
+                str(RELIABILITY_SECONDS),
+            ],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for role in ("capture", "snapshot")
     ]
@@ -53,8 +62,9 @@ def test_two_writers_and_a_reader_run_without_read_errors_or_lost_or_doubled_row
     catalog = duckdb.connect(str(data_dir / "protrade.duckdb"), read_only=True)
     deadline = time.monotonic() + RELIABILITY_SECONDS + 60
     while any(w.poll() is None for w in writers) and time.monotonic() < deadline:
-        for (name, sql), via_catalog in [(item, flag) for item in READS.items()
-                                          for flag in (False, True)]:
+        for (name, sql), via_catalog in [
+            (item, flag) for item in READS.items() for flag in (False, True)
+        ]:
             began = time.monotonic()
             try:
                 if via_catalog:

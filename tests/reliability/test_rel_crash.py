@@ -76,13 +76,17 @@ def test_a_writer_killed_at_100_random_points_leaves_only_complete_files_and_com
     data_dir: Path, matrix: Matrix
 ) -> None:
     cell = matrix.cell(
-        "crash", f"SIGKILL x{KILLS} (writes + compaction)",
+        "crash",
+        f"SIGKILL x{KILLS} (writes + compaction)",
         "0 corrupt files; views open; rows == committed batches",
     )
     lake, log, report = data_dir / "lake", data_dir.parent / "commits.log", data_dir.parent / "r"
     proc = subprocess.run(
         [sys.executable, str(CRASH_WRITER), str(lake), str(log), str(report), str(KILLS), "9"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(report.read_text())
@@ -102,16 +106,25 @@ def test_a_writer_killed_at_100_random_points_leaves_only_complete_files_and_com
         missing = committed[dataset] - present.keys()
         lost += len(missing) * ROWS
         # A committed batch is there once, whole; the views hide compaction's leftovers.
-        partial += [f"{dataset} {b}: {n}" for b, n in present.items()
-                    if b in committed[dataset] and n != ROWS]
+        partial += [
+            f"{dataset} {b}: {n}"
+            for b, n in present.items()
+            if b in committed[dataset] and n != ROWS
+        ]
         # Anything else must be a batch a kill interrupted: never a batch no one wrote.
-        strays += [f"{dataset} {b}" for b in present.keys() - committed[dataset]
-                   if b not in in_flight.get(dataset, set())]
+        strays += [
+            f"{dataset} {b}"
+            for b in present.keys() - committed[dataset]
+            if b not in in_flight.get(dataset, set())
+        ]
         # Candles span two partitions (one file each): an interrupted batch may hold one day,
         # never a torn file. The single-partition datasets land whole or not at all.
         whole = {ROWS, ROWS // 2} if dataset == "candles" else {ROWS}
-        partial += [f"{dataset} {b}: {n}" for b, n in present.items()
-                    if b not in committed[dataset] and n not in whole]
+        partial += [
+            f"{dataset} {b}: {n}"
+            for b, n in present.items()
+            if b not in committed[dataset] and n not in whole
+        ]
         assert all(n % (ROWS // 2) == 0 for n in raw.values()), dataset
     temps = len(list(lake.rglob(".*.tmp")))
     cell.observed = (
@@ -210,6 +223,11 @@ def _tick(capture: str, seq: int) -> dict[str, object]:
 
     t0 = datetime(2026, 11, 16, 4, 0, tzinfo=UTC)
     return {
-        "ts": t0, "symbol": "NSE:NIFTY", "price": 1.0, "provider": "tradingview",
-        "received_at": t0 + timedelta(seconds=seq), "capture_id": f"b{seq}", "seq": seq,
+        "ts": t0,
+        "symbol": "NSE:NIFTY",
+        "price": 1.0,
+        "provider": "tradingview",
+        "received_at": t0 + timedelta(seconds=seq),
+        "capture_id": f"b{seq}",
+        "seq": seq,
     }

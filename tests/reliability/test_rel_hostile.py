@@ -30,8 +30,12 @@ REFUSED = {"x\x00y": "NUL", "A" * 500: "at most 200 characters", "": "non-empty"
 
 def chain_row(underlying: str) -> dict[str, object]:
     return {
-        "snapshot_ts": NOW, "underlying": underlying, "expiry": date(2026, 11, 26),
-        "strike": 24_000.0, "option_type": "CE", "provider": "nse",
+        "snapshot_ts": NOW,
+        "underlying": underlying,
+        "expiry": date(2026, 11, 26),
+        "strike": 24_000.0,
+        "option_type": "CE",
+        "provider": "nse",
     }
 
 
@@ -42,8 +46,11 @@ def files_outside(root: Path, lake: Path) -> set[Path]:
 def test_hostile_instrument_names_stay_inside_the_lake_or_are_refused(
     data_dir: Path, matrix: Matrix
 ) -> None:
-    cell = matrix.cell("hostile", "names: .., /, NUL, 500 chars, unicode, SQL",
-                       "stored encoded inside the lake, or clear error")
+    cell = matrix.cell(
+        "hostile",
+        "names: .., /, NUL, 500 chars, unicode, SQL",
+        "stored encoded inside the lake, or clear error",
+    )
     lake = data_dir / "lake"
     outside_before = files_outside(data_dir.parent, lake)
     writer = LakeWriter()
@@ -105,16 +112,32 @@ def test_sql_text_in_query_parameters_and_statements_is_inert(
     data_dir: Path, matrix: Matrix
 ) -> None:
     cell = matrix.cell("hostile", "SQL text in symbol / query", "parameter is data; DDL refused")
-    LakeWriter().write("candles", [{
-        "symbol": "NSE:NIFTY", "interval": "1", "ts": NOW, "open": 1.0, "high": 1.0, "low": 1.0,
-        "close": 1.0, "volume": 1.0, "provider": "tradingview",
-    }])
+    LakeWriter().write(
+        "candles",
+        [
+            {
+                "symbol": "NSE:NIFTY",
+                "interval": "1",
+                "ts": NOW,
+                "open": 1.0,
+                "high": 1.0,
+                "low": 1.0,
+                "close": 1.0,
+                "volume": 1.0,
+                "provider": "tradingview",
+            }
+        ],
+    )
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
     assert existing_candle_times("x' OR '1'='1", "1", start, end) == set()
     assert existing_candle_times("NSE:NIFTY", "1", start, end) == {NOW}
     refused = []
-    for sql in ("DROP VIEW candles", "SELECT 1; DROP VIEW candles",
-                "COPY candles TO '/tmp/escape.csv'", "ATTACH '/tmp/other.db'"):
+    for sql in (
+        "DROP VIEW candles",
+        "SELECT 1; DROP VIEW candles",
+        "COPY candles TO '/tmp/escape.csv'",
+        "ATTACH '/tmp/other.db'",
+    ):
         with pytest.raises(ReadOnlyQueryError):
             run_readonly_query(sql)
         refused.append(sql.split()[0])
@@ -134,8 +157,13 @@ async def test_an_oversized_websocket_message_is_a_clear_transient_error(
     with TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as emu:
         registry = ProviderRegistry(policy=RetryPolicy(base_delay=0.001, max_delay=0.002))
         # A 16 KiB cap: the 1,000-bar page (~70 KB) is "oversized" for this client.
-        registry.register("tradingview", TradingViewHistoricalProvider(
-            url=emu.url, max_message_size=16 * 1024, read_timeout=2.0), 100)
+        registry.register(
+            "tradingview",
+            TradingViewHistoricalProvider(
+                url=emu.url, max_message_size=16 * 1024, read_timeout=2.0
+            ),
+            100,
+        )
         with pytest.raises(AllProvidersFailedError) as caught:
             await registry.get_hist_candles("NSE:NIFTY", "5", 1000)
     cell.observed = str(caught.value)

@@ -150,9 +150,11 @@ def lake_outcome() -> tuple[set[tuple[Any, ...]], int, set[str]]:
     finally:
         conn.close()
     keys = {tuple(r[:-1]) for r in rows}
-    return {(u, e, s, o, t.astimezone(UTC)) for u, e, s, o, t in keys}, len(rows), {
-        r[-1] for r in rows
-    }
+    return (
+        {(u, e, s, o, t.astimezone(UTC)) for u, e, s, o, t in keys},
+        len(rows),
+        {r[-1] for r in rows},
+    )
 
 
 @dataclass(frozen=True)
@@ -173,25 +175,78 @@ class Case:
 
 
 CASES = [
-    Case("timeout", {"times": 1, "seconds": 3 * TIMEOUT}, "retry, then answer", "primary",
-         (("error", "TransientError"), ("ok", None))),
-    Case("status", {"times": 1, "status": 503}, "retry, then answer", "primary",
-         (("error", "TransientError"), ("ok", None)), label="5xx (503 once)"),
-    Case("status", {"status": 502}, "3 attempts, then fail over", "secondary",
-         (("error", "TransientError"),) * 3, label="5xx (502 always)"),
-    Case("rate_limit", {"times": 1, "retry_after": "2"}, "wait Retry-After (2 s), retry",
-         "primary", (("error", "RateLimitedError"), ("ok", None)), label="429 Retry-After: 2"),
-    Case("block", {}, "fail over at once, no retry", "secondary", (("error", "BlockedError"),),
-         label="403 HTML block"),
-    Case("empty", {}, "fail over at once", "secondary", (("error", "EmptyPayloadError"),),
-         label="{} (empty JSON)"),
-    Case("truncated", {"times": 1}, "retry (ProtocolError), then answer", "primary",
-         (("error", "ProtocolError"), ("ok", None)), label="truncated JSON",
-         nse_endpoint="contract-info"),
-    Case("schema", {}, "fail over at once", "secondary", (("error", "SchemaChangedError"),),
-         label="schema change"),
-    Case("slow", {"times": 1, "seconds": TIMEOUT * 0.75}, "answer, slowly, first try", "primary",
-         (("ok", None),), label="slow (< timeout)"),
+    Case(
+        "timeout",
+        {"times": 1, "seconds": 3 * TIMEOUT},
+        "retry, then answer",
+        "primary",
+        (("error", "TransientError"), ("ok", None)),
+    ),
+    Case(
+        "status",
+        {"times": 1, "status": 503},
+        "retry, then answer",
+        "primary",
+        (("error", "TransientError"), ("ok", None)),
+        label="5xx (503 once)",
+    ),
+    Case(
+        "status",
+        {"status": 502},
+        "3 attempts, then fail over",
+        "secondary",
+        (("error", "TransientError"),) * 3,
+        label="5xx (502 always)",
+    ),
+    Case(
+        "rate_limit",
+        {"times": 1, "retry_after": "2"},
+        "wait Retry-After (2 s), retry",
+        "primary",
+        (("error", "RateLimitedError"), ("ok", None)),
+        label="429 Retry-After: 2",
+    ),
+    Case(
+        "block",
+        {},
+        "fail over at once, no retry",
+        "secondary",
+        (("error", "BlockedError"),),
+        label="403 HTML block",
+    ),
+    Case(
+        "empty",
+        {},
+        "fail over at once",
+        "secondary",
+        (("error", "EmptyPayloadError"),),
+        label="{} (empty JSON)",
+    ),
+    Case(
+        "truncated",
+        {"times": 1},
+        "retry (ProtocolError), then answer",
+        "primary",
+        (("error", "ProtocolError"), ("ok", None)),
+        label="truncated JSON",
+        nse_endpoint="contract-info",
+    ),
+    Case(
+        "schema",
+        {},
+        "fail over at once",
+        "secondary",
+        (("error", "SchemaChangedError"),),
+        label="schema change",
+    ),
+    Case(
+        "slow",
+        {"times": 1, "seconds": TIMEOUT * 0.75},
+        "answer, slowly, first try",
+        "primary",
+        (("ok", None),),
+        label="slow (< timeout)",
+    ),
     Case("brotli", {}, "decode brotli body", "primary", (("ok", None),), label="brotli body"),
 ]
 

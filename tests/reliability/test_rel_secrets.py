@@ -30,8 +30,17 @@ from providers.trendlyne import TrendlyneOptionsProvider
 from storage.writer import LakeWriter
 
 NOW = datetime(2026, 11, 20, 11, 0, tzinfo=IST).astimezone(UTC)
-LOGGERS = ("", "providers", "flows", "storage", "websockets", "websockets.client",
-           "websockets.server", "httpx", "asyncio")
+LOGGERS = (
+    "",
+    "providers",
+    "flows",
+    "storage",
+    "websockets",
+    "websockets.client",
+    "websockets.server",
+    "httpx",
+    "asyncio",
+)
 #: At DEBUG httpcore logs every response's headers (NSE's Set-Cookie values included);
 #: providers/http.py redacts them, and this test proves it at the most verbose level.
 HTTPCORE_LEVEL = logging.DEBUG
@@ -52,11 +61,15 @@ async def _quietly(awaitable: object) -> str | None:
 
 
 async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
-    data_dir: Path, matrix: Matrix, caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    matrix: Matrix,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cell = matrix.cell("secrets", "TV token, NSE cookies at DEBUG, with faults",
-                       "absent from logs, errors, lake")
+    cell = matrix.cell(
+        "secrets", "TV token, NSE cookies at DEBUG, with faults", "absent from logs, errors, lake"
+    )
     token = "tvtoken-" + secrets.token_hex(16)
     monkeypatch.setenv("PROTRADE_TV_AUTH_TOKEN", token)
     for name in LOGGERS:
@@ -67,17 +80,24 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
     writer = LakeWriter()
     attempts = AttemptLog(writer)
 
-    with TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as tv, \
-            NseEmulator(clock=lambda: NOW) as nse, TrendlyneEmulator(clock=lambda: NOW) as tl:
+    with (
+        TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as tv,
+        NseEmulator(clock=lambda: NOW) as nse,
+        TrendlyneEmulator(clock=lambda: NOW) as tl,
+    ):
         registry = ProviderRegistry(policy=RetryPolicy(base_delay=0.001, max_delay=0.002))
         registry.add_sink(attempts)
         limiter = AsyncLimiter(10_000, 1)
         nse_provider = NseOptionsProvider(nse.base_url, limiter=limiter, timeout=2.0)
         registry.register("nse", nse_provider, 100)
-        registry.register("trendlyne", TrendlyneOptionsProvider(
-            tl.base_url, limiter=limiter, timeout=2.0, clock=lambda: NOW), 50)
-        registry.register("tradingview", TradingViewHistoricalProvider(
-            url=tv.url, read_timeout=2.0), 100)
+        registry.register(
+            "trendlyne",
+            TrendlyneOptionsProvider(tl.base_url, limiter=limiter, timeout=2.0, clock=lambda: NOW),
+            50,
+        )
+        registry.register(
+            "tradingview", TradingViewHistoricalProvider(url=tv.url, read_timeout=2.0), 100
+        )
 
         # Clean calls: the token and fresh cookies are on the wire.
         fetched = await registry.get_option_chain("NIFTY")
@@ -107,22 +127,33 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
     out, err = capfd.readouterr()
     texts = {
         "logs": caplog.text + "\n".join(r.getMessage() for r in caplog.records),
-        "stdout": out, "stderr": err, "errors": "\n".join(errors),
+        "stdout": out,
+        "stderr": err,
+        "errors": "\n".join(errors),
     }
     lake_bytes = all_bytes(data_dir)
     assert len(cookies) >= 3 and all(len(c) >= 16 for c in cookies)
     assert any("websockets" in r.name for r in caplog.records)  # the capture really saw them
     assert any(r.name.startswith("httpx") for r in caplog.records)
-    leaks = [
-        f"{'token' if value == token else 'cookie'} in {where}"
-        for value in (token, *cookies)
-        for where, text in texts.items()
-        if value in text
-    ] + [f"{'token' if v == token else 'cookie'} in lake" for v in (token, *cookies)
-         if v.encode() in lake_bytes] + [
-        f"{'token' if v == token else 'cookie'} in a {r.name} record: {r.getMessage()[:150]!r}"
-        for r in caplog.records for v in (token, *cookies) if v in r.getMessage()
-    ]
+    leaks = (
+        [
+            f"{'token' if value == token else 'cookie'} in {where}"
+            for value in (token, *cookies)
+            for where, text in texts.items()
+            if value in text
+        ]
+        + [
+            f"{'token' if v == token else 'cookie'} in lake"
+            for v in (token, *cookies)
+            if v.encode() in lake_bytes
+        ]
+        + [
+            f"{'token' if v == token else 'cookie'} in a {r.name} record: {r.getMessage()[:150]!r}"
+            for r in caplog.records
+            for v in (token, *cookies)
+            if v in r.getMessage()
+        ]
+    )
     cell.observed = (
         f"{len(caplog.records)} log records, {len(errors)} errors, {len(lake_bytes)} lake bytes "
         f"searched for 1 token + {len(cookies)} cookies: {len(leaks)} leaks"

@@ -60,16 +60,28 @@ async def test_the_live_capture_survives_each_stream_fault_and_stores_every_tick
     inject, expected, reconnects = FAULTS[fault]
     cell = matrix.cell("stream", fault, f"{expected}; ticks once, bars once")
     async with TradingViewEmulator(
-        tick_interval=0.02, heartbeat_interval=0.05, heartbeat_timeout=0.3, bar_seconds=0.2,
+        tick_interval=0.02,
+        heartbeat_interval=0.05,
+        heartbeat_timeout=0.3,
+        bar_seconds=0.2,
         clock=lambda: MARKET,
     ) as emu:
         provider = TradingViewLiveProvider(
-            url=emu.url, stall_timeout=0.3, watchdog_interval=0.03, symbol_silence_timeout=5.0,
-            backoff=BackoffPolicy(base=0.02, cap=0.1), rng=random.Random(7),
-            market_open=lambda now: True, history_bars=5,
+            url=emu.url,
+            stall_timeout=0.3,
+            watchdog_interval=0.03,
+            symbol_silence_timeout=5.0,
+            backoff=BackoffPolicy(base=0.02, cap=0.1),
+            rng=random.Random(7),
+            market_open=lambda now: True,
+            history_bars=5,
         )
         job = LiveCapture(
-            provider, LakeWriter(), SYMBOLS, "1", capture_id="cap-rel",
+            provider,
+            LakeWriter(),
+            SYMBOLS,
+            "1",
+            capture_id="cap-rel",
             settings=CaptureSettings(flush_seconds=0.1),
         )
         stop = asyncio.Event()

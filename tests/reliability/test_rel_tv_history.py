@@ -70,7 +70,9 @@ def registry_for(url: str, slept: list[float]) -> ProviderRegistry:
     return registry
 
 
-async def download(url: str, symbol: str = SYMBOL) -> tuple[
+async def download(
+    url: str, symbol: str = SYMBOL
+) -> tuple[
     Fetched[list[Bar]] | None, Exception | None, list[tuple[str, str, str | None]], list[float]
 ]:
     """One `get_hist_candles` through the registry, written to the lake as the backfill does."""
@@ -134,7 +136,8 @@ MID_HISTORY = {
     "drop mid-history": (lambda e: e.drop_connections(), ("TransientError",)),
     # The server sends `protocol_error` and closes at once: the client may meet either first.
     "protocol_error mid-history": (
-        lambda e: e.send_protocol_error(), ("ProtocolError", "TransientError")
+        lambda e: e.send_protocol_error(),
+        ("ProtocolError", "TransientError"),
     ),
     "bad frame length mid-history": (lambda e: e.send_bad_frame(), ("ProtocolError",)),
 }
