@@ -67,6 +67,15 @@ def _fetch(sql: str, params: list[Any], data_dir: Path | None) -> list[tuple[Any
     return with_vanished_file_retry(run)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instants(rows: list[tuple[Any, ...]]) -> set[datetime]:
+    """Epoch microseconds -> aware UTC datetimes. ~20x cheaper than letting DuckDB hand out
+    TIMESTAMPTZ values (a pytz conversion each): a backfill's presence check reads 100k+."""
+    return {_EPOCH + timedelta(microseconds=r[0]) for r in rows}
+
+
 def ist_day_bounds(trading_date: date) -> tuple[datetime, datetime]:
     """[start, end) of an IST calendar day, as aware datetimes."""
     start = datetime.combine(trading_date, time(), tzinfo=IST)
@@ -104,12 +113,12 @@ def existing_candle_times(
     _require_aware("start", start)
     _require_aware("end", end)
     rows = _fetch(
-        f"SELECT DISTINCT ts FROM {CANDLES.name}_raw "
+        f"SELECT DISTINCT epoch_us(ts) FROM {CANDLES.name}_raw "
         "WHERE symbol = ? AND interval = ? AND ts >= ? AND ts < ?",
         [symbol, interval, start, end],
         data_dir,
     )
-    return {r[0].astimezone(UTC) for r in rows}
+    return _instants(rows)
 
 
 def existing_snapshot_times(
@@ -118,12 +127,12 @@ def existing_snapshot_times(
     """Snapshot times of `underlying` already stored on an IST trading date (UTC)."""
     start, end = ist_day_bounds(trading_date)
     rows = _fetch(
-        f"SELECT DISTINCT snapshot_ts FROM {OPTION_CHAIN.name}_raw "
+        f"SELECT DISTINCT epoch_us(snapshot_ts) FROM {OPTION_CHAIN.name}_raw "
         "WHERE underlying = ? AND snapshot_ts >= ? AND snapshot_ts < ?",
         [underlying, start, end],
         data_dir,
     )
-    return {r[0].astimezone(UTC) for r in rows}
+    return _instants(rows)
 
 
 def recent_attempts(since: datetime, data_dir: Path | None = None) -> list[ProviderAttemptSummary]:
