@@ -111,8 +111,13 @@ def run_demo(
         from flows.capture import live_capture
         from flows.snapshot import oi_snapshot
 
-        say("1/3 oi-snapshot (NSE, fails over to Trendlyne) ...")
+        say("1/3 oi-snapshot from NSE, then again with NSE blocking us (fails over) ...")
         snaps = asyncio.run(oi_snapshot(underlyings=DEMO_UNDERLYINGS))
+        nse.set_fault("block")  # Akamai's 403 "Access Denied" page
+        try:
+            snaps += asyncio.run(oi_snapshot(underlyings=DEMO_UNDERLYINGS[:1]))
+        finally:
+            nse.clear_faults()
         for s in snaps:
             steps.append(("oi-snapshot", f"{s.underlying}: {s.rows} rows from {s.provider}"))
         say("2/3 historical-backfill NSE:NIFTY, NSE:BANKNIFTY 5-minute x 300 ...")

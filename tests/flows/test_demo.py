@@ -41,6 +41,12 @@ def test_demo_collects_from_the_emulators_and_prints_real_query_results(
     _, pcr = shown[QUERIES[1][0]]
     assert {row[0] for row in pcr} == {"NIFTY", "BANKNIFTY"}
     assert all(row[2] > 0 for row in pcr)
+    # The second NIFTY snapshot ran with NSE blocking: it came from Trendlyne, and the
+    # attempts show why.
+    assert "trendlyne" in {row[3] for row in pcr if row[0] == "NIFTY"}
+    assert [s for s in result.steps if s[0] == "oi-snapshot"][-1][1].endswith("from trendlyne")
+    _, attempts = shown[QUERIES[4][0]]
+    assert ("option_chain", "get_option_chain", "nse", "error") in {row[:4] for row in attempts}
     _, candles = shown[QUERIES[2][0]]
     assert candles and all(row[-1] == "tradingview" for row in candles)
     _, ticks = shown[QUERIES[3][0]]
