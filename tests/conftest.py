@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 
-_PREFECT_HOME = tempfile.mkdtemp(prefix="protrade-prefect-home-")
-os.environ["PREFECT_HOME"] = _PREFECT_HOME
-os.environ.pop("PREFECT_API_URL", None)
-os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ["DO_NOT_TRACK"] = "1"
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "90"
-# Never reach a real site from tests: every base URL points at a closed loopback port unless a
-# test starts an emulator and overrides it.
-os.environ["PROTRADE_NSE_BASE_URL"] = "http://127.0.0.1:9"
-os.environ["PROTRADE_TRENDLYNE_BASE_URL"] = "http://127.0.0.1:9/phoenix/api"
-os.environ["PROTRADE_TV_WS_URL"] = "ws://127.0.0.1:9/socket.io/websocket"
-# The calendar's published-holiday file: never a developer's real one.
-os.environ["PROTRADE_HOLIDAYS_FILE"] = os.path.join(_PREFECT_HOME, "no-nse-holidays.json")
-for _name in (
-    "PROTRADE_OPTIONS_PROVIDERS",
-    "PROTRADE_HISTORICAL_PROVIDERS",
-    "PROTRADE_LIVE_PROVIDERS",
-    "PROTRADE_TV_AUTH_TOKEN",
-):
-    os.environ.pop(_name, None)
+from benchmarks.env import prepare
+
+prepare(prefix="protrade-prefect-home-")
 
 import pytest  # noqa: E402
 
