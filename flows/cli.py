@@ -89,19 +89,39 @@ def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def _run_flow(flow_fn: Any, **params: Any) -> Any:
-    """Run a flow in this process; return its result or raise the exception it failed with."""
-    state = run_async(flow_fn(**params, return_state=True))
-    if state.is_completed():
-        return state.result()
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        raise result
-    raise RuntimeError(state.message or f"flow run ended {state.name}")
-
-
 def _failure_lines(exc: BaseException) -> list[str]:
     return [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+
+
+def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
+    """Run a flow in this process and return its result.
+
+    Whatever it failed with (an expected "some underlyings failed", a full disk, Prefect not
+    starting) becomes one line per failure on stderr and exit code 1, never a traceback: the
+    traceback is in the run's logs, in the Prefect UI.
+    """
+    try:
+        state = run_async(flow_fn(**params, return_state=True))
+    except Exception as exc:
+        failure: BaseException = exc
+    else:
+        if state.is_completed():
+            return state.result()
+        result = state.result(raise_on_failure=False)
+        failure = (
+            result
+            if isinstance(result, BaseException)
+            else RuntimeError(state.message or f"flow run ended {state.name}")
+        )
+    for line in _failure_lines(failure):
+        err.print(f"[bold red]{label} failed:[/] {line}", highlight=False)
+    raise typer.Exit(1)
+
+
+def render_records(rows: list[dict[str, Any]], title: str) -> None:
+    """A flow's summary rows (dicts with the same keys) as a table."""
+    if rows:
+        render(list(rows[0]), [tuple(r.values()) for r in rows], "table", title)
 
 
 @app.command()
@@ -117,16 +137,10 @@ def snapshot(
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.snapshot import SnapshotIncompleteError, oi_snapshot, summary_table
+    from flows.snapshot import oi_snapshot, summary_table
 
-    try:
-        results = _run_flow(oi_snapshot, underlyings=underlying or None)
-    except SnapshotIncompleteError as exc:
-        for line in _failure_lines(exc):
-            err.print(f"[bold red]snapshot failed:[/] {line}", highlight=False)
-        raise typer.Exit(1) from exc
-    rows = summary_table(results)
-    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "OI snapshot")
+    results = _run_flow("snapshot", oi_snapshot, underlyings=underlying or None)
+    render_records(summary_table(results), "OI snapshot")
 
 
 @app.command("oi-backfill")
@@ -150,21 +164,16 @@ def oi_backfill_command(
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.oi_backfill import OiBackfillError, oi_backfill
+    from flows.oi_backfill import oi_backfill
 
-    try:
-        results = _run_flow(
-            oi_backfill,
-            underlyings=underlying or None,
-            day=target,
-            every_minutes=int(width.total_seconds() // 60),
-        )
-    except (OiBackfillError, ValueError) as exc:
-        for line in _failure_lines(exc):
-            err.print(f"[bold red]oi-backfill failed:[/] {line}", highlight=False)
-        raise typer.Exit(1) from exc
-    rows = [r.__dict__ for r in results]
-    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Intraday OI backfill")
+    results = _run_flow(
+        "oi-backfill",
+        oi_backfill,
+        underlyings=underlying or None,
+        day=target,
+        every_minutes=int(width.total_seconds() // 60),
+    )
+    render_records([r.__dict__ for r in results], "Intraday OI backfill")
 
 
 @app.command()
@@ -207,23 +216,16 @@ def backfill(
         backfill_flow.progress_listeners.append(advance)
         try:
             results = _run_flow(
+                "backfill",
                 backfill_flow.historical_backfill,
                 symbols=symbols,
                 interval=interval,
                 count=count,
                 since=since_date,
             )
-            failure: BaseException | None = None
-        except backfill_flow.BackfillFailedError as exc:
-            results, failure = [], exc
         finally:
             backfill_flow.progress_listeners.remove(advance)
-    if failure is not None:
-        for line in _failure_lines(failure):
-            err.print(f"[bold red]backfill failed:[/] {line}", highlight=False)
-        raise typer.Exit(1)
-    rows = backfill_flow.summary_table(results)
-    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Candles backfill")
+    render_records(backfill_flow.summary_table(results), "Candles backfill")
 
 
 @app.command()
@@ -270,15 +272,9 @@ def compact(
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.compact import CompactionFailedError, compact_lake
+    from flows.compact import compact_lake
 
-    try:
-        rows = _run_flow(compact_lake, before=cutoff)
-    except CompactionFailedError as exc:
-        for line in _failure_lines(exc):
-            err.print(f"[bold red]compaction failed:[/] {line}", highlight=False)
-        raise typer.Exit(1) from exc
-    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Compaction")
+    render_records(_run_flow("compaction", compact_lake, before=cutoff), "Compaction")
 
 
 @app.command()
@@ -410,22 +406,17 @@ def capture(
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.capture import CaptureFailedError, live_capture
+    from flows.capture import live_capture
 
-    try:
-        summary = _run_flow(
-            live_capture,
-            symbols=symbols,
-            interval=interval,
-            duration_seconds=seconds,
-            until=stop_at,
-        )
-    except CaptureFailedError as exc:
-        for line in _failure_lines(exc):
-            err.print(f"[bold red]capture failed:[/] {line}", highlight=False)
-        raise typer.Exit(1) from exc
-    rows = summary.table_rows()
-    render(list(rows[0]), [tuple(r.values()) for r in rows], "table", "Live capture")
+    summary = _run_flow(
+        "capture",
+        live_capture,
+        symbols=symbols,
+        interval=interval,
+        duration_seconds=seconds,
+        until=stop_at,
+    )
+    render_records(summary.table_rows(), "Live capture")
 
 
 @app.command("refresh-holidays")
@@ -435,12 +426,8 @@ def refresh_holidays_command() -> None:
 
     prepare_prefect_env()
     from flows.holidays import refresh_holidays
-    from providers.errors import ProviderError
 
-    try:
-        result = _run_flow(refresh_holidays)
-    except ProviderError as exc:
-        raise fail(f"could not fetch the holiday list: {exc}") from exc
+    result = _run_flow("refresh-holidays", refresh_holidays)
     out.print(
         f"{result['holidays']} holidays for {result['years']} saved to {result['file']}",
         highlight=False,

@@ -152,3 +152,34 @@ def test_backfill_refuses_an_unknown_interval_before_any_work(data_dir) -> None:
 def test_capture_refuses_a_bad_duration(data_dir) -> None:
     result = runner.invoke(app, ["capture", "NSE:NIFTY", "--duration", "soon"])
     assert result.exit_code == 2 and "duration" in result.output
+
+
+def test_any_flow_failure_is_one_line_per_failure_and_exit_1(prefect_harness, capsys) -> None:
+    import typer
+    from prefect import flow
+
+    from flows.cli import _run_flow
+    from storage.errors import LakeWriteError
+
+    @flow(name="cli-failure-probe")
+    async def disk_full() -> None:
+        raise LakeWriteError("Could not write ticks: the disk is full")
+
+    with pytest.raises(typer.Exit) as caught:
+        _run_flow("capture", disk_full)
+    assert caught.value.exit_code == 1
+    # Prefect's own run logger may print the traceback above; the CLI's verdict is the last line.
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1] == "capture failed: Could not write ticks: the disk is full"
+
+
+def test_a_completed_flow_returns_its_result(prefect_harness) -> None:
+    from prefect import flow
+
+    from flows.cli import _run_flow
+
+    @flow(name="cli-success-probe")
+    async def fine() -> list[int]:
+        return [1, 2]
+
+    assert _run_flow("probe", fine) == [1, 2]

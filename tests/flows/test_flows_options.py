@@ -157,3 +157,18 @@ async def test_refresh_holidays_fails_visibly_when_nse_blocks(
     state = await refresh_holidays(return_state=True)
     assert state.is_failed()
     assert not (tmp_path / "holidays.json").exists()
+
+
+async def test_intraday_backfill_fails_visibly_when_no_provider_can_answer_as_of(
+    emulators: Emulators,
+) -> None:
+    emulators.trendlyne.set_fault("status", endpoint="oi", status=503)
+    state = await oi_backfill(underlyings=["NIFTY"], return_state=True)
+    assert state.is_failed()
+    message = str(await state.result(raise_on_failure=False))
+    assert message.startswith("NIFTY:") and "slot/expiry fetches failed" in message
+    # NSE said it cannot answer "as of", Trendlyne failed: nothing was stored under a past slot.
+    assert rows_of("select count(*) from option_chain") == [(0,)]
+    errors = set(rows_of("select provider, error_class from provider_attempts"))
+    assert ("nse", "UnsupportedOperationError") in errors
+    assert ("trendlyne", "TransientError") in errors
