@@ -33,6 +33,7 @@ from flows.runtime import RunContext, holiday_skip, run_context
 from providers.calendar import IST, SESSION_OPEN, trading_days
 from providers.errors import AllProvidersFailedError, ProviderError
 from providers.records import Bar
+from providers.tradingview.symbols import validate_interval
 from storage.queries import existing_candle_times
 from storage.writer import LakeWriter
 
@@ -217,6 +218,9 @@ async def historical_backfill(
 ) -> list[SymbolBackfill]:
     """Backfill candles per symbol; Failed when any symbol got nothing from any provider."""
     logger = get_run_logger()
+    # Canonical name (`D` -> `1D`): one interval is stored, gap-checked and reported under one
+    # name, whichever spelling asked for it. An unknown code fails the run here, clearly.
+    interval = validate_interval(interval)
     today = clock.now().astimezone(IST).date()
     if only_on_trading_days and (skipped := holiday_skip(today, "backfill", logger)):
         return skipped  # type: ignore[return-value]

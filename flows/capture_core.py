@@ -33,7 +33,7 @@ from providers.calendar import IST
 from providers.interfaces import ILiveStreamProvider
 from providers.records import Bar, ChartUpdate, Quote
 from providers.tradingview.supervisor import Disconnect, LiveStats
-from providers.tradingview.symbols import INTERVAL_SECONDS, validate_interval, validate_symbol
+from providers.tradingview.symbols import longest_bar_seconds, validate_interval, validate_symbol
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,9 @@ class LiveCapture:
         if self.fetch_history is None:
             return
         now = self.clock()
-        seconds = INTERVAL_SECONDS[self.interval] or 86_400
+        # An upper bound on a bar's span: the bar forming when the outage began is not missed
+        # (a weekly bar opened up to 7 days earlier, a monthly one up to 31).
+        seconds = longest_bar_seconds(self.interval)
         count = gap_bar_count(outage.start, now, seconds)
         added = 0
         for symbol in self.symbols:

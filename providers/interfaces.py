@@ -5,10 +5,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
+from enum import StrEnum
+from typing import Any, ClassVar
 
 from providers.records import Bar, LiveMessage, OptionChainRow
 
 LiveCallback = Callable[[LiveMessage], Awaitable[None] | None]
+
+
+class Capability(StrEnum):
+    """Something a provider can do beyond its interface's baseline, declared on its class.
+
+    The registry offers an operation that needs a capability only to providers that declare
+    it, so a provider is never asked a question it can only refuse (no attempt, no error).
+    """
+
+    #: `get_oi_data` with a `time_str`: the chain as it was at a past minute of today.
+    OI_AS_OF = "oi_as_of"
+
+
+def capabilities_of(provider: Any) -> frozenset[Capability]:
+    """The capabilities `provider` declares; none for an object that declares nothing."""
+    declared = getattr(provider, "capabilities", frozenset())
+    return frozenset(declared)
 
 
 class ILiveStreamProvider(ABC):
@@ -38,6 +57,10 @@ class ILiveStreamProvider(ABC):
 class IOptionsDataProvider(ABC):
     """Option-chain and open-interest data for an underlying (NIFTY, BANKNIFTY, a stock)."""
 
+    #: What this provider can do beyond the baseline; `Capability.OI_AS_OF` if it can answer
+    #: `get_oi_data` for a past minute. Declared per class, read by the registry.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
     @abstractmethod
     async def get_expiry_dates(self, underlying: str) -> list[date]:
         """Expiries currently listed, nearest first."""
@@ -54,8 +77,9 @@ class IOptionsDataProvider(ABC):
     ) -> list[OptionChainRow]:
         """The chain of one expiry as of `time_str` ("HH:MM", IST, today); now when None.
 
-        A provider that cannot answer for a past minute raises `UnsupportedOperationError`, so
-        the registry fails over to one that can instead of storing "now" under a past slot.
+        The registry passes a `time_str` only to providers declaring `Capability.OI_AS_OF`. One
+        that cannot answer for a past minute and is called anyway (directly, not through the
+        registry) raises `UnsupportedOperationError`: it must never serve "now" for a past slot.
         """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default

@@ -1,8 +1,22 @@
 """An nseindia.com look-alike: cookie-priming HTML pages and the option-chain APIs.
 
-Like the real site (PROTOCOLS.md): API calls without the cookies set by `/` or `/option-chain`,
-or with a non-browser User-Agent, get 401/403 and an HTML "Access Denied" page; bodies are
-brotli- or gzip-encoded by `Accept-Encoding`; the legacy endpoints answer 404 unless switched on.
+Built from what is known of the real site, not from our client:
+
+- API calls without the cookies set by `/` or `/option-chain`, or with a non-browser
+  User-Agent, get 401/403 and an HTML "Access Denied" page; bodies are brotli- or gzip-encoded
+  by `Accept-Encoding`; the legacy endpoints answer 404 unless switched on.
+- `/api/option-chain-v3` serves the shape captured in 2026: items `{strikePrice, expiryDates,
+  CE, PE}`, legs with `identifier, expiryDate (DD-MM-YYYY), ..., buyPrice1, buyQuantity1,
+  sellPrice1, sellQuantity1, underlyingValue` and no strike. A strike with one listed contract
+  still has both legs; the other is a placeholder (`"identifier": null`, every number 0).
+- A wrong or expired `expiry` answers 200 with `records.data: []`. Unverified: whether the real
+  answer then carries `records.timestamp` (served without it here, the harder case); and that an
+  unknown symbol or wrong `type` answers `{}`.
+- Cookies expire: with `cookie_lifetime=N`, a cookie is good for N API answers, after which
+  the API answers 200 `{}` to it until the client primes a new one (N is ours; the real
+  lifetime is in minutes and unknown).
+- The legacy endpoints keep the older leg shape (`strikePrice, expiryDate DD-Mon-YYYY,
+  underlying, bidQty, bidprice, askQty, askPrice`) and omit a missing leg.
 """
 
 from __future__ import annotations
@@ -49,18 +63,18 @@ def _parse_nse_date(text: str) -> date | None:
         return None
 
 
-def _leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dict[str, Any]:
-    expiry = nse_date(state.expiry)
+def _identifier(state: ChainState, strike: float, kind: str) -> str:
     prefix = "OPTIDX" if UNDERLYINGS[state.symbol].kind == "Indices" else "OPTSTK"
+    return f"{prefix}{state.symbol}{state.expiry:%d-%m-%Y}{kind}{strike:.2f}"
+
+
+def _figures(leg: LegState) -> dict[str, Any]:
+    """The figures both shapes share, in the order NSE sends them."""
     change = round(leg.ltp - leg.prev_close, 2)
     pchange_oi = (
         round(leg.change_in_oi / leg.prev_open_interest * 100, 4) if leg.prev_open_interest else 0
     )
     return {
-        "strikePrice": strike,
-        "expiryDate": expiry,
-        "underlying": state.symbol,
-        "identifier": f"{prefix}{state.symbol}{state.expiry:%d-%m-%Y}{kind}{strike:.2f}",
         "openInterest": leg.open_interest,
         "changeinOpenInterest": leg.change_in_oi,
         "pchangeinOpenInterest": pchange_oi,
@@ -71,6 +85,17 @@ def _leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dic
         "pChange": round(change / leg.prev_close * 100, 4) if leg.prev_close else 0,
         "totalBuyQuantity": int(leg.volume * 3 + 750),
         "totalSellQuantity": int(leg.volume * 2 + 1500),
+    }
+
+
+def _legacy_leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dict[str, Any]:
+    figures = _figures(leg)
+    return {
+        "strikePrice": strike,
+        "expiryDate": nse_date(state.expiry),
+        "underlying": state.symbol,
+        "identifier": _identifier(state, strike, kind),
+        **figures,
         "bidQty": 75,
         "bidprice": round(max(leg.ltp - 0.05, 0.0), 2),
         "askQty": 150,
@@ -79,14 +104,68 @@ def _leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dic
     }
 
 
-def _chain_items(state: ChainState, expiry_key: str) -> list[dict[str, Any]]:
+def _v3_leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dict[str, Any]:
+    return {
+        "identifier": _identifier(state, strike, kind),
+        "expiryDate": f"{state.expiry:%d-%m-%Y}",
+        **_figures(leg),
+        "buyPrice1": round(max(leg.ltp - 0.05, 0.0), 2),
+        "buyQuantity1": 75,
+        "sellPrice1": round(leg.ltp + 0.05, 2),
+        "sellQuantity1": 150,
+        "underlyingValue": state.spot,
+    }
+
+
+def _v3_placeholder(state: ChainState) -> dict[str, Any]:
+    """The leg v3 sends for a contract that is not listed: no identifier, every number 0.
+
+    Unverified: whether `expiryDate` is then filled in (it is here).
+    """
+    numbers = dict.fromkeys(
+        (
+            "openInterest",
+            "changeinOpenInterest",
+            "pchangeinOpenInterest",
+            "totalTradedVolume",
+            "impliedVolatility",
+            "lastPrice",
+            "change",
+            "pChange",
+            "totalBuyQuantity",
+            "totalSellQuantity",
+            "buyPrice1",
+            "buyQuantity1",
+            "sellPrice1",
+            "sellQuantity1",
+            "underlyingValue",
+        ),
+        0,
+    )
+    return {"identifier": None, "expiryDate": f"{state.expiry:%d-%m-%Y}", **numbers}
+
+
+def _v3_items(state: ChainState) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for row in state.strikes:
-        item: dict[str, Any] = {"strikePrice": row.strike, expiry_key: nse_date(state.expiry)}
+        item: dict[str, Any] = {"strikePrice": row.strike, "expiryDates": nse_date(state.expiry)}
+        for kind, leg in (("CE", row.ce), ("PE", row.pe)):
+            if leg is not None:
+                item[kind] = _v3_leg_json(state, row.strike, kind, leg)
+            elif row.ce is not None or row.pe is not None:
+                item[kind] = _v3_placeholder(state)
+        items.append(item)
+    return items
+
+
+def _legacy_items(state: ChainState) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for row in state.strikes:
+        item: dict[str, Any] = {"strikePrice": row.strike, "expiryDate": nse_date(state.expiry)}
         if row.ce is not None:
-            item["CE"] = _leg_json(state, row.strike, "CE", row.ce)
+            item["CE"] = _legacy_leg_json(state, row.strike, "CE", row.ce)
         if row.pe is not None:
-            item["PE"] = _leg_json(state, row.strike, "PE", row.pe)
+            item["PE"] = _legacy_leg_json(state, row.strike, "PE", row.pe)
         items.append(item)
     return items
 
@@ -104,7 +183,7 @@ def _totals(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def v3_payload(state: ChainState, all_expiries: list[date]) -> dict[str, Any]:
     """`/api/option-chain-v3`: one expiry's chain."""
-    items = _chain_items(state, "expiryDates")
+    items = _v3_items(state)
     return {
         "records": {
             "timestamp": state.as_of.strftime("%d-%b-%Y %H:%M:%S"),
@@ -117,11 +196,20 @@ def v3_payload(state: ChainState, all_expiries: list[date]) -> dict[str, Any]:
     }
 
 
+def v3_empty_payload(all_expiries: list[date]) -> dict[str, Any]:
+    """`/api/option-chain-v3` for an expiry that is not listed: a chain with no data."""
+    totals = {"totOI": 0, "totVol": 0}
+    return {
+        "records": {"expiryDates": [nse_date(d) for d in all_expiries], "data": []},
+        "filtered": {"data": [], "CE": dict(totals), "PE": dict(totals)},
+    }
+
+
 def legacy_payload(states: list[ChainState]) -> dict[str, Any]:
     """`/api/option-chain-indices|equities`: every expiry in one payload."""
-    items = [item for state in states for item in _chain_items(state, "expiryDate")]
+    items = [item for state in states for item in _legacy_items(state)]
     first = states[0]
-    nearest = _chain_items(first, "expiryDate")
+    nearest = _legacy_items(first)
     return {
         "records": {
             "timestamp": first.as_of.strftime("%d-%b-%Y %H:%M:%S"),
@@ -146,6 +234,14 @@ PUBLISHED_HOLIDAYS: tuple[tuple[date, str], ...] = (
 )
 
 
+def _lifetime(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("cookie_lifetime must be a positive number of API answers, or None")
+    return value
+
+
 class NseEmulator(HttpEmulator):
     """The NSE option-chain site. Fault endpoints: page, contract-info, v3, legacy."""
 
@@ -162,20 +258,27 @@ class NseEmulator(HttpEmulator):
         clock: Clock | None = None,
         legacy_enabled: bool = False,
         require_cookies: bool = True,
+        cookie_lifetime: int | None = None,
     ) -> None:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.legacy_enabled = legacy_enabled
         self.require_cookies = require_cookies
-        self._issued: set[str] = set()
+        #: API answers one primed cookie gets before it expires (`{}` after); None: never.
+        self.cookie_lifetime = _lifetime(cookie_lifetime)
+        #: Issued `nsit` cookie -> API answers served to it.
+        self._issued: dict[str, int] = {}
         self._issued_lock = threading.Lock()
         super().__init__()
 
     def configure(self, **options: Any) -> None:
-        unknown = set(options) - {"legacy_enabled", "require_cookies"}
+        unknown = set(options) - {"legacy_enabled", "require_cookies", "cookie_lifetime"}
         if unknown:
             raise ValueError(f"unknown options {sorted(unknown)}")
         for name, value in options.items():
-            setattr(self, name, bool(value))
+            if name == "cookie_lifetime":
+                self.cookie_lifetime = _lifetime(value)
+            else:
+                setattr(self, name, bool(value))
 
     def _today(self) -> date:
         return trading_day(self.clock().astimezone(IST).date())
@@ -210,6 +313,21 @@ class NseEmulator(HttpEmulator):
         with self._issued_lock:
             return request.cookies["nsit"] in self._issued
 
+    def _expired(self, request: Request) -> bool:
+        """Count one API answer against the request's cookie; True once it has run out."""
+        lifetime = self.cookie_lifetime
+        nsit = request.cookies.get("nsit")
+        if lifetime is None or nsit is None:
+            return False
+        with self._issued_lock:
+            served = self._issued.get(nsit)
+            if served is None:
+                return False
+            if served >= lifetime:
+                return True
+            self._issued[nsit] = served + 1
+            return False
+
     def _gate(self, request: Request) -> Response | None:
         if not self._browser_like(request):
             return access_denied(request)
@@ -220,6 +338,9 @@ class NseEmulator(HttpEmulator):
                 "text/html",
                 status=401,
             )
+        if self._expired(request):
+            # How NSE answers a data call on an expired session: 200 and an empty object.
+            return encode_body(request, b"{}", "application/json")
         return None
 
     # -- endpoints ---------------------------------------------------------------------------
@@ -235,7 +356,7 @@ class NseEmulator(HttpEmulator):
         response = encode_body(request, _PAGE_HTML.encode(), "text/html")
         nsit = secrets.token_urlsafe(18)
         with self._issued_lock:
-            self._issued.add(nsit)
+            self._issued[nsit] = 0
         response.set_cookie("nsit", nsit, path="/", httponly=True, samesite="lax")
         response.set_cookie("nseappid", secrets.token_urlsafe(24), path="/", httponly=True)
         response.set_cookie("ak_bmsc", secrets.token_urlsafe(32), path="/", httponly=True)
@@ -292,9 +413,11 @@ class NseEmulator(HttpEmulator):
             spec = UNDERLYINGS.get(symbol)
             now = self.clock()
             listed = expiries(symbol, self._today()) if spec else []
-            # The real API answers an unknown symbol, a wrong type or expiry with `{}`.
-            if spec is None or spec.kind != kind or expiry not in listed:
+            # Unverified: an unknown symbol or a wrong type answering `{}`.
+            if spec is None or spec.kind != kind:
                 return 200, {}
+            if expiry not in listed:
+                return 200, v3_empty_payload(listed)
             return 200, v3_payload(chain_at(symbol, expiry, now), listed)
 
         return await self.answer(request, "v3", produce)

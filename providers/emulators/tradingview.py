@@ -1,9 +1,20 @@
-"""A local TradingView WebSocket server for tests, the demo and benchmarks, built on our codec.
+"""A local TradingView WebSocket server for tests, the demo and benchmarks.
 
-It speaks the protocol of PROTOCOLS.md: hello on connect, `~h~N` heartbeats (and it disconnects a
-client that does not echo them), quote sessions with full then partial `qsd`, chart sessions with
-deterministic history, paging and live `du` updates, and the error messages. Fault controls let
-tests break it on purpose.
+It is written from the documented facts about the real server, not from our client's codec (it
+has its own framing, JSON and interval table), so the two cannot share one mistake. It speaks:
+hello on connect, `~h~N` heartbeats (and it disconnects a client that does not echo them), quote
+sessions with full then partial `qsd`, chart sessions with deterministic history, paging and live
+`du` updates, and the error messages. Fault controls let tests break it on purpose.
+
+Wire format, as the real server's: `~m~<length>~m~<payload>` where `<length>` counts UTF-16 code
+units (JavaScript's `String.length`; an emoji counts 2), and JSON text goes out as raw characters,
+never `\\u` escapes. `symbol_resolved` and the first full quote carry a `description` and a
+`local_description` (Devanagari for the NIFTY indices; for other symbols the ticker and an emoji,
+so a character outside the BMP is on the wire). The names are the emulator's own (unverified: the
+real server's text for a listing may differ); what is verified is that such text arrives raw.
+`create_series` takes six parameters `[cs, series_id, turnaround, symbol_id, interval, count]`
+and tolerates a seventh `""` (some clients send it); interval codes are `1 3 5 15 30 45 60 120
+180 240 1D 1W 1M` and the aliases `D W M`; anything else gets `series_error`.
 
 Two ways to run it:
 - inside a running loop: `async with TradingViewEmulator() as emu: ... emu.url`;
@@ -31,6 +42,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -43,15 +55,123 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from providers.errors import ProtocolError
-from providers.tradingview import codec
 from providers.tradingview.logs import frame_safe_logger
-from providers.tradingview.symbols import INTERVAL_SECONDS
 
 IST = timezone(timedelta(hours=5, minutes=30))
 _OPEN = 9 * 3600 + 15 * 60  # seconds after IST midnight
 _CLOSE = 15 * 3600 + 30 * 60
 _EARLIEST = date(1990, 1, 1)
+
+#: Interval codes the server accepts -> bar step in seconds; None: one bar per day, week or month.
+INTERVAL_STEPS: dict[str, int | None] = {
+    "1": 60,
+    "3": 180,
+    "5": 300,
+    "15": 900,
+    "30": 1800,
+    "45": 2700,
+    "60": 3600,
+    "120": 7200,
+    "180": 10800,
+    "240": 14400,
+    "1D": None,
+    "1W": None,
+    "1M": None,
+}
+#: The server also takes `D`, `W`, `M` for the same bars.
+INTERVAL_ALIASES = {"D": "1D", "W": "1W", "M": "1M"}
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+def canonical_interval(interval: str) -> str | None:
+    """The interval's canonical code, or None when the server would refuse it."""
+    interval = INTERVAL_ALIASES.get(interval, interval)
+    return interval if interval in INTERVAL_STEPS else None
+
+
+# --------------------------------------------------------------------------------------------
+# Wire format
+# --------------------------------------------------------------------------------------------
+
+_MARKER = "~m~"
+_HEARTBEAT = "~h~"
+_HEADER = re.compile(r"~m~([0-9]{1,10})~m~")
+#: What the start of a header looks like when a frame ends inside it.
+_HEADER_START = re.compile(r"~(?:m(?:~(?:[0-9]{1,10}(?:~m?)?)?)?)?")
+
+
+def utf16_units(text: str) -> int:
+    """JavaScript's `text.length`: UTF-16 code units, 2 for a character above U+FFFF."""
+    return sum(2 if ord(ch) > 0xFFFF else 1 for ch in text) if not text.isascii() else len(text)
+
+
+def frame(payload: str) -> str:
+    """`~m~<length>~m~<payload>`; the length counts UTF-16 code units, as the server's does."""
+    return f"{_MARKER}{utf16_units(payload)}{_MARKER}{payload}"
+
+
+def message_payload(method: str, params: list[Any]) -> str:
+    """`{"m": method, "p": params}`, compact, with text as raw characters (not `\\u` escapes)."""
+    return json.dumps({"m": method, "p": params}, separators=(",", ":"), ensure_ascii=False)
+
+
+def message(method: str, params: list[Any]) -> str:
+    return frame(message_payload(method, params))
+
+
+class ClientStream:
+    """Splits what a client sends into payloads, buffering a message split across frames.
+
+    `feed` raises ValueError when the stream is out of step (a header that is not
+    `~m~<digits>~m~`, or a length that ends inside a character).
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, data: str | bytes) -> list[str]:
+        text = self._pending + (data if isinstance(data, str) else data.decode("utf-8"))
+        payloads: list[str] = []
+        pos = 0
+        while pos < len(text):
+            header = _HEADER.match(text, pos)
+            if header is None:
+                if _HEADER_START.fullmatch(text, pos):
+                    break  # the header continues in the next frame
+                raise ValueError("malformed frame header")
+            units = int(header.group(1))
+            if units > MAX_MESSAGE_SIZE:
+                raise ValueError("frame length above the limit")
+            start = end = header.end()
+            counted = 0
+            # Walk characters until the declared code units are used up.
+            while counted < units and end < len(text):
+                counted += 2 if ord(text[end]) > 0xFFFF else 1
+                end += 1
+            if counted < units:
+                break  # the payload continues in the next frame
+            if counted > units:
+                raise ValueError("frame length ends inside a character")
+            payloads.append(text[start:end])
+            pos = end
+        self._pending = text[pos:]
+        return payloads
+
+
+#: (description, local_description) per symbol; see the module docstring.
+_NAMES = {
+    "NSE:NIFTY": ("Nifty 50 Index", "निफ्टी 50"),
+    "NSE:BANKNIFTY": ("Nifty Bank Index", "निफ्टी बैंक"),
+}
+
+
+def symbol_names(symbol: str) -> tuple[str, str]:
+    """(description, local_description) the emulator sends for a symbol."""
+    known = _NAMES.get(symbol)
+    if known is not None:
+        return known
+    ticker = symbol.partition(":")[2]
+    return f"{ticker} Ltd", f"{ticker} \U0001f4c8"  # 📈, U+1F4C8: two UTF-16 code units
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,7 +184,8 @@ def _day_opens(day: date, interval: str) -> list[int]:
     if day.weekday() >= 5:
         return []
     start = int(datetime(day.year, day.month, day.day, tzinfo=IST).timestamp())
-    step = INTERVAL_SECONDS[interval]
+    interval = INTERVAL_ALIASES.get(interval, interval)
+    step = INTERVAL_STEPS[interval]
     if step is not None:
         return [start + _OPEN + k * step for k in range(math.ceil((_CLOSE - _OPEN) / step))]
     if interval == "1W" and day.weekday() != 0:
@@ -117,7 +238,7 @@ def bar_values(symbol: str, interval: str, ts: int, seed: int = 0) -> list[float
     """`[ts, o, h, l, c, v]` of one bar: a pure function, so every page agrees."""
     base = base_price(symbol)
     phase = _uniforms("phase", symbol)[0] * 6.28
-    step = INTERVAL_SECONDS[interval] or 86_400
+    step = INTERVAL_STEPS[INTERVAL_ALIASES.get(interval, interval)] or 86_400
     u1, u2, u3, u4, u5 = _uniforms(seed, symbol, interval, ts)
     o = _mid(base, ts, phase) * (1 + 0.002 * (u1 - 0.5))
     c = _mid(base, ts + step, phase) * (1 + 0.002 * (u2 - 0.5))
@@ -163,7 +284,7 @@ class _Client:
     id: int
     ws: ServerConnection
     commands: list[tuple[str, list[Any]]]
-    decoder: codec.FrameDecoder = field(default_factory=codec.FrameDecoder)
+    decoder: ClientStream = field(default_factory=ClientStream)
     queue: asyncio.Queue[tuple[str, list[Any]]] = field(default_factory=asyncio.Queue)
     quote_sessions: dict[str, dict[str, _QuoteState]] = field(default_factory=dict)
     chart_sessions: dict[str, _ChartSession] = field(default_factory=dict)
@@ -243,7 +364,7 @@ class TradingViewEmulator:
             process_request=self._process_request,
             ping_interval=None,
             close_timeout=1,
-            max_size=codec.DEFAULT_MAX_MESSAGE_SIZE,
+            max_size=MAX_MESSAGE_SIZE,
             logger=frame_safe_logger("websockets.server"),  # client frames carry the token
         )
         self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
@@ -321,21 +442,21 @@ class TradingViewEmulator:
         """Send `protocol_error` to every client, then close, as TradingView does."""
 
         async def send() -> None:
-            frame = codec.encode_message("protocol_error", ["wrong data"])
+            data = message("protocol_error", ["wrong data"])
             for client in list(self._clients.values()):
-                await self._send(client, frame)
+                await self._send(client, data)
                 await client.ws.close()
 
         return self._submit(send())
 
     def send_bad_frame(self) -> concurrent.futures.Future[Any]:
         """Send a frame whose length prefix is too short (the stream goes out of step)."""
-        payload = codec.encode_payload("qsd", ["qs_x", {"n": "NSE:NIFTY", "s": "ok", "v": {}}])
-        frame = f"~m~{len(payload) - 7}~m~{payload}"
+        payload = message_payload("qsd", ["qs_x", {"n": "NSE:NIFTY", "s": "ok", "v": {}}])
+        bad = f"{_MARKER}{utf16_units(payload) - 7}{_MARKER}{payload}"
 
         async def send() -> None:
             for client in list(self._clients.values()):
-                await self._send(client, frame)
+                await self._send(client, bad)
 
         return self._submit(send())
 
@@ -423,10 +544,10 @@ class TradingViewEmulator:
             asyncio.create_task(self._ticks(client)),
         ]
         try:
-            await self._send(client, codec.encode_frame(self._hello()))
+            await self._send(client, frame(self._hello()))
             async for data in ws:
                 if not self._receive(client, data):
-                    await self._send(client, codec.encode_message("protocol_error", ["wrong data"]))
+                    await self._send(client, message("protocol_error", ["wrong data"]))
                     await ws.close()
                     break
         except ConnectionClosed:
@@ -440,10 +561,10 @@ class TradingViewEmulator:
         """Record and queue the commands in one frame; False on a malformed frame."""
         try:
             payloads = client.decoder.feed(data)
-        except ProtocolError:
+        except ValueError:  # also UnicodeDecodeError
             return False
         for payload in payloads:
-            if payload.startswith(codec.HEARTBEAT_PREFIX):
+            if payload.startswith(_HEARTBEAT):
                 # Echoes are handled here, not in the worker, so a slow answer never delays them.
                 number = payload[3:]
                 if number.isdigit():
@@ -510,7 +631,7 @@ class TradingViewEmulator:
                 if self._heartbeats_on:
                     number += 1
                     client.unanswered[number] = now
-                    await self._send(client, codec.encode_heartbeat(number))
+                    await self._send(client, frame(f"{_HEARTBEAT}{number}"))
 
     # ---------------------------------------------------------------- commands
 
@@ -524,9 +645,7 @@ class TradingViewEmulator:
             try:
                 await handler(client, params)
             except (IndexError, KeyError, TypeError, ValueError):
-                await self._send(
-                    client, codec.encode_message("critical_error", ["bad params", method])
-                )
+                await self._send(client, message("critical_error", ["bad params", method]))
 
     async def _cmd_quote_create_session(self, client: _Client, p: list[Any]) -> None:
         client.quote_sessions[str(p[0])] = {}
@@ -543,11 +662,12 @@ class TradingViewEmulator:
         for symbol in symbols:
             if self.is_unknown(symbol):
                 body = {"n": symbol, "s": "error", "errmsg": "invalid symbol", "v": {}}
-                frames.append(codec.encode_message("qsd", [qs, body]))
+                frames.append(message("qsd", [qs, body]))
                 continue
             base = base_price(symbol)
             state = _QuoteState(price=base, prev_close=round(base * 0.995, 2), volume=1_000.0)
             session[symbol] = state
+            description, local_description = symbol_names(symbol)
             full = self._quote_values(state) | {
                 "bid": round(base - 0.05, 2),
                 "ask": round(base + 0.05, 2),
@@ -556,10 +676,12 @@ class TradingViewEmulator:
                 "exchange": symbol.partition(":")[0],
                 "short_name": symbol.partition(":")[2],
                 "pro_name": symbol,
+                "description": description,
+                "local_description": local_description,
                 "type": "index" if "NIFTY" in symbol else "stock",
             }
-            frames.append(codec.encode_message("qsd", [qs, {"n": symbol, "s": "ok", "v": full}]))
-            frames.append(codec.encode_message("quote_completed", [qs, symbol]))
+            frames.append(message("qsd", [qs, {"n": symbol, "s": "ok", "v": full}]))
+            frames.append(message("quote_completed", [qs, symbol]))
         if frames:
             await self._send(client, "".join(frames))
 
@@ -580,14 +702,15 @@ class TradingViewEmulator:
         symbol = str(json.loads(spec[1:])["symbol"]) if spec.startswith("=") else spec
         if self.is_unknown(symbol):
             session.symbols[symbol_id] = None
-            await self._send(
-                client, codec.encode_message("symbol_error", [cs, symbol_id, "invalid symbol"])
-            )
+            await self._send(client, message("symbol_error", [cs, symbol_id, "invalid symbol"]))
             return
         session.symbols[symbol_id] = symbol
         exchange, _, ticker = symbol.partition(":")
+        description, local_description = symbol_names(symbol)
         info = {
             "name": ticker,
+            "description": description,
+            "local_description": local_description,
             "full_name": symbol,
             "pro_name": symbol,
             "exchange": exchange,
@@ -600,9 +723,14 @@ class TradingViewEmulator:
             "currency_code": "INR",
             "has_intraday": True,
         }
-        await self._send(client, codec.encode_message("symbol_resolved", [cs, symbol_id, info]))
+        await self._send(client, message("symbol_resolved", [cs, symbol_id, info]))
 
     async def _cmd_create_series(self, client: _Client, p: list[Any]) -> None:
+        # `[cs, series_id, turnaround, symbol_id, interval, count]`, as the browser sends it; a
+        # seventh "" (some clients) is tolerated. Any other shape: `critical_error` (what the
+        # real server answers to one is unverified).
+        if len(p) not in (6, 7) or (len(p) == 7 and p[6] != ""):
+            raise ValueError("create_series takes six parameters")
         cs, series_id, turnaround, symbol_id, interval = (str(x) for x in p[:5])
         await self._start_series(client, cs, series_id, turnaround, symbol_id, interval, int(p[5]))
 
@@ -622,21 +750,20 @@ class TradingViewEmulator:
     ) -> None:
         session = client.chart_sessions[cs]
         symbol = session.symbols.get(symbol_id)
-        reason = "invalid interval" if interval not in INTERVAL_SECONDS else None
+        canonical = canonical_interval(interval)
+        reason = "invalid interval" if canonical is None else None
         if symbol is None:
             reason = "resolve error"
         if reason:
             session.series.pop(series_id, None)
-            frame = codec.encode_message("series_error", [cs, series_id, turnaround, reason])
-            await self._send(client, frame)
+            await self._send(client, message("series_error", [cs, series_id, turnaround, reason]))
             return
-        assert symbol is not None
+        assert symbol is not None and canonical is not None
+        interval = canonical  # `D` and `1D` are the same bars
         newest = next(bar_opens_desc(interval, int(self.clock().timestamp())))
         series = _Series(symbol, interval, turnaround, newest)
         session.series[series_id] = series
-        await self._send(
-            client, codec.encode_message("series_loading", [cs, series_id, turnaround])
-        )
+        await self._send(client, message("series_loading", [cs, series_id, turnaround]))
         await self._send_page(client, cs, series_id, series, count)
         series.live = True
         if self.bar_seconds is not None:
@@ -688,11 +815,9 @@ class TradingViewEmulator:
                     "lbs": {},
                 }
             }
-            frames.append(codec.encode_message("timescale_update", [cs, body]))
+            frames.append(message("timescale_update", [cs, body]))
         frames.append(
-            codec.encode_message(
-                "series_completed", [cs, series_id, "streaming", series.turnaround, {}]
-            )
+            message("series_completed", [cs, series_id, "streaming", series.turnaround, {}])
         )
         await self._send(client, "".join(frames))
 
@@ -755,12 +880,12 @@ class TradingViewEmulator:
                     if symbol in muted:
                         continue
                     body = {"n": symbol, "s": "ok", "v": self._tick_quote(state)}
-                    frames.append(codec.encode_message("qsd", [qs, body]))
+                    frames.append(message("qsd", [qs, body]))
             for cs, chart in client.chart_sessions.items():
                 for series_id, series in chart.series.items():
                     if series.live and series.forming is not None:
                         body = {series_id: {"s": self._tick_series(series)}}
-                        frames.append(codec.encode_message("du", [cs, body]))
+                        frames.append(message("du", [cs, body]))
             if frames:
                 await self._send(client, "".join(frames))
 
@@ -793,10 +918,7 @@ class TradingViewEmulator:
                     symbol = symbols[i % len(symbols)]
                     messages.append((symbol, self._tick_quote(states[symbol])))
                 frames = [
-                    "".join(
-                        codec.encode_message("qsd", [qs, {"n": s, "s": "ok", "v": v}])
-                        for s, v in messages
-                    )
+                    "".join(message("qsd", [qs, {"n": s, "s": "ok", "v": v}]) for s, v in messages)
                     for _, qs in targets
                 ]
                 if key >= 0:

@@ -2,6 +2,13 @@
 
 Serves the same chain model as the NSE emulator (`chains.chain_at`), so both agree; `maxTime`
 selects the minute of today's session the chain state is taken at.
+
+Weakly evidenced, so switchable (`configure`): the volume/price key spellings of `live-oi-data`
+(`leg_spelling="short"`: callVol/callLtp, `"long"`: callVolume/callLastPrice, and the put twins),
+and which expiry endpoint exists (`expiry_endpoints`: "both", "search" for
+`search-contract-expiry-dates` -> `body.data.all_exp_list`, "fno" for `fno/get-expiry-dates`
+-> `body.expiryDates`; a switched-off one answers 404). Unverified: the `fno/get-expiry-dates`
+date format (`YYYY-MM-DD` here, as `expDateList` takes).
 """
 
 from __future__ import annotations
@@ -41,30 +48,63 @@ def _error(description: str) -> tuple[int, Any]:
     return 200, {"head": _head("1", description), "body": {}}
 
 
-def _leg(prefix: str, leg: LegState | None) -> dict[str, Any]:
+LEG_SPELLINGS: dict[str, tuple[str, str]] = {
+    "short": ("Vol", "Ltp"),
+    "long": ("Volume", "LastPrice"),
+}
+EXPIRY_ENDPOINTS = ("both", "search", "fno")
+
+
+def _leg(prefix: str, leg: LegState | None, spelling: str = "short") -> dict[str, Any]:
+    vol, ltp = LEG_SPELLINGS[spelling]
     if leg is None:
         # A strike that lists one leg only: the other leg's figures are null.
-        return {f"{prefix}{name}": None for name in ("Oi", "OiChange", "Vol", "Ltp")}
+        return {f"{prefix}{name}": None for name in ("Oi", "OiChange", vol, ltp)}
     return {
         f"{prefix}Oi": leg.open_interest,
         f"{prefix}OiChange": leg.change_in_oi,
-        f"{prefix}Vol": leg.volume,
-        f"{prefix}Ltp": leg.ltp,
+        f"{prefix}{vol}": leg.volume,
+        f"{prefix}{ltp}": leg.ltp,
     }
 
 
 class TrendlyneEmulator(HttpEmulator):
-    """Trendlyne's three endpoints under `/phoenix/api`. Fault endpoints: search, expiries, oi."""
+    """Trendlyne's endpoints under `/phoenix/api`.
+
+    Fault endpoints: search, expiries, fno-expiries, oi.
+    """
 
     schema_keys: ClassVar[dict[str, str]] = {
         "search": "stock_code",
         "expiries": "all_exp_list",
+        "fno-expiries": "expiryDates",
         "oi": "oiData",
     }
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        leg_spelling: str = "short",
+        expiry_endpoints: str = "both",
+    ) -> None:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.leg_spelling = "short"
+        self.expiry_endpoints = "both"
+        self.configure(leg_spelling=leg_spelling, expiry_endpoints=expiry_endpoints)
         super().__init__()
+
+    def configure(self, **options: Any) -> None:
+        unknown = set(options) - {"leg_spelling", "expiry_endpoints"}
+        if unknown:
+            raise ValueError(f"unknown options {sorted(unknown)}")
+        spelling = options.get("leg_spelling", self.leg_spelling)
+        endpoints = options.get("expiry_endpoints", self.expiry_endpoints)
+        if spelling not in LEG_SPELLINGS:
+            raise ValueError(f"leg_spelling must be one of {sorted(LEG_SPELLINGS)}")
+        if endpoints not in EXPIRY_ENDPOINTS:
+            raise ValueError(f"expiry_endpoints must be one of {list(EXPIRY_ENDPOINTS)}")
+        self.leg_spelling, self.expiry_endpoints = spelling, endpoints
 
     @property
     def path_prefix(self) -> str:
@@ -74,6 +114,7 @@ class TrendlyneEmulator(HttpEmulator):
         return [
             Route(f"{PREFIX}/search-contract-stock/", self._search),
             Route(f"{PREFIX}/search-contract-expiry-dates/", self._expiries),
+            Route(f"{PREFIX}/fno/get-expiry-dates/", self._fno_expiries),
             Route(f"{PREFIX}/live-oi-data/", self._oi),
         ]
 
@@ -115,6 +156,8 @@ class TrendlyneEmulator(HttpEmulator):
             return access_denied(request)
 
         async def produce() -> tuple[int, Any]:
+            if self.expiry_endpoints == "fno":
+                return 404, {"detail": "Not found."}
             symbol = self._symbol_for(request.query_params.get("stock_pk", ""))
             if symbol is None:
                 return _error("Invalid stock_pk")
@@ -122,6 +165,22 @@ class TrendlyneEmulator(HttpEmulator):
             return 200, {"head": _head(), "body": {"data": {"all_exp_list": listed}}}
 
         return await self.answer(request, "expiries", produce)
+
+    async def _fno_expiries(self, request: Request) -> Response:
+        self.record(request, "fno-expiries")
+        if not self._browser_like(request):
+            return access_denied(request)
+
+        async def produce() -> tuple[int, Any]:
+            if self.expiry_endpoints == "search":
+                return 404, {"detail": "Not found."}
+            symbol = self._symbol_for(request.query_params.get("stock_id", ""))
+            if symbol is None or request.query_params.get("mtype") != "options":
+                return _error("Invalid stock_id or mtype")
+            listed = [d.isoformat() for d in expiries(symbol, self._today())]
+            return 200, {"head": _head(), "body": {"expiryDates": listed}}
+
+        return await self.answer(request, "fno-expiries", produce)
 
     async def _oi(self, request: Request) -> Response:
         self.record(request, "oi")
@@ -148,8 +207,12 @@ class TrendlyneEmulator(HttpEmulator):
             if not (SESSION_OPEN <= moment.time() <= SESSION_CLOSE):
                 return _error("Time outside market hours")
             state = chain_at(symbol, expiry, moment)
+            spelling = self.leg_spelling
             oi_data = {
-                f"{row.strike:g}": {**_leg("call", row.ce), **_leg("put", row.pe)}
+                f"{row.strike:g}": {
+                    **_leg("call", row.ce, spelling),
+                    **_leg("put", row.pe, spelling),
+                }
                 for row in state.strikes
             }
             return 200, {

@@ -2,6 +2,16 @@
 
 Every surprise in the payload becomes `SchemaChangedError(key=...)` naming the JSON path, and a
 well-formed answer without data becomes `EmptyPayloadError`; nothing else escapes.
+
+Two chain shapes are read:
+
+- v3 (`/api/option-chain-v3`, one expiry): items `{strikePrice, expiryDates: "25-Aug-2026", CE,
+  PE}`; legs carry `identifier, expiryDate ("25-08-2026", DD-MM-YYYY), openInterest, ...,
+  buyPrice1, buyQuantity1, sellPrice1, sellQuantity1, underlyingValue` and no strike. A strike
+  with one listed contract still has both legs: the missing one is a placeholder with
+  `"identifier": null` and zeros, which is no contract and never becomes a row.
+- legacy (`/api/option-chain-indices|equities`, every expiry): items `{strikePrice,
+  expiryDate: "25-Aug-2026", CE?, PE?}`; legs carry strike, underlying, bidprice/askPrice.
 """
 
 from __future__ import annotations
@@ -26,8 +36,13 @@ _MONTHS = {
     )
 }
 _DATE_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s*$")
+#: v3 legs spell their expiry `DD-MM-YYYY` ("25-08-2026"), unlike everything else NSE sends.
+_NUMERIC_DATE_RE = re.compile(r"^\s*(\d{1,2})-(\d{1,2})-(\d{4})\s*$")
 _TS_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
+
+#: Tells "no `identifier` key" (a leg of an older shape) from `"identifier": null`.
+_ABSENT = object()
 
 _reader = PayloadReader("NSE", PROVIDER)
 _schema = _reader.schema
@@ -37,9 +52,12 @@ _require_list = _reader.require_list
 
 
 def parse_nse_date(value: Any, *, key: str) -> date:
-    """`DD-Mon-YYYY` -> date (locale-independent)."""
+    """`DD-Mon-YYYY` (or a v3 leg's `DD-MM-YYYY`) -> date (locale-independent)."""
     match = _DATE_RE.match(value) if isinstance(value, str) else None
     month = _MONTHS.get(match.group(2).lower()) if match else None
+    if match is None and isinstance(value, str):
+        match = _NUMERIC_DATE_RE.match(value)
+        month = int(match.group(2)) if match else None
     if match is None or month is None:
         raise _schema(key, f"has an unexpected date {value!r}")
     try:
@@ -61,6 +79,12 @@ def parse_timestamp(value: Any, *, key: str = "records.timestamp") -> datetime:
         )
     except ValueError:
         raise _schema(key, f"has an impossible timestamp {value!r}") from None
+
+
+def needs_reprime(payload: Any) -> bool:
+    """True for `{}`: what a data endpoint answers a session whose cookies expired (or a blocked
+    one). The client re-primes its cookies once and asks again before believing it."""
+    return type(payload) is dict and not payload
 
 
 def parse_expiry_dates(payload: Any) -> list[date]:
@@ -98,6 +122,7 @@ def _item_expiry(item: dict[str, Any], seen: dict[str, date]) -> date:
     for kind in _KINDS:
         leg = item.get(kind)
         if isinstance(leg, dict) and leg.get("expiryDate") is not None:
+            # A v3 leg's date is `DD-MM-YYYY`; parse_nse_date reads both spellings.
             return parse_nse_date(leg["expiryDate"], key=f"records.data[].{kind}.expiryDate")
     raise _schema("records.data[].expiryDate", "is missing")
 
@@ -105,16 +130,27 @@ def _item_expiry(item: dict[str, Any], seen: dict[str, date]) -> date:
 def parse_chain(
     payload: Any, underlying: str, *, expiry: date | None = None
 ) -> list[OptionChainRow]:
-    """A v3 or legacy chain payload -> one row per present leg (of `expiry` when given)."""
+    """A v3 or legacy chain payload -> one row per listed contract (of `expiry` when given).
+
+    `records.data: []` is how NSE answers a wrong or expired expiry: an empty chain
+    (`EmptyPayloadError`), whether or not `records.timestamp` came with it.
+    """
     root = _require_dict(payload, "$")
     if not root:
         raise EmptyPayloadError(
             "NSE answered the option chain with an empty object", provider=PROVIDER
         )
     records = _require_dict(root.get("records"), "records")
+    data = _require_list(records.get("data"), "records.data")
+    if not data:
+        # Checked before the timestamp: an empty answer may come without one.
+        which = f" for expiry {expiry.isoformat()}" if expiry else ""
+        raise EmptyPayloadError(
+            f"NSE option chain of {underlying}{which} is empty (records.data: [])",
+            provider=PROVIDER,
+        )
     snapshot_ts = parse_timestamp(records.get("timestamp"))
     underlying_value = _number(records.get("underlyingValue"), key="records.underlyingValue")
-    data = _require_list(records.get("data"), "records.data")
     expiries: dict[str, date] = {}
     legs: list[OptionChainLeg] = []
     append = legs.append
@@ -140,9 +176,13 @@ def parse_chain(
                 continue  # a strike may list one leg only
             if type(leg) is not dict:
                 leg = _require_dict(leg, f"records.data[].{kind}")
+            get = leg.get
+            if get("identifier", _ABSENT) is None:
+                # v3's placeholder for the contract that is not listed at this strike: its
+                # zeros would read as "OI 0, price 0" (legacy omits such a leg instead).
+                continue
             # Inlined, and the JSON path built only off the fast path: this loop runs for
             # every leg of every expiry (~4,000 per NIFTY snapshot).
-            get = leg.get
             oi = get("openInterest")
             if type(oi) is not float:
                 oi = _leg_number(oi, kind, "openInterest")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -18,11 +19,18 @@ from providers.errors import (
 from providers.http import HttpSession, Limiter, check_status, json_or_error, normalize_underlying
 from providers.interfaces import IOptionsDataProvider
 from providers.nse import query
-from providers.nse.parse import parse_chain, parse_expiry_dates, parse_trading_holidays
+from providers.nse.parse import (
+    needs_reprime,
+    parse_chain,
+    parse_expiry_dates,
+    parse_trading_holidays,
+)
 from providers.records import OptionChainRow
 from providers.settings import nse_base_url
 
 PROVIDER = "nse"
+
+logger = logging.getLogger(__name__)
 
 _PAGE_HEADERS = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -158,7 +166,14 @@ class NseOptionsProvider(IOptionsDataProvider):
         self._primed = True
 
     async def _get_json(self, request: query.NseRequest, *, allow_404: bool) -> Any:
-        """One API call; re-primes the cookies once if NSE blocks it. None on an allowed 404."""
+        """One API call; None on an allowed 404.
+
+        Expired cookies look like a block: 401/403, an HTML page, or 200 with `{}`. On any of
+        these the cookies are re-primed once and the call repeated; only a second such answer
+        is believed (a block raises `BlockedError`, a second `{}` is returned for the parser to
+        call empty). A long run (many expiries, many underlyings) outlives its cookies, and
+        this keeps it on NSE instead of failing over.
+        """
         if not self._primed:
             await self._prime()
         reprimed = False
@@ -169,13 +184,24 @@ class NseOptionsProvider(IOptionsDataProvider):
             if allow_404 and response.status_code == 404:
                 return None
             try:
-                return json_or_error(response, provider=PROVIDER, what=request.path)
+                payload = json_or_error(response, provider=PROVIDER, what=request.path)
             except BlockedError:
                 if reprimed:
                     raise
-                reprimed = True
-                self._primed = False
-                await self._prime()
+                reason = f"a block (HTTP {response.status_code})"
+            else:
+                if reprimed or not needs_reprime(payload):
+                    return payload
+                reason = "an empty object ({})"
+            reprimed = True
+            # Never the cookie values: they are session secrets.
+            logger.info(
+                "NSE answered %s with %s; re-priming the session cookies once and retrying",
+                request.path,
+                reason,
+            )
+            self._primed = False
+            await self._prime()
 
     def _forget_cookies(self) -> None:
         self._primed = False

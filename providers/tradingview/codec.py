@@ -1,27 +1,39 @@
 """TradingView WebSocket protocol, free of I/O: text in, typed events out; commands in, frames out.
 
-Framing (PROTOCOLS.md): every message is `~m~<length>~m~<payload>`, one WebSocket frame may carry
-several, and (rarely) one message may be split across frames, so the decoder buffers.
+Framing: every message is `~m~<length>~m~<payload>`, one WebSocket frame may carry several, and
+(rarely) one message may be split across frames, so the decoder buffers.
 
-`<length>` counts the payload's UTF-8 bytes. TradingView's traffic is ASCII in practice, where bytes
-and characters agree; for non-ASCII text we follow PROTOCOLS.md ("count bytes"), and the encoder
-and decoder agree with each other. Our own JSON is ASCII-only (`ensure_ascii`), so what we send
-means the same under either reading.
+`<length>` counts the payload's UTF-16 code units, JavaScript's `String.length`, because
+TradingView's own client slices the stream with `substr`. It is neither the UTF-8 byte count nor
+Python's `len`: a Devanagari or Korean character is 1 unit (but 3 UTF-8 bytes), a character
+outside the BMP such as an emoji (U+1F600) is 2 units (but one Python character). The server
+sends text fields (`description`, `local_description`, notifications) as raw characters, not
+`\\u` escapes, so counting bytes works only while every payload is ASCII and then desynchronises
+the stream. For ASCII, units, characters and bytes agree, which the hot path relies on. Our own
+JSON is ASCII-only (`ensure_ascii`), so what we send means the same under any reading.
 
-Malformed input (a header that is not `~m~<digits>~m~`, a length above `max_message_size`, a payload
-that is not valid UTF-8 or JSON, a known method with the wrong parameter shape) raises
-`providers.errors.ProtocolError` from `receive_data`; nothing else escapes. Once the stream is out
-of step it cannot be trusted, so the connection then stays failed: every later call raises too, and
-the caller reconnects. Events decoded earlier in the same call are dropped with it; the reconnect
-resubscribes and the server resends full state. The server's own `protocol_error` message is a
+The decoder works in `str` (WebSocket text frames). Given `bytes`, it decodes them as UTF-8
+incrementally, so a character split across chunks waits for its other bytes. A `str` holds whole
+characters, so no split of the input can fall between the two halves of a surrogate pair; only a
+wrong length can, and that is a `ProtocolError` ("cuts the payload inside a character").
+
+Malformed input (a header that is not `~m~<digits>~m~`, a length above `max_message_size`, a
+length that leaves the stream out of step, bytes that are not UTF-8, a payload that is not JSON, a
+known method with the wrong parameter shape) raises `providers.errors.ProtocolError` from
+`receive_data`; nothing else escapes. Once the stream is out of step it cannot be trusted, so the
+connection then stays failed: every later call raises too, and the caller reconnects. Events
+decoded earlier in the same call are dropped with it; the reconnect resubscribes and the server
+resends full state. The server's own `protocol_error` message is a
 different thing: a well-formed message, surfaced as a `ProtocolErrorEvent`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import random
+import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +47,7 @@ HEARTBEAT_PREFIX = "~h~"
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 #: A length header longer than this cannot be honest (it would exceed any max message size).
 _MAX_LENGTH_DIGITS = 10
-_MARKER = FRAME_MARKER.encode()
+_DIGITS = re.compile("[0-9]*")
 #: Epoch seconds beyond year 3000 are corrupt, and would overflow `datetime`.
 _MAX_EPOCH = 32_503_680_000
 
@@ -58,9 +70,35 @@ ANONYMOUS_TOKEN = "unauthorized_user_token"
 # --------------------------------------------------------------------------------------------
 
 
+def utf16_length(text: str) -> int:
+    """`text`'s length in UTF-16 code units, JavaScript's `String.length`: what `~m~<len>~m~`
+    counts. A character outside the BMP (an emoji) counts 2; a lone surrogate (only a `str` built
+    in Python can hold one) counts 1, as in JavaScript."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def _take_units(text: str, units: int) -> int | None:
+    """How many characters at the start of `text` make exactly `units` UTF-16 code units.
+
+    None when `text` is too short (wait for more); -1 when the count ends between the two halves
+    of a surrogate pair, which no honest length does.
+    """
+    encoded = text.encode("utf-16-le", "surrogatepass")
+    if len(encoded) < 2 * units:
+        return None
+    head = encoded[: 2 * units].decode("utf-16-le", "surrogatepass")
+    taken = len(head)
+    # A cut inside a pair decodes to a lone high surrogate where `text` has the whole character.
+    if taken and head[-1] != text[taken - 1]:
+        return -1
+    return taken
+
+
 def encode_frame(payload: str) -> str:
-    """`~m~<UTF-8 byte length>~m~<payload>`."""
-    return f"{FRAME_MARKER}{len(payload.encode('utf-8'))}{FRAME_MARKER}{payload}"
+    """`~m~<length in UTF-16 code units>~m~<payload>`."""
+    return f"{FRAME_MARKER}{utf16_length(payload)}{FRAME_MARKER}{payload}"
 
 
 def encode_payload(method: str, params: Sequence[Any]) -> str:
@@ -83,7 +121,13 @@ class FrameDecoder:
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.max_message_size = max_message_size
-        self._buffer = bytearray()
+        #: Unread text, from the header of the first incomplete message.
+        self._buffer = ""
+        #: Text received while a long payload is still short of `_missing` code units: kept as
+        #: chunks and joined once, so a big message in many frames is not copied per frame.
+        self._tail: list[str] = []
+        self._missing = 0
+        self._utf8: codecs.IncrementalDecoder | None = None  # made on the first `bytes` input
         self._failure: str | None = None
 
     @property
@@ -92,8 +136,10 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes held back, waiting for the rest of a message."""
-        return len(self._buffer)
+        """Characters held back waiting for the rest of a message (plus the bytes of a character
+        split across `bytes` chunks)."""
+        pending = len(self._utf8.getstate()[0]) if self._utf8 is not None else 0
+        return len(self._buffer) + sum(map(len, self._tail)) + pending
 
     def fail(self, reason: str) -> ProtocolError:
         """Mark the stream as out of step; returns the error to raise."""
@@ -105,59 +151,92 @@ class FrameDecoder:
         """The payloads of every complete message now in the buffer."""
         if self._failure is not None:
             raise ProtocolError(f"stream already failed ({self._failure})", provider="tradingview")
+        if not isinstance(data, str):
+            data = self._decode_utf8(data)
         payloads: list[str] = []
-        if not self._buffer and isinstance(data, str) and data.isascii():
-            # The common case, on the hot path: whole ASCII messages in one frame, where the
-            # byte length is the character length, so `str` slicing replaces the byte walk.
-            # The first thing that is not a complete, well-formed message (a split tail, or
-            # anything malformed) and all after it go through the exact path below.
+        if self._missing:
+            # Still inside a long payload: keep the chunk, parse once the payload can be whole.
+            units = utf16_length(data)
+            if units < self._missing:
+                self._missing -= units
+                self._tail.append(data)
+                return payloads
+            self._tail.append(data)
+            data, self._tail, self._missing = "".join(self._tail), [], 0
+        if not self._buffer and data.isascii():
+            # The common case, on the hot path: whole ASCII messages in one frame, where code
+            # units are characters, so a plain slice is exact. The first thing that is not a
+            # complete, well-formed message (a split tail, or anything malformed) and all after
+            # it go through the exact path below.
             data = self._feed_ascii(data, payloads)
             if not data:
                 return payloads
-        self._buffer += data.encode("utf-8") if isinstance(data, str) else data
-        buf = self._buffer
+        buf = self._buffer + data if self._buffer else data
         pos = 0
         try:
-            while pos < len(buf):
-                head = bytes(buf[pos : pos + 3])
-                if head != _MARKER[: len(head)]:
-                    raise self.fail("expected a '~m~' frame header")
-                if len(head) < 3:
-                    break
-                digits_start = j = pos + 3
-                while j < len(buf) and 0x30 <= buf[j] <= 0x39:
-                    j += 1
-                if j - digits_start > _MAX_LENGTH_DIGITS:
-                    raise self.fail("frame length header too long")
-                if j == len(buf):
-                    break  # the header itself is split; wait for more
-                rest = bytes(buf[j : j + 3])
-                if rest != _MARKER[: len(rest)]:
-                    # No payload bytes in the message: a client frame may carry the token.
-                    raise self.fail("non-numeric frame length")
-                if len(rest) < 3:
-                    break
-                if j == digits_start:
-                    raise self.fail("empty frame length")
-                digits = bytes(buf[digits_start:j])
-                end = j
-                length = int(digits)
-                if length > self.max_message_size:
-                    raise self.fail(
-                        f"frame length {length} exceeds the limit of {self.max_message_size}"
-                    )
-                start = end + 3
-                if len(buf) - start < length:
-                    break  # the payload is split across frames; wait for the rest
-                raw = bytes(buf[start : start + length])
-                try:
-                    payloads.append(raw.decode("utf-8"))
-                except UnicodeDecodeError:
-                    raise self.fail("frame length cuts the payload inside a character") from None
-                pos = start + length
+            pos = self._feed_text(buf, payloads)
         finally:
-            del buf[:pos]
+            # On an error the stream is failed anyway; what stays buffered no longer matters.
+            self._buffer = buf[pos:]
         return payloads
+
+    def _decode_utf8(self, data: bytes | bytearray | memoryview) -> str:
+        # WebSocket text frames are UTF-8 and arrive as `str`. Raw bytes (a caller's own
+        # transport) are decoded incrementally, so a character split across chunks waits for
+        # its other bytes instead of failing.
+        if self._utf8 is None:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")()
+        try:
+            return self._utf8.decode(bytes(data))
+        except UnicodeDecodeError:
+            raise self.fail("data is not valid UTF-8") from None
+
+    def _feed_text(self, buf: str, payloads: list[str]) -> int:
+        """Append the payloads of the complete messages in `buf` to `payloads`; returns where the
+        unread rest starts. Raises `ProtocolError` for anything malformed."""
+        pos, size = 0, len(buf)
+        while pos < size:
+            head = buf[pos : pos + 3]
+            if head != FRAME_MARKER:
+                if len(head) < 3 and FRAME_MARKER.startswith(head):
+                    break  # a header split after its first characters; wait for more
+                raise self.fail("expected a '~m~' frame header")
+            digits_start = pos + 3
+            # Bounded: a run of digits longer than any honest length is refused, not scanned.
+            j = _DIGITS.match(buf, digits_start, digits_start + _MAX_LENGTH_DIGITS + 1).end()
+            if j - digits_start > _MAX_LENGTH_DIGITS:
+                raise self.fail("frame length header too long")
+            if j == size:
+                break  # the header itself is split; wait for more
+            rest = buf[j : j + 3]
+            if rest != FRAME_MARKER[: len(rest)]:
+                # No payload text in the message: a client frame may carry the token.
+                raise self.fail("non-numeric frame length")
+            if len(rest) < 3:
+                break
+            if j == digits_start:
+                raise self.fail("empty frame length")
+            length = int(buf[digits_start:j])
+            if length > self.max_message_size:
+                raise self.fail(
+                    f"frame length {length} exceeds the limit of {self.max_message_size}"
+                )
+            start = j + 3
+            # At most `length` characters can be the payload: each is one or two code units.
+            candidate = buf[start : start + length]
+            if candidate.isascii():
+                taken: int | None = length if len(candidate) == length else None
+            else:
+                taken = _take_units(candidate, length)
+                if taken == -1:
+                    raise self.fail("frame length cuts the payload inside a character")
+            if taken is None:
+                # The payload is split across frames: wait until the rest can have arrived.
+                self._missing = length - utf16_length(candidate)
+                break
+            pos = start + taken
+            payloads.append(buf[start:pos])
+        return pos
 
     def _feed_ascii(self, data: str, payloads: list[str]) -> str:
         """Append the payloads of the complete, well-formed messages at the start of `data`
@@ -563,9 +642,11 @@ def resolve_symbol(cs: str, symbol_id: str, symbol: str, adjustment: str = "spli
 def create_series(
     cs: str, series_id: str, turnaround: str, symbol_id: str, interval: str, count: int
 ) -> str:
+    # Six parameters, as the browser sends them (a seventh "" appears in some clients only).
+    # The interval goes out canonical (`1D`, never the alias `D`).
     return encode_message(
         "create_series",
-        [cs, series_id, turnaround, symbol_id, validate_interval(interval), int(count), ""],
+        [cs, series_id, turnaround, symbol_id, validate_interval(interval), int(count)],
     )
 
 

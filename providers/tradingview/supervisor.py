@@ -144,6 +144,8 @@ class Subscriptions:
     def remove(self, symbol: str, interval: str | None) -> tuple[bool, list[SeriesIds]]:
         """Drop a symbol's quotes and its series of `interval` (all its series when None)."""
         symbol = validate_symbol(symbol)
+        if interval is not None:
+            interval = validate_interval(interval)  # `D` removes the `1D` series it created
         had_quote = self.quotes.pop(symbol, 0) is None
         gone = [
             ids

@@ -2,6 +2,10 @@
 
 Every Trendlyne answer is `{"head": {"status": "0", ...}, "body": {...}}`; a non-zero status is
 the service refusing (its `statusDescription` says why), a wrong shape is `SchemaChangedError`.
+
+The volume and price keys of `live-oi-data` are only weakly evidenced: public clients read
+`callVol` or `callVolume`, `callLtp` or `callLastPrice` (and the `put...` twins), so both
+spellings are accepted, and a figure sent under neither is None, never 0.
 """
 
 from __future__ import annotations
@@ -14,9 +18,16 @@ from providers.payload import PayloadReader
 from providers.records import OptionChainLeg, OptionChainRow, OptionType, option_chain_snapshot
 from providers.trendlyne.query import IST, PROVIDER
 
-#: Per leg, the fields read (in `OptionChainLeg` order: oi, oi change, volume, ltp).
-_LEG_FIELDS: tuple[tuple[OptionType, tuple[str, ...]], ...] = tuple(
-    (option_type, tuple(f"{prefix}{name}" for name in ("Oi", "OiChange", "Vol", "Ltp")))
+#: Per figure (in `OptionChainLeg` order: oi, oi change, volume, ltp), its accepted spellings.
+_FIGURE_SPELLINGS: tuple[tuple[str, ...], ...] = (
+    ("Oi",),
+    ("OiChange",),
+    ("Vol", "Volume"),
+    ("Ltp", "LastPrice"),
+)
+#: Per leg, the keys read for each figure, first spelling first.
+_LEG_FIELDS: tuple[tuple[OptionType, tuple[tuple[str, ...], ...]], ...] = tuple(
+    (option_type, tuple(tuple(prefix + name for name in names) for names in _FIGURE_SPELLINGS))
     for option_type, prefix in (("CE", "call"), ("PE", "put"))
 )
 
@@ -32,6 +43,15 @@ def _leg_number(value: Any, strike_key: str, name: str) -> float | None:
     if type(value) is float or type(value) is int:
         return float(value)
     return _number(value, key=f"body.oiData.{strike_key}.{name}")
+
+
+def _figure(strike_data: dict[str, Any], names: tuple[str, ...], strike_key: str) -> float | None:
+    """The first spelling that carries a value; None when none does (missing is not 0)."""
+    for name in names:
+        value = strike_data.get(name)
+        if value is not None:
+            return _leg_number(value, strike_key, name)
+    return None
 
 
 def _iso_date(value: Any, *, key: str) -> date:
@@ -81,14 +101,23 @@ def parse_stock_id(payload: Any, underlying: str) -> int:
 
 
 def parse_expiries(payload: Any) -> list[date]:
-    """`/search-contract-expiry-dates/` -> expiries, nearest first."""
-    data = _require_dict(body_of(payload).get("data"), "body.data")
-    raw = data.get("all_exp_list")
+    """An expiry list -> expiries, nearest first. Two endpoints, two shapes:
+
+    `/search-contract-expiry-dates/` answers `body.data.all_exp_list`, `/fno/get-expiry-dates/`
+    answers `body.expiryDates` (both `YYYY-MM-DD`).
+    """
+    body = body_of(payload)
+    if "expiryDates" in body:
+        key = "body.expiryDates"
+        raw = body["expiryDates"]
+    else:
+        key = "body.data.all_exp_list"
+        raw = _require_dict(body.get("data"), "body.data").get("all_exp_list")
     if not isinstance(raw, list):
-        raise _schema("body.data.all_exp_list", "is missing or not a list")
+        raise _schema(key, "is missing or not a list")
     if not raw:
         raise EmptyPayloadError("Trendlyne lists no expiries", provider=PROVIDER)
-    return sorted({_iso_date(item, key="body.data.all_exp_list[]") for item in raw})
+    return sorted({_iso_date(item, key=f"{key}[]") for item in raw})
 
 
 def parse_oi(payload: Any, underlying: str, expiry: date, max_time: time) -> list[OptionChainRow]:
@@ -112,9 +141,7 @@ def parse_oi(payload: Any, underlying: str, expiry: date, max_time: time) -> lis
         if not isinstance(strike_data, dict):
             _require_dict(strike_data, f"body.oiData.{strike_key}")
         for option_type, fields in _LEG_FIELDS:
-            oi, change, volume, ltp = (
-                _leg_number(strike_data.get(name), strike_key, name) for name in fields
-            )
+            oi, change, volume, ltp = (_figure(strike_data, names, strike_key) for names in fields)
             if oi is None and change is None and volume is None and ltp is None:
                 continue  # the strike lists the other leg only
             legs.append(

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from providers.http import HttpSession, Limiter, json_or_error, normalize_underlying
-from providers.interfaces import IOptionsDataProvider
+from providers.interfaces import Capability, IOptionsDataProvider
 from providers.records import OptionChainRow
 from providers.settings import trendlyne_base_url
 from providers.trendlyne import query
@@ -23,6 +23,8 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
     """Option chains and intraday OI (`maxTime`) from Trendlyne's public API."""
 
     name = PROVIDER
+    #: `maxTime` lets Trendlyne answer "as of HH:MM" for today's session.
+    capabilities = frozenset({Capability.OI_AS_OF})
 
     def __init__(
         self,
@@ -48,7 +50,11 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
     async def get_expiry_dates(self, underlying: str) -> list[date]:
         symbol = normalize_underlying(underlying, provider=PROVIDER)
         stock_id = await self._stock_id(symbol)
-        return parse_expiries(await self._get_json(query.expiry_dates(stock_id)))
+        payload = await self._get_json(query.expiry_dates(stock_id), allow_404=True)
+        if payload is None:
+            # That endpoint is gone; the other one lists the same expiries in its own shape.
+            payload = await self._get_json(query.fno_expiry_dates(stock_id))
+        return parse_expiries(payload)
 
     async def get_option_chain(
         self, underlying: str, expiry: date | None = None
@@ -84,8 +90,11 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
             self._stock_ids[symbol] = cached
         return cached
 
-    async def _get_json(self, request: query.TrendlyneRequest) -> Any:
+    async def _get_json(self, request: query.TrendlyneRequest, *, allow_404: bool = False) -> Any:
+        """The decoded answer, or the typed error; None on a 404 when `allow_404`."""
         response = await self._session.request(
             "GET", request.path, params=request.params, headers=self._headers
         )
+        if allow_404 and response.status_code == 404:
+            return None
         return json_or_error(response, provider=PROVIDER, what=request.path)

@@ -17,6 +17,9 @@ MIN_TIME = "09:15"
 
 SEARCH_PATH = "/search-contract-stock/"
 EXPIRIES_PATH = "/search-contract-expiry-dates/"
+#: The other expiry endpoint public clients use (`body.expiryDates`): the fallback when the
+#: first one is gone.
+FNO_EXPIRIES_PATH = "/fno/get-expiry-dates/"
 OI_PATH = "/live-oi-data/"
 
 _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
@@ -62,6 +65,10 @@ def search_stock(underlying: str) -> TrendlyneRequest:
 
 def expiry_dates(stock_id: int) -> TrendlyneRequest:
     return TrendlyneRequest(EXPIRIES_PATH, {"stock_pk": str(stock_id)})
+
+
+def fno_expiry_dates(stock_id: int) -> TrendlyneRequest:
+    return TrendlyneRequest(FNO_EXPIRIES_PATH, {"mtype": "options", "stock_id": str(stock_id)})
 
 
 def live_oi(stock_id: int, expiry: date, max_time: str) -> TrendlyneRequest:

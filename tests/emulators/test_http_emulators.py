@@ -54,17 +54,20 @@ def tl_server() -> Iterator[TrendlyneEmulator]:
 def nse_emu(nse_server: NseEmulator) -> Iterator[NseEmulator]:
     nse_server.clear_faults()
     nse_server.log.clear()
-    nse_server.configure(legacy_enabled=False)
+    nse_server.configure(legacy_enabled=False, cookie_lifetime=None)
     yield nse_server
     nse_server.clear_faults()
+    nse_server.configure(cookie_lifetime=None)
 
 
 @pytest.fixture
 def tl_emu(tl_server: TrendlyneEmulator) -> Iterator[TrendlyneEmulator]:
     tl_server.clear_faults()
     tl_server.log.clear()
+    tl_server.configure(leg_spelling="short", expiry_endpoints="both")
     yield tl_server
     tl_server.clear_faults()
+    tl_server.configure(leg_spelling="short", expiry_endpoints="both")
 
 
 @pytest.fixture
@@ -206,7 +209,8 @@ async def test_faults_set_over_http_apply_times_then_heal(
     ("fault", "error"),
     [
         ({"kind": "rate_limit", "retry_after": "4"}, RateLimitedError),
-        ({"kind": "empty"}, EmptyPayloadError),
+        # Twice: the first `{}` is taken for expired cookies, re-primed and asked again.
+        ({"kind": "empty", "times": 2}, EmptyPayloadError),
         ({"kind": "truncated"}, ProtocolError),
         ({"kind": "schema"}, SchemaChangedError),
         ({"kind": "status", "status": 502}, TransientError),
@@ -215,7 +219,7 @@ async def test_faults_set_over_http_apply_times_then_heal(
 async def test_nse_faults_surface_as_typed_errors(
     nse: NseOptionsProvider, nse_emu: NseEmulator, fault: dict, error: type
 ) -> None:
-    nse_emu.set_fault(endpoint="v3", times=1, **fault)
+    nse_emu.set_fault(endpoint="v3", **{"times": 1, **fault})
     with pytest.raises(error) as err:
         await nse.get_option_chain("NIFTY", EXPIRY)
     if isinstance(err.value, RateLimitedError):
@@ -348,3 +352,142 @@ def test_trendlyne_search_is_a_substring_search(tl_emu: TrendlyneEmulator) -> No
     )
     codes = [item["stock_code"] for item in response.json()["body"]["data"]]
     assert "NIFTY" in codes and "BANKNIFTY" in codes
+
+
+V3_LEG_KEYS = {
+    "identifier",
+    "expiryDate",
+    "openInterest",
+    "changeinOpenInterest",
+    "pchangeinOpenInterest",
+    "totalTradedVolume",
+    "impliedVolatility",
+    "lastPrice",
+    "change",
+    "pChange",
+    "totalBuyQuantity",
+    "totalSellQuantity",
+    "buyPrice1",
+    "buyQuantity1",
+    "sellPrice1",
+    "sellQuantity1",
+    "underlyingValue",
+}
+
+
+def nse_v3(client: httpx.Client, expiry: str, symbol: str = "NIFTY") -> dict:
+    response = client.get(
+        "/api/option-chain-v3", params={"type": "Indices", "symbol": symbol, "expiry": expiry}
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_nse_v3_serves_the_2026_leg_shape_with_placeholders_at_one_leg_strikes(
+    nse_emu: NseEmulator,
+) -> None:
+    with httpx.Client(base_url=nse_emu.base_url, headers=BROWSER) as client:
+        client.get("/option-chain")
+        data = nse_v3(client, EXPIRY.strftime("%d-%b-%Y"))["records"]["data"]
+    assert all(set(item) == {"strikePrice", "expiryDates", "CE", "PE"} for item in data)
+    legs = [item[kind] for item in data for kind in ("CE", "PE")]
+    assert all(set(leg) == V3_LEG_KEYS for leg in legs)
+    listed = [leg for leg in legs if leg["identifier"] is not None]
+    assert {leg["expiryDate"] for leg in listed} == {EXPIRY.strftime("%d-%m-%Y")}
+    placeholders = [leg for leg in legs if leg["identifier"] is None]
+    assert placeholders, "far strikes list one contract; the other leg is a placeholder"
+    for leg in placeholders:
+        assert all(v == 0 for k, v in leg.items() if k not in ("identifier", "expiryDate"))
+
+
+def test_nse_v3_answers_a_wrong_expiry_with_no_data(nse_emu: NseEmulator) -> None:
+    with httpx.Client(base_url=nse_emu.base_url, headers=BROWSER) as client:
+        client.get("/option-chain")
+        payload = nse_v3(client, "25-Nov-2026")  # a Wednesday: never an expiry here
+    assert payload["records"]["data"] == [] and "timestamp" not in payload["records"]
+
+
+async def test_nse_provider_calls_a_wrong_expiry_empty(
+    nse: NseOptionsProvider, nse_emu: NseEmulator
+) -> None:
+    with pytest.raises(EmptyPayloadError):
+        await nse.get_option_chain("NIFTY", date(2026, 11, 25))
+    assert len(nse_emu.requests("page")) == 1  # no data is not expired cookies
+
+
+def test_nse_cookies_expire_after_n_answers_with_an_empty_object(nse_emu: NseEmulator) -> None:
+    nse_emu.configure(cookie_lifetime=2)
+    params = {"symbol": "NIFTY"}
+    with httpx.Client(base_url=nse_emu.base_url, headers=BROWSER) as client:
+        client.get("/option-chain")
+        first = [client.get("/api/option-chain-contract-info", params=params) for _ in range(3)]
+        assert [r.json() != {} for r in first] == [True, True, False]
+        assert first[2].status_code == 200
+        assert client.get("/api/option-chain-contract-info", params=params).json() == {}
+        client.get("/option-chain")  # re-primed: a fresh cookie, a fresh lifetime
+        assert client.get("/api/option-chain-contract-info", params=params).json()["expiryDates"]
+
+
+def test_nse_cookie_lifetime_must_be_a_positive_count(nse_emu: NseEmulator) -> None:
+    for bad in (0, -1, True, "3"):
+        with pytest.raises(ValueError):
+            nse_emu.configure(cookie_lifetime=bad)
+
+
+async def test_nse_provider_reads_every_expiry_while_its_cookies_keep_expiring(
+    nse: NseOptionsProvider, nse_emu: NseEmulator
+) -> None:
+    expected = await nse.get_option_chain("NIFTY")
+    await nse.aclose()
+    nse_emu.log.clear()
+    nse_emu.configure(cookie_lifetime=2)
+    rows = await nse.get_option_chain("NIFTY")
+    assert rows == expected
+    calls = [r.endpoint for r in nse_emu.requests()]
+    pages = calls.count("page")
+    # contract-info + one v3 per expiry, a cookie good for 2: every re-prime costs one `{}`.
+    wanted = 1 + len(NIFTY_EXPIRIES)
+    assert pages == 1 + (wanted - 1) // 2
+    assert len(calls) - pages == wanted + (pages - 1)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "names"),
+    [("short", ("Vol", "Ltp")), ("long", ("Volume", "LastPrice"))],
+)
+def test_trendlyne_serves_the_configured_spelling_of_volume_and_price(
+    spelling: str, names: tuple[str, str], tl_emu: TrendlyneEmulator
+) -> None:
+    tl_emu.configure(leg_spelling=spelling)
+    params = {"stockId": "1887", "expDateList": EXPIRY.isoformat(), "maxTime": "11:30"}
+    response = httpx.get(f"{tl_emu.base_url}/live-oi-data/", params=params, headers=BROWSER)
+    wanted = {f"{side}{name}" for side in ("call", "put") for name in ("Oi", "OiChange", *names)}
+    assert all(set(strike) == wanted for strike in response.json()["body"]["oiData"].values())
+
+
+@pytest.mark.parametrize("spelling", ["short", "long"])
+async def test_trendlyne_either_leg_spelling_gives_the_same_rows_as_nse(
+    spelling: str,
+    nse: NseOptionsProvider,
+    tl: TrendlyneOptionsProvider,
+    tl_emu: TrendlyneEmulator,
+) -> None:
+    tl_emu.configure(leg_spelling=spelling)
+    from_tl = await tl.get_option_chain("BANKNIFTY")
+    from_nse = await nse.get_option_chain("BANKNIFTY")
+
+    def figures(rows: list) -> dict:
+        return {(r.expiry, r.strike, r.option_type): (r.volume, r.ltp) for r in rows}
+
+    assert figures(from_tl) == figures(from_nse)
+    assert all(r.volume is not None and r.ltp is not None for r in from_tl)
+
+
+@pytest.mark.parametrize("served", ["search", "fno"])
+async def test_trendlyne_expiries_come_from_whichever_endpoint_exists(
+    served: str, tl: TrendlyneOptionsProvider, tl_emu: TrendlyneEmulator
+) -> None:
+    tl_emu.configure(expiry_endpoints=served)
+    assert await tl.get_expiry_dates("NIFTY") == NIFTY_EXPIRIES
+    asked = [r.endpoint for r in tl_emu.requests() if r.endpoint != "search"]
+    assert asked == (["expiries"] if served == "search" else ["expiries", "fno-expiries"])

@@ -12,9 +12,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
 from providers.emulators.tradingview import (
+    ClientStream,
     TradingViewEmulator,
     bar_opens_desc,
     bar_values,
+    frame,
     next_bar_open,
 )
 from providers.tradingview import codec
@@ -233,6 +235,121 @@ async def test_a_malformed_client_frame_gets_protocol_error_and_close() -> None:
         events = await client.events(0.3)
         assert any(isinstance(e, codec.ProtocolErrorEvent) for e in events)
         assert client.closed
+
+
+async def raw_frames(client: Client, seconds: float) -> list[str]:
+    """Every WebSocket text frame within `seconds`, as sent (heartbeats echoed)."""
+    frames: list[str] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            data = await asyncio.wait_for(client.ws.recv(), left)
+        except TimeoutError:
+            break
+        assert isinstance(data, str)
+        frames.append(data)
+        for event in client.conn.receive_data(data):
+            if isinstance(event, codec.Heartbeat):
+                await client.ws.send(event.reply)
+    return frames
+
+
+def test_frame_length_counts_utf16_code_units() -> None:
+    assert frame("~h~1") == "~m~4~m~~h~1"
+    assert frame("निफ्टी") == "~m~6~m~निफ्टी"  # 6 code units, 18 UTF-8 bytes
+    assert frame("a\U0001f600") == "~m~3~m~a\U0001f600"  # the emoji is a surrogate pair
+
+
+def test_client_stream_reads_utf16_lengths_buffers_splits_and_refuses_a_cut_character() -> None:
+    stream = ClientStream()
+    assert stream.feed("~m~3~m~a\U0001f600~m") == ["a\U0001f600"]
+    assert stream.feed("~4~m~~h~") == []
+    assert stream.feed("1") == ["~h~1"]
+    with pytest.raises(ValueError, match="inside a character"):
+        ClientStream().feed("~m~2~m~a\U0001f600")
+    with pytest.raises(ValueError, match="header"):
+        ClientStream().feed("~m~x~m~{}")
+
+
+async def test_names_go_out_as_raw_characters_framed_in_utf16_code_units() -> None:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as emu:
+        client = await open_client(emu)
+        await client.send(
+            codec.quote_create_session("qs_a"),
+            codec.quote_add_symbols("qs_a", ["NSE:NIFTY", "NSE:TCS"]),
+            codec.chart_create_session("cs_a"),
+            codec.resolve_symbol("cs_a", "sds_sym_1", "NSE:NIFTY"),
+            codec.resolve_symbol("cs_a", "sds_sym_2", "NSE:TCS"),
+        )
+        raw = "".join(await raw_frames(client, 0.3))
+    assert "\\u" not in raw  # no JSON escapes: the text is on the wire as it reads
+    assert "निफ्टी 50" in raw and "\U0001f4c8" in raw
+    payloads = codec.FrameDecoder().feed(raw)
+    non_ascii = [p for p in payloads if not p.isascii()]
+    assert len(non_ascii) == 4  # two full quotes, two symbol_resolved
+    for payload in non_ascii:
+        units = len(payload.encode("utf-16-le")) // 2  # independent of both codecs
+        assert f"~m~{units}~m~{payload}" in raw
+    astral = [p for p in non_ascii if "\U0001f4c8" in p]
+    assert astral and all(len(p) < len(p.encode("utf-16-le")) // 2 for p in astral)
+    resolved = {
+        e.symbol_id: e.info
+        for e in codec.Connection().receive_data(raw)
+        if isinstance(e, codec.SymbolResolved)
+    }
+    assert resolved["sds_sym_1"]["local_description"] == "निफ्टी 50"
+    assert resolved["sds_sym_2"]["local_description"] == "TCS \U0001f4c8"
+
+
+async def test_create_series_takes_six_parameters_tolerates_a_seventh_empty_one_only() -> None:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as emu:
+        client = await open_client(emu)
+        base = ["cs_a", "sds_1", "s1", "sds_sym_1", "5", 10]
+        await client.send(
+            codec.chart_create_session("cs_a"),
+            codec.resolve_symbol("cs_a", "sds_sym_1", "NSE:NIFTY"),
+            codec.encode_message("create_series", base),
+            codec.encode_message("create_series", [*base[:1], "sds_2", *base[2:], ""]),
+            codec.encode_message("create_series", [*base[:1], "sds_3", *base[2:], "", "x"]),
+        )
+        events = await client.until(lambda e: isinstance(e, codec.CriticalError))
+        loaded = {s for e in events if isinstance(e, codec.TimescaleUpdate) for s in e.series}
+        assert loaded == {"sds_1", "sds_2"}
+        [error] = [e for e in events if isinstance(e, codec.CriticalError)]
+        assert "create_series" in error.params
+
+
+async def test_intervals_45_180_and_the_aliases_d_w_m_are_served_unknown_ones_refused() -> None:
+    async with TradingViewEmulator(clock=lambda: NOW, tick_interval=None) as emu:
+        client = await open_client(emu)
+        intervals = {"sds_1": "45", "sds_2": "180", "sds_3": "D", "sds_4": "1D", "sds_5": "W"}
+        await client.send(
+            codec.chart_create_session("cs_a"),
+            codec.resolve_symbol("cs_a", "sds_sym_1", "NSE:NIFTY"),
+            *[
+                codec.encode_message("create_series", ["cs_a", sid, "s1", "sds_sym_1", iv, 20])
+                for sid, iv in intervals.items()
+            ],
+            codec.encode_message("create_series", ["cs_a", "sds_6", "s1", "sds_sym_1", "2", 20]),
+        )
+        events = await client.until(lambda e: isinstance(e, codec.SeriesError), seconds=3)
+    updates = [e for e in events if isinstance(e, codec.TimescaleUpdate)]
+    bars = {sid: series for e in updates for sid, series in e.series.items()}
+    assert set(bars) == set(intervals)
+    [refused] = [e for e in events if isinstance(e, codec.SeriesError)]
+    assert refused.series_id == "sds_6" and "invalid interval" in refused.reason
+
+    def opens_on(series: str, day: int) -> list[str]:
+        local = [datetime.fromtimestamp(b.ts, IST) for b in bars[series]]
+        return [t.strftime("%H:%M") for t in local if t.day == day]
+
+    # Friday 2026-11-20: 45-minute bars from the 09:15 open, the last one cut by the close.
+    assert opens_on("sds_1", 20) == [
+        *("09:15", "10:00", "10:45", "11:30", "12:15", "13:00", "13:45", "14:30", "15:15")
+    ]
+    assert opens_on("sds_2", 20) == ["09:15", "12:15", "15:15"]
+    assert bars["sds_3"] == bars["sds_4"]  # `D` is `1D`
+    assert {datetime.fromtimestamp(b.ts, IST).weekday() for b in bars["sds_5"]} == {0}
 
 
 # ---------------------------------------------------------------- fault controls

@@ -283,3 +283,115 @@ def test_trading_holidays_of_the_wrong_shape_name_the_key() -> None:
     assert caught.value.key == "FO[0].tradingDate"
     with pytest.raises(EmptyPayloadError):
         parse_trading_holidays({})
+
+
+# -- v3 as captured in 2026 -------------------------------------------------------------------
+
+
+def v3_leg(identifier: str | None, **figures: float) -> dict[str, Any]:
+    """A v3 leg: DD-MM-YYYY expiry, buyPrice1/sellPrice1, no strike or underlying inside."""
+    leg: dict[str, Any] = {
+        "identifier": identifier,
+        "expiryDate": "25-08-2026",
+        "openInterest": 0,
+        "changeinOpenInterest": 0,
+        "pchangeinOpenInterest": 0,
+        "totalTradedVolume": 0,
+        "impliedVolatility": 0,
+        "lastPrice": 0,
+        "change": 0,
+        "pChange": 0,
+        "totalBuyQuantity": 0,
+        "totalSellQuantity": 0,
+        "buyPrice1": 0,
+        "buyQuantity1": 0,
+        "sellPrice1": 0,
+        "sellQuantity1": 0,
+        "underlyingValue": 0,
+    }
+    leg.update(figures)
+    return leg
+
+
+def v3_chain(*items: dict[str, Any], timestamp: str | None = "25-Aug-2026 11:02:45") -> dict:
+    records: dict[str, Any] = {
+        "underlyingValue": 812.4,
+        "expiryDates": ["25-Aug-2026", "29-Sep-2026"],
+        "data": list(items),
+    }
+    if timestamp is not None:
+        records["timestamp"] = timestamp
+    return {"records": records, "filtered": {"data": list(items)}}
+
+
+def test_v3_legs_read_their_dd_mm_yyyy_expiry_when_the_item_names_none() -> None:
+    leg = v3_leg("OPTSTKSBIN25-08-2026CE810.00", openInterest=1520.0, lastPrice=12.35)
+    leg.update(buyPrice1=12.3, buyQuantity1=750, sellPrice1=12.4, sellQuantity1=1500)
+    rows = parse_chain(v3_chain({"strikePrice": 810, "CE": leg}), "SBIN")
+    assert [(r.expiry, r.strike, r.option_type) for r in rows] == [(date(2026, 8, 25), 810, "CE")]
+    assert (rows[0].open_interest, rows[0].ltp, rows[0].underlying_value) == (1520.0, 12.35, 812.4)
+
+
+def test_a_v3_placeholder_leg_with_a_null_identifier_is_never_a_row() -> None:
+    # SBIN 2026: a strike with only a call listed still sends a PE leg of zeros.
+    item = {
+        "strikePrice": 1100,
+        "expiryDates": "25-Aug-2026",
+        "CE": v3_leg("OPTSTKSBIN25-08-2026CE1100.00", openInterest=41.5, lastPrice=0.05),
+        "PE": v3_leg(None),
+    }
+    rows = parse_chain(v3_chain(item), "SBIN")
+    assert [(r.strike, r.option_type, r.open_interest) for r in rows] == [(1100.0, "CE", 41.5)]
+
+
+def test_a_chain_of_placeholders_only_is_empty_not_rows_of_zeros() -> None:
+    item = {
+        "strikePrice": 1100,
+        "expiryDates": "25-Aug-2026",
+        "CE": v3_leg(None),
+        "PE": v3_leg(None),
+    }
+    with pytest.raises(EmptyPayloadError):
+        parse_chain(v3_chain(item), "SBIN")
+
+
+def test_the_emulated_v3_chain_gives_one_row_per_listed_contract_only() -> None:
+    expiry = expiries("NIFTY", NOW.date())[0]
+    state = chain_at("NIFTY", expiry, NOW)
+    payload = v3_payload(state, expiries("NIFTY", NOW.date()))
+    legs = [leg for item in payload["records"]["data"] for leg in (item["CE"], item["PE"])]
+    assert any(leg["identifier"] is None for leg in legs)  # one-leg strikes carry placeholders
+    listed = {
+        (s.strike, k) for s in state.strikes for k, leg in (("CE", s.ce), ("PE", s.pe)) if leg
+    }
+    rows = parse_chain(payload, "NIFTY", expiry=expiry)
+    assert {(r.strike, r.option_type) for r in rows} == listed
+    assert len(rows) == len(listed)
+
+
+@pytest.mark.parametrize("timestamp", ["25-Aug-2026 11:02:45", None])
+def test_data_empty_is_an_empty_chain_with_or_without_a_timestamp(timestamp: str | None) -> None:
+    # A wrong or expired expiry: not a schema change, so the registry calls it "empty".
+    with pytest.raises(EmptyPayloadError) as err:
+        parse_chain(v3_chain(timestamp=timestamp), "SBIN", expiry=date(2026, 8, 18))
+    assert "2026-08-18" in str(err.value)
+
+
+def test_only_an_empty_object_asks_for_new_cookies() -> None:
+    from providers.nse.parse import needs_reprime
+
+    assert needs_reprime({})
+    assert not needs_reprime(v3_chain())
+    assert not needs_reprime({"records": {}})
+    assert not needs_reprime([])
+    assert not needs_reprime(None)
+
+
+def test_nse_dates_accept_the_v3_leg_spelling_and_still_refuse_iso() -> None:
+    from providers.nse.parse import parse_nse_date
+
+    assert parse_nse_date("25-08-2026", key="k") == date(2026, 8, 25)
+    assert parse_nse_date("25-Aug-2026", key="k") == date(2026, 8, 25)
+    for bad in ("2026-08-25", "25-13-2026", "25/08/2026"):
+        with pytest.raises(SchemaChangedError):
+            parse_nse_date(bad, key="k")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -414,3 +415,52 @@ async def test_the_default_rate_limit_is_three_requests_per_second(
         assert limiter.max_rate == 1 and limiter.time_period == pytest.approx(1 / 3)
     finally:
         await provider.aclose()
+
+
+async def test_an_empty_object_reprimes_the_cookies_once_then_reads_the_chain(
+    nse: NseOptionsProvider,
+    page: respx.Route,
+    respx_mock: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Expired cookies: NSE answers a data call with 200 and `{}`.
+    caplog.set_level(logging.INFO, logger="providers.nse.provider")
+    api = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        side_effect=[httpx.Response(200, json={}), httpx.Response(200, json=v3_json())]
+    )
+    legacy = respx_mock.get(f"{BASE}/api/option-chain-indices")
+    rows = await nse.get_option_chain("NIFTY", EXPIRY)
+    assert rows and {r.provider for r in rows} == {"nse"}
+    assert page.call_count == 2 and api.call_count == 2 and legacy.call_count == 0
+    lines = [r for r in caplog.records if "re-priming" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO
+    assert "abc" not in caplog.text  # the cookie values stay out of the log
+
+
+async def test_an_empty_object_again_after_repriming_is_an_empty_payload(
+    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    api = respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json={})
+    )
+    respx_mock.get(f"{BASE}/api/option-chain-indices").mock(
+        return_value=httpx.Response(404, html="<html>Not Found</html>")
+    )
+    with pytest.raises(EmptyPayloadError):
+        await nse.get_expiry_dates("NIFTY")
+    assert page.call_count == 2 and api.call_count == 2
+
+
+async def test_a_wrong_expiry_answering_no_data_is_empty_without_repriming(
+    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    no_data = {"records": {"expiryDates": ["24-Nov-2026"], "data": []}, "filtered": {"data": []}}
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        return_value=httpx.Response(200, json=no_data)
+    )
+    respx_mock.get(f"{BASE}/api/option-chain-indices").mock(
+        return_value=httpx.Response(404, html="<html>Not Found</html>")
+    )
+    with pytest.raises(EmptyPayloadError):
+        await nse.get_option_chain("NIFTY", date(2026, 11, 25))
+    assert page.call_count == 1

@@ -200,3 +200,54 @@ def test_integer_figures_become_floats_and_booleans_are_no_figure() -> None:
         1084.5,
     )
     assert type(ce.open_interest) is float and type(ce.change_in_oi) is float
+
+
+def spelled(vol: str, ltp: str) -> dict[str, Any]:
+    """The small payload with the volume and price keys renamed (call and put twins)."""
+    payload = small()
+    for strike in payload["body"]["oiData"].values():
+        for side in ("call", "put"):
+            if f"{side}Vol" in strike:
+                strike[f"{side}{vol}"] = strike.pop(f"{side}Vol")
+            if f"{side}Ltp" in strike:
+                strike[f"{side}{ltp}"] = strike.pop(f"{side}Ltp")
+    return payload
+
+
+@pytest.mark.parametrize(("vol", "ltp"), [("Volume", "LastPrice"), ("Vol", "LastPrice")])
+def test_both_spellings_of_volume_and_price_give_the_same_rows(vol: str, ltp: str) -> None:
+    expected = parse_oi(small(), "NIFTY", EXPIRY, time(10, 36))
+    assert parse_oi(spelled(vol, ltp), "NIFTY", EXPIRY, time(10, 36)) == expected
+    put = next(r for r in expected if r.strike == 25800 and r.option_type == "PE")
+    assert (put.volume, put.ltp) == (88210.0, 70.05)
+
+
+def test_a_volume_or_price_sent_under_neither_spelling_is_null_never_zero() -> None:
+    payload = small()
+    del payload["body"]["oiData"]["25800"]["callVol"]
+    del payload["body"]["oiData"]["25800"]["putLtp"]
+    rows = parse_oi(payload, "NIFTY", EXPIRY, time(10, 36))
+    ce, pe = (r for r in rows if r.strike == 25800)
+    assert ce.volume is None and ce.ltp == 84.2
+    assert pe.ltp is None and pe.volume == 88210.0
+
+
+def test_junk_under_the_long_spelling_names_that_key() -> None:
+    payload = spelled("Volume", "LastPrice")
+    payload["body"]["oiData"]["25800"]["putLastPrice"] = "n/a"
+    with pytest.raises(SchemaChangedError) as err:
+        parse_oi(payload, "NIFTY", EXPIRY, time(10, 36))
+    assert err.value.key == "body.oiData.25800.putLastPrice"
+
+
+def test_expiries_of_the_fno_endpoint_are_read_from_body_expiry_dates() -> None:
+    payload = ok({"expiryDates": ["2026-12-29", "2026-11-24"]})
+    assert parse_expiries(payload) == [date(2026, 11, 24), date(2026, 12, 29)]
+    with pytest.raises(EmptyPayloadError):
+        parse_expiries(ok({"expiryDates": []}))
+    with pytest.raises(SchemaChangedError) as err:
+        parse_expiries(ok({"expiryDates": "2026-11-24"}))
+    assert err.value.key == "body.expiryDates"
+    with pytest.raises(SchemaChangedError) as err:
+        parse_expiries(ok({"expiryDates": ["24-Nov-2026"]}))
+    assert err.value.key == "body.expiryDates[]"

@@ -299,3 +299,30 @@ def test_base_url_comes_from_settings_at_construction(monkeypatch: pytest.Monkey
     monkeypatch.setenv("PROTRADE_TRENDLYNE_BASE_URL", "http://127.0.0.1:7/phoenix/api/")
     assert TrendlyneOptionsProvider().base_url == "http://127.0.0.1:7/phoenix/api"
     assert TrendlyneOptionsProvider.name == "trendlyne"
+
+
+async def test_expiries_come_from_the_fno_endpoint_when_the_search_one_is_gone(
+    tl: TrendlyneOptionsProvider, search: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    gone = respx_mock.get(f"{BASE}/search-contract-expiry-dates/").mock(
+        return_value=httpx.Response(404, json={"detail": "Not found."})
+    )
+    fno = respx_mock.get(
+        f"{BASE}/fno/get-expiry-dates/", params={"mtype": "options", "stock_id": "1887"}
+    ).mock(
+        return_value=httpx.Response(
+            200, json={"head": HEAD, "body": {"expiryDates": list(reversed(EXPIRIES))}}
+        )
+    )
+    assert await tl.get_expiry_dates("NIFTY") == [date.fromisoformat(e) for e in EXPIRIES]
+    assert gone.call_count == 1 and fno.call_count == 1
+
+
+async def test_when_both_expiry_endpoints_are_gone_it_is_a_schema_change(
+    tl: TrendlyneOptionsProvider, search: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.get(f"{BASE}/search-contract-expiry-dates/").mock(return_value=httpx.Response(404))
+    respx_mock.get(f"{BASE}/fno/get-expiry-dates/").mock(return_value=httpx.Response(404))
+    with pytest.raises(SchemaChangedError) as err:
+        await tl.get_expiry_dates("NIFTY")
+    assert err.value.key == "/fno/get-expiry-dates/"

@@ -5,9 +5,10 @@ import json
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from providers.emulators.tradingview import frame as emulator_frame
 from providers.errors import InvalidRequestError, ProtocolError, TransientError
 from providers.tradingview import codec
 from providers.tradingview.codec import (
@@ -84,11 +85,59 @@ def test_message_is_compact_ascii_json() -> None:
     assert encode_message("x", ["₹"]).isascii()
 
 
-def test_non_ascii_length_counts_utf8_bytes_and_round_trips() -> None:
-    payload = '{"m":"x","p":["₹ निफ्टी"]}'
-    frame = encode_frame(payload)
-    assert frame.startswith(f"~m~{len(payload.encode())}~m~")
-    assert FrameDecoder().feed(frame) == [payload]
+def test_frame_length_counts_utf16_code_units_like_javascript_string_length() -> None:
+    # Devanagari: 1 unit per character (3 UTF-8 bytes each); an emoji: 2 units (1 Python char).
+    assert encode_frame("निफ्टी") == "~m~6~m~निफ्टी"
+    assert encode_frame("\U0001f600") == "~m~2~m~\U0001f600"
+    assert encode_frame("a😀b") == "~m~4~m~a😀b"
+    assert codec.utf16_length("₹ 한국어 😀") == 8
+
+
+def test_decoder_reads_lengths_as_utf16_code_units() -> None:
+    # Hand-counted headers, as TradingView's JavaScript server writes them.
+    hindi = '{"m":"x","p":["निफ्टी 50"]}'  # 27 characters and code units, 39 UTF-8 bytes
+    emoji = '{"m":"x","p":["😀"]}'  # 19 characters, 20 UTF-16 code units, 22 UTF-8 bytes
+    stream = f"~m~27~m~{hindi}~m~20~m~{emoji}~m~4~m~~h~1"
+    assert FrameDecoder().feed(stream) == [hindi, emoji, "~h~1"]
+
+
+def test_a_byte_counted_length_puts_the_stream_out_of_step() -> None:
+    # What the decoder used to expect: the UTF-8 byte count. It overshoots into the next message.
+    hindi = '{"m":"x","p":["निफ्टी"]}'
+    stream = f"~m~{len(hindi.encode())}~m~{hindi}" + encode_heartbeat(1) + QSD
+    with pytest.raises(ProtocolError, match="frame header"):
+        Connection().receive_data(stream)
+
+
+def test_a_length_ending_between_the_halves_of_a_surrogate_pair_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="inside a character"):
+        Connection().receive_data("~m~2~m~a\U0001f600~m~4~m~~h~1")
+
+
+def test_bytes_split_inside_a_utf8_character_wait_for_the_rest() -> None:
+    data = encode_frame('{"m":"x","p":["😀 निफ्टी"]}').encode()
+    cut = data.index("😀".encode()) + 2  # inside the emoji's four bytes
+    decoder = FrameDecoder()
+    assert decoder.feed(data[:cut]) == []
+    assert decoder.buffered > 0
+    assert decoder.feed(data[cut:]) == ['{"m":"x","p":["😀 निफ्टी"]}']
+    assert decoder.buffered == 0
+
+
+def test_invalid_utf8_bytes_are_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        FrameDecoder().feed(b"~m~2~m~\xff\xfe")
+
+
+def test_a_long_message_in_many_frames_is_joined_once_complete() -> None:
+    payload = '{"m":"x","p":["' + "निफ्टी😀" * 2000 + '"]}'
+    stream = encode_frame(payload) + encode_heartbeat(3)
+    decoder = FrameDecoder()
+    out: list[str] = []
+    for i in range(0, len(stream), 100):
+        out += decoder.feed(stream[i : i + 100])
+    assert out == [payload, "~h~3"]
+    assert decoder.buffered == 0
 
 
 def test_several_messages_in_one_frame_decode_in_order() -> None:
@@ -221,7 +270,8 @@ def test_each_server_method_becomes_its_event(method: str, params: list, expecte
         encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1e20, 1, 1, 1, 1, 1]}]}}]),
         encode_message("du", ["cs", {"s1": {"s": [{"i": 0, "v": [1, "a", 1, 1, 1]}]}}]),
         encode_message("du", ["cs", {"s1": {"s": [{"i": True, "v": [1, 1, 1, 1, 1]}]}}]),
-        "~m~4~m~\xe9\xe9",  # length cuts a character in two
+        "~m~1~m~\U0001f600",  # length ends between the two halves of a surrogate pair
+        "~m~2~m~ééé~m~4~m~~h~1",  # non-ASCII length too short: next header is garbage
         "~m~" + "[" * 3000 + "~m~",  # not digits
         "~m~3000~m~" + "[" * 3000,  # deeply nested JSON
     ],
@@ -315,7 +365,6 @@ def test_commands_encode_the_documented_parameters() -> None:
         "sds_sym_1",
         "1D",
         300,
-        "",
     ]
     assert payload_of(codec.modify_series("cs_1", "sds_1", "s2", "sds_sym_1", "5"))["p"] == [
         "cs_1",
@@ -362,6 +411,9 @@ FRAGMENTS = st.sampled_from(
         "~h~",
         "é",
         "₹",
+        "😀",
+        "~m~2~m~😀",
+        "~m~1~m~😀",
     ]
 )
 
@@ -398,3 +450,110 @@ def test_json_with_surrounding_whitespace_reads_as_json_loads_does() -> None:
     ]
     with pytest.raises(ProtocolError, match="not valid JSON"):
         Connection().receive_data(encode_frame('{"m":"qsd"} {}'))
+
+
+def test_create_series_sends_exactly_six_parameters_with_the_canonical_interval() -> None:
+    params = payload_of(codec.create_series("cs_1", "sds_1", "s1", "sds_sym_1", "D", 300))["p"]
+    assert params == ["cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300]
+
+
+# ---------------------------------------------------------------- against the emulator's framing
+# The emulator frames with its own function, written from the documented fact (lengths in UTF-16
+# code units), so these properties check our decoder against an independent encoder.
+
+#: Any Unicode text (astral characters included), and pieces that look like framing.
+PAYLOADS = st.lists(
+    st.one_of(
+        st.text(),
+        st.sampled_from(["~m~", "~m~5~m~", "~h~1", "😀", "\U0010ffff", "निफ्टी", "한국어"]),
+    ),
+    max_size=4,
+).map("".join)
+
+
+def _chunks(stream: str, cuts: list[int]) -> list[str]:
+    bounds = sorted({0, *(c % (len(stream) + 1) for c in cuts), len(stream)})
+    return [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=300)
+@given(st.lists(PAYLOADS, min_size=1, max_size=6), st.lists(st.integers(min_value=0), max_size=12))
+def test_emulator_framed_payloads_split_anywhere_come_back_identical(
+    payloads: list[str], cuts: list[int]
+) -> None:
+    stream = "".join(emulator_frame(p) for p in payloads)
+    decoder = FrameDecoder()
+    out = [p for chunk in _chunks(stream, cuts) for p in decoder.feed(chunk)]
+    assert out == payloads
+    assert decoder.buffered == 0
+
+
+@settings(max_examples=200)
+@given(st.lists(PAYLOADS, min_size=1, max_size=6), st.lists(st.integers(min_value=0), max_size=12))
+def test_emulator_framed_utf8_bytes_split_anywhere_come_back_identical(
+    payloads: list[str], cuts: list[int]
+) -> None:
+    # Bytes may be cut inside a character's UTF-8 sequence; the decoder waits for the rest.
+    data = "".join(emulator_frame(p) for p in payloads).encode()
+    bounds = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
+    decoder = FrameDecoder()
+    out = [p for a, b in itertools.pairwise(bounds) for p in decoder.feed(data[a:b])]
+    assert out == payloads
+
+
+def _with_wrong_length(frames: list[str], index: int, delta: int) -> str:
+    header, _, rest = frames[index].partition("~m~")[2].partition("~m~")
+    wrong = max(0, int(header) + delta)
+    return "".join([*frames[:index], f"~m~{wrong}~m~{rest}", *frames[index + 1 :]])
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(PAYLOADS, min_size=1, max_size=5),
+    st.integers(min_value=0),
+    st.integers(min_value=-30, max_value=30).filter(bool),
+    st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_a_wrong_declared_length_never_raises_anything_but_protocol_error(
+    payloads: list[str], which: int, delta: int, cuts: list[int]
+) -> None:
+    frames = [emulator_frame(p) for p in payloads]
+    index = which % len(frames)
+    if codec.utf16_length(payloads[index]) + delta < 0:
+        delta = -codec.utf16_length(payloads[index]) or 1
+    stream = _with_wrong_length(frames, index, delta)
+    decoder = FrameDecoder()
+    out: list[str] = []
+    try:
+        for chunk in _chunks(stream, cuts):
+            out += decoder.feed(chunk)
+    except ProtocolError:
+        assert decoder.failed
+        return
+    # No error (yet): a message of another length cannot have come back as the original.
+    assert out != payloads
+
+
+#: Ends every stream in the next test: whatever a wrong length lands on inside it is no header.
+SENTINEL = "~m~10~m~xxxxxxxxxx"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(PAYLOADS.map(lambda p: p.replace("~", "")), min_size=1, max_size=5),
+    st.one_of(st.integers(min_value=-40, max_value=-1), st.integers(min_value=1, max_value=7)),
+    st.lists(st.integers(min_value=0), max_size=8),
+)
+def test_a_wrong_length_on_the_last_message_is_always_a_protocol_error(
+    payloads: list[str], delta: int, cuts: list[int]
+) -> None:
+    frames = [emulator_frame(p) for p in payloads]
+    units = codec.utf16_length(payloads[-1])
+    if units + delta < 0:
+        assume(units > 0)
+        delta = -units
+    stream = _with_wrong_length(frames, len(frames) - 1, delta) + SENTINEL
+    decoder = FrameDecoder()
+    with pytest.raises(ProtocolError):
+        for chunk in _chunks(stream, cuts):
+            decoder.feed(chunk)

@@ -204,3 +204,17 @@ async def test_token_is_sent_but_never_logged_or_shown(
     assert SECRET not in caplog.text
     assert all(SECRET not in str(e) and SECRET not in repr(e) for e in errors)
     assert SECRET not in repr(tv)
+
+
+async def test_history_arrives_whole_after_names_in_any_script_and_d_is_asked_as_1d(
+    emu: TradingViewEmulator,
+) -> None:
+    # NSE:TCS resolves with an emoji in its local_description (two UTF-16 code units), NIFTY
+    # with Devanagari: a byte-counted decoder would lose step right after `symbol_resolved`.
+    for symbol in ("NSE:TCS", "NSE:NIFTY"):
+        bars = await provider(emu).get_hist_candles(symbol, "D", 20)
+        assert len(bars) == 20
+        assert bars[-1].ts == datetime(2026, 11, 23, 9, 15, tzinfo=IST)
+    for connection in (1, 2):
+        [create] = [p for m, p in emu.commands[connection] if m == "create_series"]
+        assert create[4:] == ["1D", 20]  # six parameters, the canonical interval

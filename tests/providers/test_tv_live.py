@@ -87,6 +87,23 @@ async def test_quotes_and_bars_of_several_symbols_arrive_as_typed_records(emu):
     ]
 
 
+async def test_names_in_any_script_on_the_wire_do_not_break_the_stream(emu):
+    # NSE:TCS's full quote and symbol_resolved carry an emoji (two UTF-16 code units), NIFTY's
+    # Devanagari: the stream must stay in step, on the first connection.
+    got: list[LiveMessage] = []
+    provider = make_provider(emu.url)
+    provider.set_callback(got.append)
+    await provider.subscribe(["NSE:TCS", "NSE:NIFTY"], "1")
+    await provider.start()
+    try:
+        await wait_for(lambda: sum(isinstance(m, Quote) and m.symbol == "NSE:TCS" for m in got) > 3)
+        await wait_for(lambda: any(isinstance(m, ChartUpdate) and m.is_final for m in got))
+    finally:
+        await provider.stop()
+    assert emu.connection_count == 1
+    assert {m.symbol for m in got if isinstance(m, ChartUpdate)} == {"NSE:TCS", "NSE:NIFTY"}
+
+
 async def test_dropped_connection_is_recorded_and_the_current_subscriptions_are_replayed(emu):
     got: list[LiveMessage] = []
     provider = make_provider(emu.url)

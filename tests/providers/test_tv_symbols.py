@@ -7,6 +7,7 @@ from providers.tradingview.symbols import (
     INTERVALS,
     interval_seconds,
     is_intraday,
+    longest_bar_seconds,
     validate_interval,
     validate_symbol,
 )
@@ -50,18 +51,49 @@ def test_malformed_symbols_are_refused(raw: object) -> None:
 
 
 def test_intervals_are_exactly_the_documented_codes() -> None:
-    assert set(INTERVALS) == {"1", "3", "5", "15", "30", "60", "120", "240", "1D", "1W", "1M"}
+    assert set(INTERVALS) == {
+        *("1", "3", "5", "15", "30", "45", "60", "120", "180", "240"),
+        *("1D", "1W", "1M"),
+    }
 
 
-@pytest.mark.parametrize("raw", ["2", "1d", "D", "1H", "", " 1", "1m", 1, None])
+@pytest.mark.parametrize(
+    ("raw", "canonical"),
+    [("45", "45"), ("180", "180"), ("1D", "1D"), ("D", "1D"), ("W", "1W"), ("M", "1M")],
+)
+def test_accepted_intervals_come_back_under_one_canonical_name(raw: str, canonical: str) -> None:
+    assert validate_interval(raw) == canonical
+
+
+@pytest.mark.parametrize("raw", ["2", "1d", "d", "1H", "", " 1", "1m", "90", "DD", 1, None])
 def test_unknown_interval_is_refused_not_turned_into_one_minute(raw: object) -> None:
-    with pytest.raises(InvalidRequestError):
+    with pytest.raises(InvalidRequestError, match="unsupported interval"):
         validate_interval(raw)
 
 
-def test_interval_seconds_for_intraday_and_refusal_for_calendar_intervals() -> None:
-    assert interval_seconds("1") == 60
-    assert interval_seconds("240") == 14_400
-    assert is_intraday("60") and not is_intraday("1D")
+def test_the_refusal_lists_every_accepted_code() -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        validate_interval("7")
+    for code in ("45", "180", "1D", "1W", "1M", "D", "W", "M"):
+        assert code in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("interval", "seconds"),
+    [("1", 60), ("45", 2_700), ("180", 10_800), ("240", 14_400), ("D", 86_400), ("1W", 604_800)],
+)
+def test_interval_seconds_is_how_often_a_bar_repeats(interval: str, seconds: int) -> None:
+    assert interval_seconds(interval) == seconds
+
+
+def test_a_calendar_month_has_no_fixed_length_but_a_longest_one() -> None:
     with pytest.raises(InvalidRequestError):
-        interval_seconds("1W")
+        interval_seconds("1M")
+    assert longest_bar_seconds("M") == 31 * 86_400
+    assert longest_bar_seconds("1W") == 7 * 86_400
+    assert longest_bar_seconds("45") == 2_700
+
+
+def test_intraday_means_shorter_than_a_session() -> None:
+    assert is_intraday("45") and is_intraday("180") and is_intraday("240")
+    assert not any(is_intraday(i) for i in ("1D", "D", "1W", "1M"))
