@@ -3,6 +3,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The oldest DuckDB the analysts' catalog must open (tests/storage/test_storage_engines.py),
+# in its own venv: the product's venv has the current DuckDB.
+OLD_DUCKDB := 1.1.0
+OLD_VENV := .venv-duckdb-old
+OLD_STAMP := $(OLD_VENV)/.installed-$(OLD_DUCKDB)
+export PROTRADE_OLD_DUCKDB_PYTHON := $(CURDIR)/$(OLD_VENV)/bin/python
 
 .PHONY: run test lint demo bench reliability clean
 
@@ -12,10 +18,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(OLD_STAMP):
+	rm -rf $(OLD_VENV)
+	$(PY) -m venv $(OLD_VENV)
+	# pytz: DuckDB hands TIMESTAMPTZ values to Python through it.
+	$(OLD_VENV)/bin/python -m pip install --quiet duckdb==$(OLD_DUCKDB) pytz
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/protrade serve
 
-test: $(STAMP)
+test: $(STAMP) $(OLD_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -29,9 +42,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-reliability: $(STAMP)
+reliability: $(STAMP) $(OLD_STAMP)
 	# The issue asks for 30 s of two writers and a reader; `make test` runs the same check for 5 s.
 	PROTRADE_RELIABILITY_SECONDS=30 $(BIN)/python -m pytest -q tests/reliability
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLD_VENV) .pytest_cache .ruff_cache

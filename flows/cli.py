@@ -9,6 +9,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
 import sys
 from datetime import date, datetime
@@ -17,7 +18,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from flows.timespec import DISPLAY_TIMEZONE, TimeSpecError
 
 app = typer.Typer(
     name="protrade",
@@ -31,10 +36,35 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+def say_error(label: str, message: str) -> None:
+    """`label: message` on stderr as one line, however long: `grep` and log shippers see it
+    whole. The message is shown as text, never read as rich markup (`[Errno 28]`, `[/]`)."""
+    err.print(f"[bold red]{escape(label)}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear sentence on stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    say_error("error", message)
     return typer.Exit(code)
+
+
+def existing_data_dir() -> Path:
+    """The data dir for a read command, which must find it, never create it: one line if not."""
+    from storage.errors import UnsupportedLocationError
+    from storage.paths import DATA_DIR_ENV, data_dir
+
+    try:
+        root = data_dir()
+    except UnsupportedLocationError as exc:
+        raise fail(str(exc)) from exc
+    if not root.exists():
+        raise fail(
+            f"{DATA_DIR_ENV}: {root} does not exist; nothing has been collected there yet "
+            "(check the path, or run a collecting command such as `protrade snapshot`)"
+        )
+    if not root.is_dir():
+        raise fail(f"{DATA_DIR_ENV}: {root} is a file, not a directory")
+    return root
 
 
 def _jsonable(value: Any) -> Any:
@@ -49,7 +79,9 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str
         sys.stdout.write(json.dumps(records, indent=2, default=str) + "\n")
     elif fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        # `\n` like the DuckDB CLI: csv's default `\r\n` leaves a `\r` on every last value
+        # that Unix tools (cut, awk, sort) then carry along.
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows([[_jsonable(v) for v in row] for row in rows])
         sys.stdout.write(buffer.getvalue())
@@ -58,7 +90,8 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text, not markup: a value such as `[1, 2]` or `[/]` is data.
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         out.print(table)
 
 
@@ -66,14 +99,30 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str, title: str
 def query(
     sql: Annotated[str, typer.Argument(help="A read-only SQL query over the views.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json")] = "table",
+    tz: Annotated[
+        str, typer.Option("--tz", help="Time zone of the timestamps shown, e.g. UTC")
+    ] = DISPLAY_TIMEZONE,
 ) -> None:
-    """Run read-only SQL over the views (option_chain, candles, ticks, provider_attempts)."""
-    from storage.catalog import ReadOnlyQueryError, run_readonly_query
+    """Run read-only SQL over the views (option_chain, candles, ticks, provider_attempts).
+
+    Timestamps are shown in Asia/Kolkata (e.g. 2026-12-02 10:15:00+05:30) unless --tz says
+    otherwise; SQL functions that depend on the session zone (`::DATE`, `date_trunc`) use it too.
+    """
+    from flows.timespec import parse_timezone
 
     if fmt not in ("table", "csv", "json"):
         raise fail(f"unknown format {fmt!r}: use table, csv or json", 2)
     try:
-        columns, rows = run_readonly_query(sql)
+        zone = parse_timezone("--tz", tz)
+    except TimeSpecError as exc:
+        raise fail(str(exc), 2) from exc
+    existing_data_dir()
+    from storage.catalog import ReadOnlyQueryError, run_readonly_query
+
+    try:
+        # The session's TimeZone, not string rewriting: DuckDB then hands every TIMESTAMPTZ
+        # over in that zone, for the table, CSV and JSON alike.
+        columns, rows = run_readonly_query(sql, timezone=zone)
     except ReadOnlyQueryError as exc:
         raise fail(str(exc), 2) from exc
     except Exception as exc:  # DuckDB parser/binder errors: show DuckDB's own sentence
@@ -90,7 +139,52 @@ def run_async(coro: Any) -> Any:
 
 
 def _failure_lines(exc: BaseException) -> list[str]:
-    return [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    """One line per failure, the run's own failure first.
+
+    A later failure (the run's cleanup cannot record provider attempts on the full disk that
+    failed the run's option_chain write) is attached to the first one as a note.
+    """
+    lines: list[str] = []
+    for text in [str(exc), *getattr(exc, "__notes__", ())]:
+        lines += [line for line in text.splitlines() if line.strip() and line not in lines]
+    return lines or [type(exc).__name__]
+
+
+class _NoTracebackFormatter(logging.Formatter):
+    """Formats a record as `inner` does, without its traceback.
+
+    For the console of CLI runs only: the traceback of an expected failure (a provider down,
+    a full disk) still reaches the run's logs in the Prefect UI, through the API handler.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            # A copy: the same record may still go to other handlers (the API one).
+            record = logging.makeLogRecord(
+                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+            )
+        return self.inner.format(record)
+
+
+def hide_console_tracebacks() -> None:
+    """Keep Prefect's console log lines but drop their tracebacks (call after importing Prefect)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler) and not isinstance(
+                handler.formatter, _NoTracebackFormatter
+            ):
+                handler.setFormatter(
+                    _NoTracebackFormatter(handler.formatter or logging.Formatter())
+                )
 
 
 def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
@@ -100,6 +194,7 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
     starting) becomes one line per failure on stderr and exit code 1, never a traceback: the
     traceback is in the run's logs, in the Prefect UI.
     """
+    hide_console_tracebacks()
     try:
         state = run_async(flow_fn(**params, return_state=True))
     except Exception as exc:
@@ -114,7 +209,7 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
             else RuntimeError(state.message or f"flow run ended {state.name}")
         )
     for line in _failure_lines(failure):
-        err.print(f"[bold red]{label} failed:[/] {line}", highlight=False)
+        say_error(f"{label} failed", line)
     raise typer.Exit(1)
 
 
@@ -152,15 +247,31 @@ def oi_backfill_command(
     underlying: Annotated[list[str] | None, typer.Option("--underlying", "-u")] = None,
 ) -> None:
     """Fill today's missing snapshot slots from a provider that answers "as of HH:MM"."""
-    from flows.timespec import TimeSpecError, parse_duration
+    from zoneinfo import ZoneInfo
+
+    from flows import clock
+    from flows.timespec import parse_date, parse_duration
 
     try:
         width = parse_duration(every)
-        target = None if day == "today" else date.fromisoformat(day)
-    except (TimeSpecError, ValueError) as exc:
-        raise fail(str(exc), 2) from exc
+    except TimeSpecError as exc:
+        raise fail(f"--every: {exc}", 2) from exc
     if width.total_seconds() % 60:
-        raise fail("--every must be whole minutes, e.g. 3m", 2)
+        raise fail("--every: must be whole minutes, e.g. 3m", 2)
+    target = None
+    if day.strip().lower() != "today":
+        try:
+            target = parse_date("--date", day)
+        except TimeSpecError as exc:
+            raise fail(f"{exc} or today", 2) from exc
+        today = clock.now().astimezone(ZoneInfo(DISPLAY_TIMEZONE)).date()
+        if target != today:
+            when = "a past" if target < today else "a future"
+            raise fail(
+                f"--date: {target} is {when} date; only today ({today}, IST) can be backfilled: "
+                'providers answer "as of HH:MM" for the current trading day only',
+                2,
+            )
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
@@ -180,24 +291,26 @@ def oi_backfill_command(
 def backfill(
     symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. NSE:NIFTY")],
     interval: Annotated[
-        str, typer.Option("--interval", "-i", help="1,3,5,15,30,60,120,240,1D,1W,1M")
+        str,
+        typer.Option("--interval", "-i", help="1,3,5,15,30,45,60,120,180,240,1D,1W,1M (or D,W,M)"),
     ],
     count: Annotated[int | None, typer.Option("--count", "-n", help="Latest N bars")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Reach back to YYYY-MM-DD")] = None,
 ) -> None:
     """Fetch candles through the registry, write them idempotently, find and fill gaps."""
+    from flows.timespec import parse_date
     from providers.errors import InvalidRequestError
     from providers.tradingview.symbols import validate_interval, validate_symbol
 
     if count is not None and since is not None:
         raise fail("use either --count or --since, not both", 2)
     if count is not None and count < 1:
-        raise fail("--count must be at least 1", 2)
+        raise fail(f"--count: must be at least 1, got {count}", 2)
     try:
         interval = validate_interval(interval)
         symbols = [validate_symbol(s) for s in symbols]
-        since_date = date.fromisoformat(since) if since else None
-    except (InvalidRequestError, ValueError) as exc:
+        since_date = parse_date("--since", since) if since is not None else None
+    except (InvalidRequestError, TimeSpecError) as exc:
         raise fail(str(exc), 2) from exc
 
     from flows.prefect_env import prepare_prefect_env
@@ -248,14 +361,22 @@ def serve(
 @app.command("refresh-catalog")
 def refresh_catalog_command() -> None:
     """(Re)create the views in $PROTRADE_DATA_DIR/protrade.duckdb."""
+    import duckdb
+
     from storage.catalog import refresh_catalog
-    from storage.errors import CatalogLockedError
+    from storage.errors import StorageError
+    from storage.paths import DATA_DIR_ENV
 
     try:
         result = refresh_catalog()
-    except CatalogLockedError as exc:
+    except (StorageError, ValueError) as exc:  # locked, unsupported location, bad path
         raise fail(str(exc)) from exc
-    out.print(f"views refreshed in {result}", highlight=False)
+    except OSError as exc:  # a read-only or full file system, a missing permission
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        raise fail(f"cannot refresh the catalog ({DATA_DIR_ENV}): {reason}") from exc
+    except duckdb.Error as exc:  # DuckDB could not create or open the catalog file
+        raise fail(f"cannot refresh the catalog: {str(exc).splitlines()[0]}") from exc
+    out.print(f"views refreshed in {result.path}", highlight=False)
 
 
 @app.command()
@@ -265,10 +386,12 @@ def compact(
     ] = None,
 ) -> None:
     """Merge each closed day's small files into one sorted, deduplicated file."""
+    from flows.timespec import parse_date
+
     try:
-        cutoff = date.fromisoformat(before) if before else None
-    except ValueError as exc:
-        raise fail(f"--before: {exc}", 2) from exc
+        cutoff = parse_date("--before", before) if before is not None else None
+    except TimeSpecError as exc:
+        raise fail(str(exc), 2) from exc
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
@@ -281,13 +404,23 @@ def compact(
 def status(
     hours: Annotated[float, typer.Option(help="Provider health window, in hours")] = 24.0,
 ) -> None:
-    """Freshness, rows today, gaps today and provider health; non-zero if stale in market hours."""
+    """Freshness, rows today, gaps today and provider health; non-zero if stale in market hours.
+
+    Times are shown in Asia/Kolkata. Reads only: a missing data dir is an error, never created.
+    """
     from datetime import timedelta
 
+    from flows.timespec import require_positive
+
+    try:
+        require_positive("--hours", hours)
+    except TimeSpecError as exc:
+        raise fail(str(exc), 2) from exc
+    existing_data_dir()
     from flows import clock, config
-    from flows.status import ProviderHealth, assess, format_age, stale_sentences
+    from flows.status import ProviderHealth, assess, format_age, format_time, stale_sentences
     from flows.status_gaps import gaps_today
-    from providers.calendar import is_market_open
+    from providers.calendar import IST, is_market_open
     from storage.queries import dataset_status, recent_attempts
 
     now = clock.now()
@@ -308,17 +441,19 @@ def status(
         table.add_column(column)
     for h in health:
         table.add_row(
-            h.dataset,
-            h.instrument,
+            Text(h.dataset),
+            Text(h.instrument),
             str(h.rows),
             str(h.rows_today),
-            h.last_ts.isoformat(timespec="seconds") if h.last_ts else "-",
-            ("[red]" if h.stale else "") + format_age(h.age),
-            h.last_provider or "-",
+            format_time(h.last_ts, IST),
+            Text(format_age(h.age), style="red" if h.stale else ""),
+            Text(h.last_provider or "-"),
             "-" if h.gaps_today is None else str(h.gaps_today),
         )
     for dataset, instrument in missing:
-        table.add_row(dataset, instrument, "0", "0", "-", "[red]never" if market_open else "never")
+        table.add_row(
+            dataset, Text(instrument), "0", "0", "-", Text("never", "red" if market_open else "")
+        )
     out.print(table)
 
     providers = Table(title=f"Providers (last {hours:g} h)")
@@ -327,12 +462,13 @@ def status(
     for a in attempts:
         p = ProviderHealth(a.provider, a.attempts, a.errors, a.last_error)
         providers.add_row(
-            p.provider,
+            Text(p.provider),
             p.state,
             str(p.attempts),
             str(p.errors),
             f"{p.error_rate:.0%}",
-            f"{a.last_error_class}: {a.last_error}" if a.last_error else "",
+            # Error texts often hold brackets (`[Errno 28]`): text, not markup.
+            Text(f"{a.last_error_class}: {a.last_error}" if a.last_error else ""),
         )
     out.print(providers)
 
@@ -340,7 +476,7 @@ def status(
     if market_open:
         problems += [f"{d} {i} has no data at all" for d, i in missing]
     for line in problems:
-        err.print(f"[bold red]stale:[/] {line}", highlight=False)
+        say_error("stale", line)
     if problems:
         raise typer.Exit(1)
 
@@ -353,12 +489,12 @@ def demo(
     capture: Annotated[str, typer.Option(help="Length of the live capture, e.g. 20s")] = "20s",
 ) -> None:
     """Offline end-to-end run against local emulators, then a few analyst queries."""
-    from flows.timespec import TimeSpecError, parse_duration
+    from flows.timespec import parse_duration
 
     try:
         seconds = parse_duration(capture).total_seconds()
     except TimeSpecError as exc:
-        raise fail(str(exc), 2) from exc
+        raise fail(f"--capture: {exc}", 2) from exc
     target = (data_dir or Path("data") / "demo").resolve()
     # The demo must never report to a real server or reach a real provider.
     os.environ.pop("PREFECT_API_URL", None)
@@ -388,18 +524,24 @@ def capture(
     until: Annotated[str | None, typer.Option(help="Stop at HH:MM IST, e.g. 15:35")] = None,
 ) -> None:
     """Capture the live stream: quotes to `ticks`, final bars to `candles`."""
-    from flows.timespec import TimeSpecError, parse_clock, parse_duration
+    from flows.timespec import parse_clock, parse_duration
     from providers.errors import InvalidRequestError
     from providers.tradingview.symbols import validate_interval, validate_symbol
 
-    if duration and until:
+    if duration is not None and until is not None:
         raise fail("use either --duration or --until, not both", 2)
     try:
-        seconds = parse_duration(duration).total_seconds() if duration else None
-        stop_at = parse_clock(until).strftime("%H:%M") if until else None
+        seconds = parse_duration(duration).total_seconds() if duration is not None else None
+    except TimeSpecError as exc:
+        raise fail(f"--duration: {exc}", 2) from exc
+    try:
+        stop_at = parse_clock(until).strftime("%H:%M") if until is not None else None
+    except TimeSpecError as exc:
+        raise fail(f"--until: {exc}", 2) from exc
+    try:
         interval = validate_interval(interval)
         symbols = [validate_symbol(s) for s in symbols]
-    except (TimeSpecError, InvalidRequestError) as exc:
+    except InvalidRequestError as exc:
         raise fail(str(exc), 2) from exc
     if seconds is None and stop_at is None:
         stop_at = "15:35"

@@ -75,6 +75,19 @@ QUERIES: list[tuple[str, str]] = [
 ]
 
 
+def show_queries(show: Callable[[str, list[str], list[tuple[object, ...]]], None]) -> None:
+    """Run each of QUERIES over the current lake and hand the result to `show`.
+
+    Times come out as `protrade query` shows them: in Asia/Kolkata, the exchange's clock.
+    """
+    from flows.timespec import DISPLAY_TIMEZONE
+    from storage.catalog import run_readonly_query
+
+    for title, sql in QUERIES:
+        columns, rows = run_readonly_query(sql, timezone=DISPLAY_TIMEZONE)
+        show(title, columns, rows)
+
+
 @dataclass
 class DemoResult:
     data_dir: Path
@@ -130,12 +143,10 @@ def run_demo(
         )
         steps.append(("live-capture", str(summary)))
 
-    from storage.catalog import refresh_catalog, run_readonly_query
+    from storage.catalog import refresh_catalog
     from storage.errors import CatalogLockedError
 
-    for title, sql in QUERIES:
-        columns, rows = run_readonly_query(sql)
-        show(title, columns, rows)
+    show_queries(show)
     try:
         catalog = refresh_catalog().path
         say(f"views for your own SQL: duckdb.connect('{catalog}', read_only=True)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate, groupby
@@ -54,6 +54,77 @@ def option_chain_table(records: Sequence[OptionChainRow]) -> pa.Table:
         ],
         schema=_OPTION_SCHEMA,
     )
+
+
+def with_source_rank(rows: pa.Table, order: Sequence[str]) -> pa.Table:
+    """Option-chain `rows` with `source_rank`: each row's provider's place in `order`.
+
+    `order` is the registry's provider order when the rows are written (0: tried first); a
+    provider not in it gets null, which ranks last. The views keep, per key, the row of the
+    best-ranked provider (then the latest write), so a failover provider's sparser row never
+    replaces the primary's for the same snapshot.
+    """
+    ranks = {name: i for i, name in enumerate(order)}
+    providers = rows["provider"].to_pylist() if rows.num_rows else []
+    column = pa.array([ranks.get(p) for p in providers], type=pa.int64())
+    if "source_rank" in rows.column_names:
+        return rows.set_column(rows.column_names.index("source_rank"), "source_rank", column)
+    return rows.append_column("source_rank", column)
+
+
+#: `underlying_value_source` of a spot the provider sent with the row itself.
+SPOT_FROM_PROVIDER = "provider"
+
+
+def spot_minutes(rows: pa.Table) -> dict[str, list[datetime]]:
+    """Per underlying, the distinct minutes (start, UTC) of option-chain rows without a spot."""
+    if "underlying_value" not in rows.column_names or rows["underlying_value"].null_count == 0:
+        return {}
+    missing = rows.filter(pc.is_null(rows["underlying_value"]))
+    minutes = pc.floor_temporal(missing["snapshot_ts"], unit="minute")
+    out: dict[str, list[datetime]] = {}
+    pairs = zip(missing["underlying"].to_pylist(), minutes.to_pylist(), strict=True)
+    for underlying, minute in sorted(set(pairs)):
+        out.setdefault(underlying, []).append(minute)
+    return out
+
+
+def with_spot_source(
+    rows: pa.Table, spots: Mapping[str, Mapping[datetime, tuple[float, str]]]
+) -> pa.Table:
+    """Option-chain `rows` with `underlying_value_source`, and missing spots filled.
+
+    A row whose provider sent a spot keeps it, with the source 'provider'. A row without one
+    takes `spots[underlying][minute of snapshot_ts]` (value, source) when there is one, else
+    stays null with a null source.
+    """
+    n = rows.num_rows
+    if "underlying_value" in rows.column_names:
+        values = rows["underlying_value"].combine_chunks().cast(pa.float64())
+    else:
+        values = pa.nulls(n, pa.float64())
+    sources = pc.if_else(
+        pc.is_valid(values), pa.scalar(SPOT_FROM_PROVIDER), pa.scalar(None, pa.string())
+    )
+    if values.null_count and spots:
+        minutes = pc.floor_temporal(rows["snapshot_ts"], unit="minute").to_pylist()
+        underlyings = rows["underlying"].to_pylist()
+        filled_values = values.to_pylist()
+        filled_sources = sources.to_pylist()
+        for i, value in enumerate(filled_values):
+            if value is None:
+                found = spots.get(underlyings[i], {}).get(minutes[i])
+                if found is not None:
+                    filled_values[i], filled_sources[i] = found
+        values = pa.array(filled_values, pa.float64())
+        sources = pa.array(filled_sources, pa.string())
+    out = rows
+    for name, column in (("underlying_value", values), ("underlying_value_source", sources)):
+        if name in out.column_names:
+            out = out.set_column(out.column_names.index(name), name, column)
+        else:
+            out = out.append_column(name, column)
+    return out
 
 
 def option_chain_rows(records: Iterable[OptionChainRow]) -> list[dict[str, Any]]:

@@ -1,8 +1,10 @@
 """Flow `oi-backfill`: fill today's missing option-chain snapshot slots.
 
-Only a provider that can answer "as of HH:MM" can do this (Trendlyne's `maxTime`); NSE raises
-`UnsupportedOperationError` and the registry fails over, so no "now" is ever stored under a past
-slot. Trendlyne answers only for the current trading day, so only today can be filled.
+Only a provider that can answer "as of HH:MM" can do this (Trendlyne's `maxTime`). The registry
+asks only providers declaring `Capability.OI_AS_OF`, so NSE is never asked (no attempt, no error
+counted against its health) and no "now" is ever stored under a past slot. With no such provider
+enabled the run fails at once with `NoCapableProviderError`. Trendlyne answers only for the
+current trading day, so only today can be filled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from flows.gaps import missing_slots
 from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context
 from providers.calendar import IST, snapshot_slots
-from providers.errors import AllProvidersFailedError, ProviderError
+from providers.errors import AllProvidersFailedError, NoCapableProviderError, ProviderError
 from storage.queries import existing_snapshot_times
 
 DEFAULT_EVERY = timedelta(minutes=3)
@@ -70,6 +72,11 @@ async def fill_underlying(
         for expiry in expiries:
             try:
                 fetched = await ctx.registry.get_oi_data(underlying, expiry, time_str)
+            except NoCapableProviderError as exc:
+                # The same answer for every slot: say it once and stop.
+                result.error = str(exc)
+                logger.error("%s: %s", underlying, result.error)
+                return result
             except (AllProvidersFailedError, ProviderError) as exc:
                 errors.append(f"{time_str} {expiry}: {exc}")
                 continue

@@ -3,22 +3,33 @@
 A registry is built per flow run, inside the run's event loop: providers hold long-lived HTTP
 sessions bound to the loop that created them, and `protrade serve` runs each flow run in its own
 process anyway. Provider health across runs is read back from `provider_attempts`.
+
+While a run context is open, the `providers` loggers (registry retries and failovers, provider
+warnings) also go to the run's logs in the Prefect UI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from flows.lake_rows import attempt_rows
+import pyarrow as pa
+
+from flows.config import live_symbol
+from flows.lake_rows import attempt_rows, spot_minutes, with_source_rank, with_spot_source
 from providers.calendar import is_trading_day
 from providers.records import AttemptRecord
 from providers.registry import ProviderRegistry, initialize_default_providers
-from storage.writer import LakeWriter
+from storage.catalog import ensure_catalog
+from storage.queries import Spot, spot_by_minute
+from storage.validation import Rows
+from storage.writer import LakeWriter, WriteResult
 
 if TYPE_CHECKING:
     from prefect.states import State
@@ -80,18 +91,137 @@ def default_registry() -> ProviderRegistry:
 registry_factory: Callable[[], ProviderRegistry] = default_registry
 
 
+#: Loggers of code that knows nothing of Prefect whose records belong in a run's logs.
+RUN_LOG_SOURCES = ("providers",)
+
+_routing_lock = threading.Lock()
+_routing_users = 0
+_routing_handlers: list[tuple[logging.Logger, logging.Handler]] = []
+
+
+def _inside_a_run(record: logging.LogRecord) -> bool:
+    """Only records logged inside a flow or task run go to the API: a record from a thread
+    with no run context (the live client's reader, a concurrent CLI call) would only make
+    Prefect warn that it has no flow run id. The console still shows it."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+@contextmanager
+def library_logs_in_run() -> Iterator[None]:
+    """While open, records of `RUN_LOG_SOURCES` also go to the current run's logs in the UI.
+
+    Prefect's own `PREFECT_LOGGING_EXTRA_LOGGERS` does this only when set before Prefect is
+    first imported, and then warns for every record logged outside a run (the CLI uses the
+    registry too); attaching Prefect's API handler just for the run's duration avoids both.
+    The handler finds the flow or task run from the logging call's context, so records land on
+    the task run that made the call. Nested and concurrent runs in one process share one
+    handler per logger (reference-counted), so no record is sent twice.
+    """
+    global _routing_users
+    from prefect.logging.handlers import APILogHandler
+
+    with _routing_lock:
+        if _routing_users == 0:
+            for name in RUN_LOG_SOURCES:
+                logger = logging.getLogger(name)
+                if any(isinstance(h, APILogHandler) for h in logger.handlers):
+                    continue  # already routed (PREFECT_LOGGING_EXTRA_LOGGERS)
+                handler = APILogHandler()
+                handler.addFilter(_inside_a_run)
+                logger.addHandler(handler)
+                _routing_handlers.append((logger, handler))
+        _routing_users += 1
+    try:
+        yield
+    finally:
+        with _routing_lock:
+            _routing_users -= 1
+            if _routing_users == 0:
+                while _routing_handlers:
+                    logger, handler = _routing_handlers.pop()
+                    logger.removeHandler(handler)
+
+
+class RunWriter(LakeWriter):
+    """The run's lake writer. Option-chain rows get, before they are written:
+
+    - `source_rank`, their provider's place in the registry's options order (read at write
+      time), so the views prefer the primary provider's row over a failover provider's for
+      the same key;
+    - `underlying_value_source`: 'provider' where the provider sent the spot; where it did
+      not (Trendlyne after a failover), the spot of that minute we already hold: another
+      chain row's, else the last tick or the 1-minute candle of the underlying's live symbol
+      (`flows.config.live_symbol`), with that source; null when nothing is held.
+
+    The spot is filled here, not in the views: a view-level fill needs a window over
+    (underlying, minute), which keeps DuckDB from pushing a time filter into the scan.
+    """
+
+    def __init__(self, registry: ProviderRegistry) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def write(self, dataset: str, rows: Rows) -> WriteResult:
+        if dataset == "option_chain" and isinstance(rows, pa.Table):
+            order = [name for name, _ in self._registry.providers("options")]
+            rows = with_spot_source(with_source_rank(rows, order), self._held_spots(rows))
+        return super().write(dataset, rows)
+
+    def _held_spots(self, rows: pa.Table) -> dict[str, dict[datetime, Spot]]:
+        """Per underlying, the held spot of each minute of `rows` that lacks one.
+
+        A failed lookup (an unreadable file, say) must not cost the rows themselves: they
+        are written without the spot, with a warning.
+        """
+        out: dict[str, dict[datetime, Spot]] = {}
+        for underlying, minutes in spot_minutes(rows).items():
+            try:
+                out[underlying] = spot_by_minute(
+                    self.root.parent, underlying, live_symbol(underlying), minutes
+                )
+            except Exception as exc:
+                log.warning(
+                    "could not look up the spot of %s for %d minute(s); its rows without a "
+                    "spot are written without one: %s",
+                    underlying,
+                    len(minutes),
+                    exc,
+                )
+        return out
+
+
 @asynccontextmanager
 async def run_context() -> AsyncIterator[RunContext]:
-    """A fresh registry wired to the lake for one flow run; attempts flushed, sessions closed."""
-    writer = LakeWriter()
-    attempts = AttemptLog(writer, current_flow_run_id())
+    """A fresh registry wired to the lake for one flow run; attempts flushed, sessions closed.
+
+    The analysts' catalog is made sure of first (created if missing): every command that
+    writes the lake comes through here. It never fails the run (a warning at most).
+    """
     registry = registry_factory()
+    writer = RunWriter(registry)
+    await asyncio.to_thread(ensure_catalog, writer.root.parent)
+    attempts = AttemptLog(writer, current_flow_run_id())
     registry.add_sink(attempts)
+    failure: Exception | None = None
     try:
-        yield RunContext(registry=registry, writer=writer, attempts=attempts)
+        with library_logs_in_run():
+            yield RunContext(registry=registry, writer=writer, attempts=attempts)
+    except Exception as exc:
+        failure = exc
+        raise
     finally:
         try:
             attempts.flush()
+        except Exception as exc:
+            if failure is None:
+                raise
+            # On a full disk the run's own write fails first and this flush after it: the run's
+            # failure must stay the one reported first, this one follows as a note (the flush
+            # logged its traceback). Implicit chaining is no help: by the time the writer
+            # raises, the handled exception is no longer set (observed: __context__ is None).
+            failure.add_note(str(exc))
         finally:
             await registry.aclose()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 #: How old the newest row may be, during market hours, before the dataset counts as stale.
@@ -92,6 +92,11 @@ def format_age(age: timedelta | None) -> str:
     if seconds < 172800:
         return f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
+
+
+def format_time(ts: datetime | None, zone: tzinfo) -> str:
+    """An instant as the user's clock shows it, offset included: `2026-12-02 10:15:00+05:30`."""
+    return ts.astimezone(zone).isoformat(sep=" ", timespec="seconds") if ts else "-"
 
 
 def stale_sentences(health: Sequence[InstrumentHealth]) -> list[str]:

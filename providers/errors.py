@@ -13,8 +13,13 @@ Messages must never contain secrets (tokens, cookies): they reach logs, artifact
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from providers.records import AttemptRecord
 
 
 class ProviderError(Exception):
@@ -94,13 +99,70 @@ class ProviderFailure:
 
 
 class AllProvidersFailedError(Exception):
-    """Every provider failed for one operation; `failures` holds each provider's last failure."""
+    """Every provider failed for one operation; `failures` holds each provider's last failure.
 
-    def __init__(self, operation: str, failures: Sequence[ProviderFailure]) -> None:
+    `attempts` holds every try of the call (retries included), so a caller can show an operator
+    exactly what happened without reading the lake.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        failures: Sequence[ProviderFailure],
+        *,
+        attempts: Sequence[AttemptRecord] = (),
+    ) -> None:
         self.operation = operation
         self.failures = list(failures)
+        self.attempts = list(attempts)
         if self.failures:
             detail = "; ".join(f"{f.provider}: {f.error_class}: {f.message}" for f in self.failures)
         else:
             detail = "no provider is enabled"
         super().__init__(f"{operation}: every provider failed ({detail})")
+
+
+class NoCapableProviderError(AllProvidersFailedError):
+    """No enabled provider declares the capability an operation needs; none was asked.
+
+    Raised by the registry before any attempt, so it leaves no attempt record and says nothing
+    about any provider's health.
+    """
+
+    def __init__(self, operation: str, capability: str, enabled: Sequence[str]) -> None:
+        super().__init__(operation, [])
+        self.capability = capability
+        self.enabled = list(enabled)
+        names = ", ".join(self.enabled) or "none"
+        # Exception.__init__ already ran with the generic text; replace it with the real reason.
+        self.args = (
+            f"{operation}: no enabled provider supports {capability!r} (enabled: {names})",
+        )
+
+
+#: `describe_network_failure`'s reason when the host name did not resolve (DNS).
+UNKNOWN_HOST = "unknown host"
+
+
+def describe_network_failure(exc: BaseException) -> str | None:
+    """A short reason for a failed connection, from the OS error under `exc`; None if none.
+
+    Client libraries wrap the OS error (often twice, behind a generic "All connection attempts
+    failed"); the useful word ("refused", "reset", an unknown host) is at the bottom of the chain.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return UNKNOWN_HOST
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset"
+        if isinstance(current, TimeoutError):
+            return "timed out"
+        if isinstance(current, OSError) and current.errno is not None and current.strerror:
+            return current.strerror.lower()
+        current = current.__cause__ or current.__context__
+    return None

@@ -24,6 +24,7 @@ import httpx
 from aiolimiter import AsyncLimiter
 
 from providers.errors import (
+    UNKNOWN_HOST,
     BlockedError,
     InvalidRequestError,
     ProtocolError,
@@ -31,6 +32,7 @@ from providers.errors import (
     RateLimitedError,
     SchemaChangedError,
     TransientError,
+    describe_network_failure,
 )
 from providers.settings import BROWSER_USER_AGENT
 
@@ -180,16 +182,48 @@ class HttpSession:
 
 
 def error_for_exception(exc: httpx.HTTPError, *, provider: str, what: str) -> ProviderError:
-    """Map an httpx exception (raised before a usable response) to a typed error."""
-    if isinstance(exc, httpx.TimeoutException):
-        return TransientError(f"request to {what} timed out", provider=provider)
-    if isinstance(exc, httpx.DecodingError):
-        return ProtocolError(f"response from {what} could not be decoded", provider=provider)
-    if isinstance(exc, httpx.TransportError):
+    """Map an httpx exception (raised before a usable response) to a typed error.
+
+    The text names the host, port and path and the OS's reason ("cannot connect to
+    127.0.0.1:9 (connection refused) for /api/x", "cannot resolve host example.invalid for
+    /api/x"): operators read it in run artifacts, where "ConnectError" alone says nothing.
+    """
+    host, where, what = _peer_of(exc, what)
+    reason = describe_network_failure(exc)
+    if isinstance(exc, httpx.ConnectTimeout):
         return TransientError(
-            f"connection to {what} failed ({type(exc).__name__})", provider=provider
+            f"cannot connect to {where} (timed out) for {what}", provider=provider
         )
-    return TransientError(f"request to {what} failed ({type(exc).__name__})", provider=provider)
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"request to {where}{what} timed out", provider=provider)
+    if isinstance(exc, httpx.DecodingError):
+        return ProtocolError(f"response from {where}{what} could not be decoded", provider=provider)
+    if isinstance(exc, httpx.ConnectError):
+        if reason == UNKNOWN_HOST:
+            return TransientError(f"cannot resolve host {host} for {what}", provider=provider)
+        detail = reason or type(exc).__name__
+        return TransientError(f"cannot connect to {where} ({detail}) for {what}", provider=provider)
+    if isinstance(exc, httpx.TransportError):
+        detail = reason or type(exc).__name__
+        return TransientError(
+            f"connection to {where} failed during {what} ({detail})", provider=provider
+        )
+    return TransientError(
+        f"request to {where}{what} failed ({type(exc).__name__})", provider=provider
+    )
+
+
+def _peer_of(exc: httpx.HTTPError, what: str) -> tuple[str, str, str]:
+    """Host, "host:port" and path (base URL prefix included, query left out) of the request.
+
+    "?" for the peer, and `what` for the path, when httpx attached no request.
+    """
+    try:
+        url = exc.request.url
+    except RuntimeError:  # httpx raises this when the exception carries no request
+        return "?", "?", what
+    port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+    return url.host, f"{url.host}:{port}" if port else url.host, url.path or what
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -5,6 +5,12 @@ failures with capped exponential backoff and full jitter inside a time budget, h
 Retry-After, and fails over on anything else. A circuit breaker per provider skips one that keeps
 failing and probes it again after a cool-down. Every attempt becomes an `AttemptRecord`.
 
+An operation that needs a `Capability` (e.g. "as of HH:MM") is offered only to providers that
+declare it: the others are not asked, so they leave no attempt and no error behind.
+
+Retries and failovers are logged as warnings on the `providers.registry` logger; the flows route
+that logger into their run logs (this module knows nothing of Prefect).
+
 The clock, sleep and random source are injected so tests never wait.
 """
 
@@ -24,13 +30,14 @@ from typing import Any, Generic, Literal, TypeVar
 from providers import settings
 from providers.errors import (
     AllProvidersFailedError,
+    NoCapableProviderError,
     ProviderError,
     ProviderFailure,
     RateLimitedError,
     UnknownSymbolError,
     UnsupportedOperationError,
 )
-from providers.interfaces import PROVIDER_KINDS
+from providers.interfaces import PROVIDER_KINDS, Capability, capabilities_of
 from providers.records import AttemptRecord, Bar, OptionChainRow
 
 log = logging.getLogger(__name__)
@@ -284,6 +291,16 @@ class ProviderRegistry:
                 ordered.append((name, entry.provider))
         return ordered
 
+    def capable_providers(
+        self, kind: str, requires: Iterable[Capability] = ()
+    ) -> list[tuple[str, Any]]:
+        """The enabled providers of `kind` that declare every capability in `requires`.
+
+        The one place capabilities are checked: a call is offered only to these.
+        """
+        needed = frozenset(requires)
+        return [(n, p) for n, p in self.providers(kind) if needed <= capabilities_of(p)]
+
     def breaker_states(self) -> dict[str, BreakerSnapshot]:
         """Each provider's breaker, keyed "kind:name" (e.g. "options:nse")."""
         return {
@@ -306,15 +323,24 @@ class ProviderRegistry:
         *,
         dataset: str,
         flow_run_id: str | None = None,
+        requires: Iterable[Capability] = (),
     ) -> Fetched[T]:
         """Run `fn(provider)` on the providers of `kind` in order until one answers.
 
-        Raises `InvalidRequestError` (the caller's fault) as is, or `AllProvidersFailedError`.
+        Only providers declaring every capability in `requires` are asked. Raises
+        `InvalidRequestError` (the caller's fault) as is, `NoCapableProviderError` when providers
+        are enabled but none declares what is required, or `AllProvidersFailedError`.
         """
+        needed = frozenset(requires)
+        candidates = self.capable_providers(kind, needed)
+        if needed and not candidates:
+            enabled = [n for n, _ in self.providers(kind)]
+            if enabled:
+                raise NoCapableProviderError(operation, ", ".join(sorted(needed)), enabled)
         attempts: list[AttemptRecord] = []
         failures: list[ProviderFailure] = []
         context = _CallContext(kind, operation, dataset, flow_run_id, attempts)
-        for name, provider in self.providers(kind):
+        for name, provider in candidates:
             breaker = self._breakers[(kind, name)]
             if not breaker.acquire():
                 message = (
@@ -337,7 +363,7 @@ class ProviderRegistry:
                 )
                 continue
             return Fetched(result[0], name, attempts)
-        error = AllProvidersFailedError(operation, failures)
+        error = AllProvidersFailedError(operation, failures, attempts=attempts)
         log.error("%s", error)
         raise error
 
@@ -375,6 +401,17 @@ class ProviderRegistry:
                         if retry_after is not None:
                             delay = max(delay, retry_after)
                         if self._clock() - started + delay <= policy.budget:
+                            log.warning(
+                                "%s %s: %s attempt %d of %d failed (%s: %s); retrying in %.2fs",
+                                ctx.kind,
+                                ctx.operation,
+                                name,
+                                attempt,
+                                policy.max_attempts,
+                                type(exc).__name__,
+                                _bounded(exc.message),
+                                delay,
+                            )
                             await self._sleep(delay)
                             continue
                         log.info(
@@ -476,12 +513,14 @@ class ProviderRegistry:
         *,
         flow_run_id: str | None = None,
     ) -> Fetched[list[OptionChainRow]]:
+        """The chain of one expiry; a past minute (`time_str`) only from providers that can."""
         return await self.call(
             "options",
             "get_oi_data",
             lambda p: p.get_oi_data(underlying, expiry, time_str),
             dataset="option_chain",
             flow_run_id=flow_run_id,
+            requires=() if time_str is None else (Capability.OI_AS_OF,),
         )
 
     async def get_hist_candles(

@@ -1,30 +1,41 @@
 """DuckDB views over the lake: the catalog file for analysts, in-memory connections for us.
 
 The catalog (`protrade.duckdb`) holds views only. DuckDB locks the file against every other
-process while it is open read-write (STORAGE.md, "Locking"), so it is opened only briefly by
-`refresh_catalog`; ingestion never opens it, and `connect()` defines the same views in memory.
+process while it is open read-write, so we open it only briefly: `ensure_catalog` (each command
+that writes the lake) checks it read-only and creates or replaces it when missing or outdated;
+`refresh_catalog` replaces it. A new catalog is built under a temporary name and renamed into
+place. Our own queries never use it: `connect()` defines the same views in memory.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from storage.errors import CatalogLockedError, ReadOnlyQueryError
+from storage.errors import CatalogLockedError, ReadOnlyQueryError, StorageError
 from storage.paths import catalog_path, lake_root
-from storage.publish import ensure_seed
+from storage.publish import ensure_seed, fsync_dir
 from storage.schemas import COMPACTED_PREFIX, DATASETS, INGESTED_AT, DatasetSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: The storage format the catalog file is written in: the oldest that DuckDB 1.1 (and every
+#: later release, Python or CLI) opens. The views need nothing newer.
+CATALOG_STORAGE_VERSION = "v1.1.0"
+_CATALOG_ALIAS = "protrade_catalog"
 
 _GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 # What DuckDB says when a file it globbed was removed (by compaction) before it was read.
@@ -53,15 +64,51 @@ def dataset_glob(spec: DatasetSpec, lake: Path) -> str:
     return f"{folder}/**/*.parquet"
 
 
+# The view SQL is stored as text in the catalog and bound again by whichever DuckDB opens it,
+# so it sticks to what DuckDB 1.1 understands: `filename = true` (later releases also have a
+# virtual `filename` column, 1.1 has not), `url_decode`, `regexp_extract`, `parse_dirpath`,
+# `glob()`. tests/storage/test_storage_engines.py binds every view in 1.1.
+
+
+def _scan(spec: DatasetSpec, lake: Path) -> str:
+    # hive_partitioning off: the views expose their own columns only (no `date`), and take the
+    # instrument from the path themselves. union_by_name: files written before a column was
+    # added (or while the instrument was still a file column) read as null / are ignored.
+    return (
+        f"read_parquet({_literal(dataset_glob(spec, lake))}, hive_partitioning = false, "
+        "union_by_name = true, filename = true)"
+    )
+
+
+def _column_sql(spec: DatasetSpec, name: str) -> str:
+    if name != spec.instrument_column:
+        return _ident(name)
+    # The folder `<column>=<percent-encoded name>` holds the instrument (storage/paths.py);
+    # the innermost such level, so a data dir path containing `symbol=` cannot match.
+    pattern = f"/{re.escape(name)}=([^/]*)/[^/]*$"
+    return f"url_decode(regexp_extract(filename, {_literal(pattern)}, 1)) AS {_ident(name)}"
+
+
 def _source(spec: DatasetSpec, lake: Path) -> str:
-    # hive_partitioning off: the views expose real columns only, and the seed at the dataset
-    # root has no `date=` level.
-    return f"read_parquet({_literal(dataset_glob(spec, lake))}, hive_partitioning = false)"
+    """Every file's rows with the dataset's columns, plus `filename`.
+
+    The typed empty relation unioned by name gives every column its type even when no file
+    has it yet (a lake written before the column existed, whose seed is not rewritten yet).
+    """
+    typed = ", ".join(
+        f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}" for f in spec.schema
+    )
+    cols = ", ".join(_column_sql(spec, c) for c in spec.columns)
+    return (
+        f"(SELECT {cols}, filename FROM (SELECT * FROM {_scan(spec, lake)} "
+        f"UNION ALL BY NAME SELECT {typed}, CAST(NULL AS VARCHAR) AS filename WHERE false)"
+        " AS scanned) AS files"
+    )
 
 
 def _empty_source(spec: DatasetSpec) -> str:
     cols = ", ".join(f"CAST(NULL AS {_duck_type(f.type)}) AS {_ident(f.name)}" for f in spec.schema)
-    return f"(SELECT {cols}, CAST(NULL AS VARCHAR) AS filename WHERE false)"
+    return f"(SELECT {cols}, CAST(NULL AS VARCHAR) AS filename WHERE false) AS files"
 
 
 def _duck_type(arrow_type: pa.DataType) -> str:
@@ -78,11 +125,13 @@ def _duck_type(arrow_type: pa.DataType) -> str:
 
 def _latest_per_key(spec: DatasetSpec) -> str:
     keys = ", ".join(_ident(c) for c in spec.key)
-    # The file name breaks ties between versions ingested at the same instant, so the answer
-    # does not depend on scan order.
+    # A better-ranked source wins over a later write of a worse one; among equals the latest
+    # write. The file name breaks ties between versions ingested at the same instant, so the
+    # answer does not depend on scan order. Compaction keeps the same row (dedupe_latest).
+    rank = f"{_ident(spec.rank_column)} ASC NULLS LAST, " if spec.rank_column else ""
     return (
         f"row_number() OVER (PARTITION BY {keys} "
-        f"ORDER BY {_ident(INGESTED_AT)} DESC, filename DESC) = 1"
+        f"ORDER BY {rank}{_ident(INGESTED_AT)} DESC, filename DESC) = 1"
     )
 
 
@@ -115,12 +164,12 @@ def _compacted_folders_sql(spec: DatasetSpec, lake: Path) -> str:
         f"SELECT {cols}, filename FROM {src} WHERE NOT {compacted} "
         f"UNION ALL SELECT {cols}, filename FROM {src} WHERE {compacted} "
         f"AND {folder} IN (SELECT folder FROM merge_folders)"
-        f") QUALIFY {_latest_per_key(spec)}"
+        f") AS versions QUALIFY {_latest_per_key(spec)}"
     )
 
 
 def view_sql(spec: DatasetSpec, lake: Path, *, empty: bool = False) -> list[str]:
-    """`<name>_raw` (every version) and `<name>` (latest `ingested_at` per key)."""
+    """`<name>_raw` (every version) and `<name>` (the winning version per key)."""
     src = _empty_source(spec) if empty else _source(spec, lake)
     cols = ", ".join(_ident(c) for c in spec.columns)
     if empty or not spec.key_fixes_folder:
@@ -135,58 +184,209 @@ def view_sql(spec: DatasetSpec, lake: Path, *, empty: bool = False) -> list[str]
 
 def ensure_seeds(lake: Path) -> list[str]:
     """Write the empty seed file of every dataset that lacks one; the names written."""
-    return [spec.name for spec in DATASETS.values() if ensure_seed(lake / spec.name, spec.schema)]
+    return [spec.name for spec in DATASETS.values() if ensure_seed(lake / spec.name, spec)]
 
 
 def _has_parquet(folder: Path) -> bool:
     return folder.is_dir() and any(folder.rglob("*.parquet"))
 
 
-def define_views(conn: duckdb.DuckDBPyConnection, lake: Path) -> list[str]:
-    """Create both views of every dataset on `conn`; the view names."""
+def define_views(
+    conn: duckdb.DuckDBPyConnection, lake: Path, *, write_seeds: bool = True
+) -> list[str]:
+    """Create both views of every dataset on `conn`; the view names.
+
+    `write_seeds=False` (readers): nothing is written; a dataset without any file gets a
+    typed, empty view.
+    """
     names = []
     for spec in DATASETS.values():
         empty = False
-        try:
-            ensure_seed(lake / spec.name, spec.schema)
-        except OSError as exc:
-            # A read-only lake: fall back to the files present now (or a typed empty view).
+        if write_seeds:
+            try:
+                ensure_seed(lake / spec.name, spec)
+            except OSError as exc:
+                # A read-only lake: fall back to the files present now (or a typed empty view).
+                empty = not _has_parquet(lake / spec.name)
+                log.warning("cannot write the seed file of %s (%s)", spec.name, exc)
+        else:
             empty = not _has_parquet(lake / spec.name)
-            log.warning("cannot write the seed file of %s (%s)", spec.name, exc)
         for sql in view_sql(spec, lake, empty=empty):
             conn.execute(sql)
         names += [spec.name, f"{spec.name}_raw"]
     return names
 
 
-def refresh_catalog(data_dir: Path | None = None) -> CatalogRefresh:
-    """(Re)create the views in `protrade.duckdb`; CatalogLockedError if another process has it."""
-    path = catalog_path(data_dir)
-    lake = lake_root(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    seeded = ensure_seeds(lake)
+# ---------------------------------------------------------------------------- the catalog file
+
+
+class CatalogState(StrEnum):
+    """What `ensure_catalog` found or did."""
+
+    CREATED = "created"
+    CURRENT = "current"
+    REFRESHED = "refreshed"
+    #: Another process holds the catalog: left as it is, a warning logged.
+    LOCKED = "locked"
+    #: It could not be checked or written (e.g. a read-only data dir): a warning logged.
+    FAILED = "failed"
+
+
+def catalog_fingerprint(lake: Path) -> str:
+    """Identifies the views the current code defines over `lake` (stored as view comments)."""
+    text = "\n".join(
+        [CATALOG_STORAGE_VERSION, *(sql for s in DATASETS.values() for sql in view_sql(s, lake))]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _comment(view: str, fingerprint: str) -> str:
+    return f"protrade view {view}; views version {fingerprint}"
+
+
+def _build_catalog(path: Path, lake: Path) -> Path:
+    """A complete catalog at a hidden temporary name beside `path`; the caller installs it.
+
+    The file is written in DuckDB 1.1's storage format: DuckDB writes the newest format by
+    default, which older readers (an analyst's CLI) refuse ("database file with version
+    number ..."). Views are SQL text, so the old format loses nothing.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fingerprint = catalog_fingerprint(lake)
+    conn = duckdb.connect(":memory:")
     try:
-        conn = duckdb.connect(str(path))
+        conn.execute(
+            f"ATTACH {_literal(str(tmp))} AS {_CATALOG_ALIAS} "
+            f"(STORAGE_VERSION {_literal(CATALOG_STORAGE_VERSION)})"
+        )
+        conn.execute(f"USE {_CATALOG_ALIAS}")
+        for view in define_views(conn, lake):
+            comment = _literal(_comment(view, fingerprint))
+            conn.execute(f"COMMENT ON VIEW {_ident(view)} IS {comment}")
+        conn.execute("USE memory")
+        conn.execute(f"DETACH {_CATALOG_ALIAS}")  # checkpoints: no WAL is left beside it
+    except BaseException:
+        conn.close()
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise
+    conn.close()
+    return tmp
+
+
+def _install_new(tmp: Path, path: Path) -> bool:
+    """Give `tmp` the name `path` unless a catalog appeared there meanwhile; True if installed."""
+    try:
+        os.link(tmp, path)  # never replaces: a concurrent creator's catalog is as good
+        installed = True
+    except FileExistsError:
+        installed = False
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return installed
+
+
+def _replace_unheld(path: Path, lake: Path) -> None:
+    """Replace the existing catalog by a fresh one; CatalogLockedError if a process holds it.
+
+    Holding it read-write for the moment of the rename proves that no other process has it
+    open. A session opened just after the rename opens the new file; the replaced one is gone
+    with our handle (it held views only).
+    """
+    try:
+        holder = duckdb.connect(str(path))
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise CatalogLockedError(
                 f"The catalog {path} is open in another process, so its views were not "
                 "refreshed; close that session (ingestion does not need the catalog) and retry."
             ) from exc
-        raise
+        holder = None  # not a catalog this DuckDB can open (e.g. a newer format): replace it
+        log.warning("replacing the catalog %s, which this DuckDB cannot open: %s", path, exc)
+    except duckdb.Error as exc:
+        holder = None
+        log.warning("replacing the catalog %s, which this DuckDB cannot open: %s", path, exc)
     try:
-        conn.execute("BEGIN TRANSACTION")
-        views = define_views(conn, lake)
-        conn.execute("COMMIT")
+        tmp = _build_catalog(path, lake)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
-        conn.close()
-    return CatalogRefresh(path=path, views=tuple(views), seeded=tuple(seeded))
+        if holder is not None:
+            holder.close()
+
+
+def refresh_catalog(data_dir: Path | None = None) -> CatalogRefresh:
+    """(Re)create the catalog `protrade.duckdb`; CatalogLockedError if another process has it.
+
+    The catalog is rebuilt under a temporary name and renamed into place, so a reader never
+    sees it half-made. It holds our views only: views an analyst added to it are not kept.
+    """
+    path = catalog_path(data_dir)
+    lake = lake_root(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seeded = ensure_seeds(lake)
+    if path.exists():
+        _replace_unheld(path, lake)
+    elif not _install_new(_build_catalog(path, lake), path):
+        _replace_unheld(path, lake)  # another process created one meanwhile: make it ours
+    views = tuple(name for spec in DATASETS.values() for name in (spec.name, f"{spec.name}_raw"))
+    return CatalogRefresh(path=path, views=views, seeded=tuple(seeded))
+
+
+def _stored_fingerprints(path: Path) -> set[str]:
+    """The views-version part of every view comment in the catalog (read-only, briefly)."""
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    return {str(c).rpartition("views version ")[2] for (c,) in rows}
+
+
+def ensure_catalog(data_dir: Path | None = None) -> CatalogState:
+    """Make sure the catalog exists and has the current views; never raises, never waits.
+
+    Called by every command that writes the lake. When the catalog is present and current
+    this is one brief read-only open. A missing catalog is created; an outdated one (older
+    code's views, another lake path) is replaced, unless another process has it open: then
+    it is left as it is, with a warning, because ingestion must not depend on it.
+    """
+    try:
+        path = catalog_path(data_dir)
+        lake = lake_root(data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_seeds(lake)
+        if not path.exists():
+            if _install_new(_build_catalog(path, lake), path):
+                log.info("created the catalog %s", path)
+                return CatalogState.CREATED
+        try:
+            if _stored_fingerprints(path) == {catalog_fingerprint(lake)}:
+                return CatalogState.CURRENT
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise CatalogLockedError(str(exc)) from exc
+            # unreadable by this DuckDB: fall through and replace it
+        _replace_unheld(path, lake)
+        log.info("refreshed the catalog %s (its views were outdated)", path)
+        return CatalogState.REFRESHED
+    except CatalogLockedError:
+        log.warning(
+            "the catalog %s is open read-write in another process: its views were not "
+            "checked or refreshed (ingestion goes on; run `protrade refresh-catalog` later)",
+            catalog_path(data_dir),
+        )
+        return CatalogState.LOCKED
+    except (OSError, duckdb.Error, StorageError, ValueError) as exc:
+        log.warning("could not create or check the catalog: %s", exc)
+        return CatalogState.FAILED
 
 
 def connect(
     data_dir: Path | None = None, *, timezone: str = "UTC", sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the lake's views; never touches the catalog file.
+    """An in-memory DuckDB connection with the lake's views; writes nothing, not even a seed.
 
     `timezone` is the session time zone used to display and fetch TIMESTAMPTZ values.
     `sandbox=True` additionally forbids file access outside the lake and any later `SET`.
@@ -198,7 +398,8 @@ def connect(
         # Lake files are never rewritten in place (new names, atomic rename), so footers read
         # once stay valid: ~15% off the latest-chain query over a compacted month.
         conn.execute("SET parquet_metadata_cache = true")
-        define_views(conn, lake)
+        # Readers never write: `protrade status` / `query` must leave the data dir as it is.
+        define_views(conn, lake, write_seeds=False)
         if sandbox:
             conn.execute(f"SET allowed_directories = [{_literal(str(lake) + '/')}]")
             conn.execute("SET enable_external_access = false")

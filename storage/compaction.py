@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from storage.errors import InvalidInstrumentName
 from storage.partitioning import parse_date_folder
-from storage.paths import lake_root
+from storage.paths import decode_segment, lake_root
 from storage.publish import fsync_dir, write_parquet_atomically
 from storage.schemas import COMPACTED_PREFIX, INGESTED_AT, DatasetSpec, get_spec
 from storage.writer import file_name
@@ -66,9 +67,14 @@ class CompactionVerificationError(RuntimeError):
     """The merged file does not hold exactly one row per distinct key read."""
 
 
-def dedupe_latest(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
-    """One row per key: the latest `ingested_at`, then the latest file (`__file_rank`)."""
+def dedupe_latest(
+    table: pa.Table, key: tuple[str, ...], rank_column: str | None = None
+) -> pa.Table:
+    """One row per key: the lowest `rank_column` (nulls last), then the latest `ingested_at`,
+    then the latest file (`__file_rank`): the views' order."""
     order = [(k, "ascending", "at_end") for k in key]
+    if rank_column is not None:
+        order.append((rank_column, "ascending", "at_end"))
     order += [(INGESTED_AT, "descending", "at_end"), (_FILE_RANK, "descending", "at_end")]
     ordered = table.take(pc.sort_indices(table, sort_keys=order))
     n = ordered.num_rows
@@ -112,22 +118,52 @@ def _remove_stale_temp_files(folder: Path, older_than: float) -> int:
     return removed
 
 
+def read_partition_file(spec: DatasetSpec, path: Path) -> pa.Table:
+    """A file of a partition folder with the dataset's full schema.
+
+    The instrument comes from the folder name (files written before the hive layout also hold
+    it as a column, with the same value); columns added to the schema after the file was
+    written are null.
+    """
+    stored = pq.read_table(path)
+    n = stored.num_rows
+    columns = []
+    for f in spec.schema:
+        if f.name == spec.instrument_column:
+            name = decode_segment(path.parent.name.partition("=")[2])
+            columns.append(pa.repeat(pa.scalar(name, f.type), n))
+        elif f.name in stored.column_names:
+            columns.append(stored[f.name].cast(f.type))
+        else:
+            columns.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(columns, schema=spec.schema)
+
+
+def _has_old_layout(spec: DatasetSpec, path: Path) -> bool:
+    """A file written before the hive layout: it holds the instrument column, which hive
+    readers (pandas, polars) refuse next to the folder level. Compaction rewrites it."""
+    if spec.instrument_column is None:
+        return False
+    return spec.instrument_column in pq.read_schema(path).names
+
+
 def compact_partition(
     spec: DatasetSpec, folder: Path, dataset_root: Path
 ) -> PartitionCompaction | None:
-    """Merge the files of one partition folder; None when it already has at most one file."""
+    """Merge the files of one partition folder; None when it already has at most one file
+    (in the current layout)."""
     files = sorted(folder.glob("*.parquet"))
-    if len(files) <= 1:
+    if len(files) == 0 or (len(files) == 1 and not _has_old_layout(spec, files[0])):
         return None
     tables = []
     for rank, path in enumerate(files):
-        t = pq.read_table(path).select(list(spec.columns)).cast(spec.schema)
+        t = read_partition_file(spec, path)
         tables.append(
             t.append_column(_FILE_RANK, pa.repeat(pa.scalar(rank, pa.int32()), t.num_rows))
         )
     merged_in = pa.concat_tables(tables)
     distinct = merged_in.group_by(list(spec.key)).aggregate([]).num_rows
-    merged = dedupe_latest(merged_in, spec.key).drop_columns([_FILE_RANK])
+    merged = dedupe_latest(merged_in, spec.key, spec.rank_column).drop_columns([_FILE_RANK])
     merged = merged.take(
         pc.sort_indices(merged, sort_keys=[(c, "ascending", "at_end") for c in spec.sort_columns])
     )
@@ -135,8 +171,11 @@ def compact_partition(
         raise CompactionVerificationError(
             f"merged {merged.num_rows} rows but read {distinct} distinct keys"
         )
+    stored = merged
+    if spec.instrument_column:
+        stored = merged.drop_columns([spec.instrument_column])
     output = write_parquet_atomically(
-        merged,
+        stored,
         folder,
         file_name(spec, merged, prefix=COMPACTED_PREFIX),
         root=dataset_root,
@@ -176,7 +215,12 @@ def compact(
         try:
             report.temp_files_removed += _remove_stale_temp_files(folder, cutoff)
             result = compact_partition(spec, folder, dataset_root)
-        except (OSError, pa.ArrowException, CompactionVerificationError) as exc:
+        except (
+            OSError,
+            pa.ArrowException,
+            CompactionVerificationError,
+            InvalidInstrumentName,
+        ) as exc:
             log.warning("compaction of %s failed: %s", folder, exc)
             report.failures.append(PartitionFailure(folder, f"{type(exc).__name__}: {exc}"))
             continue

@@ -147,6 +147,20 @@ def partition_folder(
     return folder
 
 
+#: Hive's name for a null partition value. The seed file lives in such folders, so that every
+#: hive reader sees the same folder levels everywhere in a dataset (polars takes its partition
+#: levels from the first file it lists) and, the seed holding no rows, no extra row.
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def seed_folder(spec: DatasetSpec, dataset_root: Path) -> Path:
+    """The seed's folder: `<dataset>/date=<NULL>[/<instrument column>=<NULL>]`."""
+    folder = dataset_root / f"date={NULL_PARTITION}"
+    if spec.instrument_column:
+        folder = folder / f"{spec.instrument_column}={NULL_PARTITION}"
+    return folder
+
+
 def parse_date_folder(name: str) -> date | None:
     """The date of a `date=YYYY-MM-DD` folder name, None for anything else."""
     if not name.startswith("date="):

@@ -17,6 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.partitioning import seed_folder
+from storage.schemas import DatasetSpec
+
 #: Small enough that Parquet statistics can skip row groups of other symbols in a sorted file.
 ROW_GROUP_SIZE = 128 * 1024
 SEED_NAME = "_seed.parquet"
@@ -210,20 +213,32 @@ def publish_files(
     return landed
 
 
-def ensure_seed(dataset_root: Path, schema: pa.Schema) -> bool:
-    """Keep an empty, typed `_seed.parquet` in the dataset folder; True when (re)written.
+def ensure_seed(dataset_root: Path, spec: DatasetSpec) -> bool:
+    """Keep an empty, typed seed file in the dataset's null partition; True when (re)written.
 
     The views glob `**/*.parquet`, and a glob that matches no file is an error in DuckDB: the
     seed makes an empty lake (or a view created before the first write) return typed, empty
-    results. It holds no rows, so it changes no query result.
+    results. It holds no rows, so it changes no query result, and its folder
+    (`date=__HIVE_DEFAULT_PARTITION__/...`) has the dataset's partition levels, so hive
+    readers accept it (pyarrow skips `_`-prefixed files; polars reads its zero rows).
     """
-    seed = dataset_root / SEED_NAME
-    if seed.exists():
-        try:
-            if pq.read_schema(seed).equals(schema, check_metadata=False):
-                return False
-        except (OSError, pa.ArrowException):
-            pass  # unreadable or outdated seed: replace it
-    make_dirs(dataset_root, dataset_root.parent)
-    write_parquet_atomically(schema.empty_table(), dataset_root, SEED_NAME, root=dataset_root)
-    return True
+    folder = seed_folder(spec, dataset_root)
+    seed = folder / SEED_NAME
+    written = False
+    if not _is_current_seed(seed, spec.file_schema):
+        write_parquet_atomically(
+            spec.file_schema.empty_table(), folder, SEED_NAME, root=dataset_root
+        )
+        written = True
+    # Older versions kept the seed at the dataset root, where polars takes it for a file with
+    # no partition levels and drops every partition column; it holds no rows.
+    with contextlib.suppress(FileNotFoundError):
+        (dataset_root / SEED_NAME).unlink()
+    return written
+
+
+def _is_current_seed(seed: Path, schema: pa.Schema) -> bool:
+    try:
+        return pq.read_schema(seed).equals(schema, check_metadata=False)
+    except (OSError, pa.ArrowException):
+        return False  # missing, unreadable or outdated: (re)write it

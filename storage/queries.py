@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import duckdb
 
 from storage.catalog import connect, with_vanished_file_retry
-from storage.partitioning import IST
-from storage.schemas import CANDLES, DATASETS, OPTION_CHAIN, PROVIDER_ATTEMPTS
+from storage.partitioning import IST, partition_folder
+from storage.paths import lake_root
+from storage.schemas import CANDLES, DATASETS, OPTION_CHAIN, PROVIDER_ATTEMPTS, TICKS, DatasetSpec
 
 #: The column `dataset_status` groups each dataset by.
 STATUS_INSTRUMENT = {
@@ -151,3 +156,208 @@ def recent_attempts(since: datetime, data_dir: Path | None = None) -> list[Provi
         ProviderAttemptSummary(p, n, e, err, cls, _utc(err_at), _utc(ok_at))
         for p, n, e, err, cls, err_at, ok_at in rows
     ]
+
+
+# ------------------------------------------------------------------ the spot of a minute
+
+
+class Spot(NamedTuple):
+    """An underlying's price found for one minute, and where: 'chain', 'ticks' or 'candles'."""
+
+    value: float
+    source: str
+
+
+_MINUTE = timedelta(minutes=1)
+_SECOND = timedelta(seconds=1)
+#: How far a tick's exchange time (`ts`, what "the tick of that minute" means) may lie from its
+#: receive time (what its file name and partition go by) and still be found.
+_TICK_SLACK = timedelta(minutes=1)
+#: `[compacted_]<min>_<max>_<uuid>.parquet` (storage/writer.py `file_name`): the range of the
+#: file's time column, in whole seconds rounded down.
+_FILE_RANGE = re.compile(r"(?:compacted_)?(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)_[^/]*\.parquet")
+
+
+def _stamp_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def _minute_start(value: datetime) -> datetime:
+    _require_aware("minute", value)
+    utc = value.astimezone(UTC)
+    # IST is UTC+05:30: an IST minute is a UTC minute.
+    return utc.replace(second=0, microsecond=0)
+
+
+def _epoch_minute(value: datetime) -> int:
+    return int((value - _EPOCH) // _MINUTE)
+
+
+def _partition_date(spec: DatasetSpec, instant: datetime) -> date:
+    local = instant.astimezone(IST).date()
+    return local.replace(day=1) if spec.monthly else local
+
+
+def _files_for(
+    spec: DatasetSpec,
+    lake: Path,
+    instrument: str | None,
+    windows: Sequence[tuple[datetime, datetime]],
+) -> list[str]:
+    """The files of `spec` that may hold rows whose time column lies in one of `windows`.
+
+    Only the partition folders of those windows are listed, and a file is kept when the time
+    range in its name overlaps a window: the lookup reads a handful of files however large
+    the lake is (a day holds thousands of tick flushes). A name that does not follow the
+    convention is read rather than skipped.
+    """
+    folders = {
+        partition_folder(spec, lake / spec.name, _partition_date(spec, t), instrument)
+        for start, end in windows
+        for t in (start, end - _SECOND)
+    }
+    out: list[str] = []
+    for folder in sorted(folders):
+        try:
+            names = [e.name for e in os.scandir(folder) if e.is_file()]
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if not name.endswith(".parquet") or name.startswith((".", "_")):
+                continue  # hidden temporaries, the seed
+            found = _FILE_RANGE.fullmatch(name)
+            if found:
+                first, last = _stamp_time(found[1]), _stamp_time(found[2]) + _SECOND
+                if not any(first < end and last > start for start, end in windows):
+                    continue
+            out.append(str(folder / name))
+    return out
+
+
+def _files_sql(files: Sequence[str]) -> str:
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"read_parquet([{listed}], hive_partitioning = false, union_by_name = true)"
+
+
+def _by_minute(
+    conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any], source: str
+) -> dict[int, Spot]:
+    return {int(m): Spot(float(v), source) for m, v in conn.execute(sql, params).fetchall()}
+
+
+def spot_by_minute(
+    data_dir: Path | None,
+    underlying: str,
+    symbol: str | None,
+    minutes: Iterable[datetime],
+) -> dict[datetime, Spot]:
+    """The spot of `underlying` we hold for each of `minutes` (aware; any second within).
+
+    Keyed by the minute's start (UTC); a minute with nothing found is left out. In order:
+    'chain': the latest option-chain row of `underlying` in that minute whose provider sent
+    a spot (a spot this lookup lent to a row before is not lent on); 'ticks': the last live
+    tick of `symbol` (the underlying's own index or stock) in that minute, by exchange time;
+    'candles': the close of `symbol`'s 1-minute bar of that minute (the latest version).
+
+    Reads the lake's files directly, only the partitions and files (by the time range in
+    their names) of those minutes, never the catalog. DuckDB errors propagate.
+    """
+    starts = sorted({_minute_start(m) for m in minutes})
+    if not starts:
+        return {}
+    lake = lake_root(data_dir)
+
+    def run() -> dict[int, Spot]:
+        found: dict[int, Spot] = {}
+        conn = duckdb.connect(":memory:")
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            for lookup in _LOOKUPS:
+                wanted = [m for m in starts if _epoch_minute(m) not in found]
+                if not wanted:
+                    break
+                for minute, spot in lookup(conn, lake, underlying, symbol, wanted).items():
+                    found.setdefault(minute, spot)
+        finally:
+            conn.close()
+        return found
+
+    found = with_vanished_file_retry(run)
+    return {_EPOCH + m * _MINUTE: spot for m, spot in sorted(found.items())}
+
+
+def _chain_spots(
+    conn: duckdb.DuckDBPyConnection,
+    lake: Path,
+    underlying: str,
+    symbol: str | None,
+    minutes: list[datetime],
+) -> dict[int, Spot]:
+    files = _files_for(OPTION_CHAIN, lake, underlying, [(m, m + _MINUTE) for m in minutes])
+    if not files:
+        return {}
+    # Files written before `underlying_value_source` existed lack it: the typed empty branch
+    # gives it its type (null: the provider's own spot, the only kind those files hold).
+    sql = (
+        "SELECT epoch_us(snapshot_ts) // 60000000 AS m, arg_max(underlying_value, snapshot_ts) "
+        f"FROM (SELECT * FROM {_files_sql(files)} UNION ALL BY NAME "
+        "SELECT CAST(NULL AS VARCHAR) AS underlying_value_source WHERE false) "
+        "WHERE underlying_value IS NOT NULL "
+        "AND coalesce(underlying_value_source, 'provider') = 'provider' "
+        "AND snapshot_ts >= ? AND snapshot_ts < ? AND list_contains(?, m) GROUP BY m"
+    )
+    params = [minutes[0], minutes[-1] + _MINUTE, [_epoch_minute(m) for m in minutes]]
+    return _by_minute(conn, sql, params, "chain")
+
+
+def _tick_spots(
+    conn: duckdb.DuckDBPyConnection,
+    lake: Path,
+    underlying: str,
+    symbol: str | None,
+    minutes: list[datetime],
+) -> dict[int, Spot]:
+    if symbol is None:
+        return {}
+    windows = [(m - _TICK_SLACK, m + _MINUTE + _TICK_SLACK) for m in minutes]
+    files = _files_for(TICKS, lake, None, windows)
+    if not files:
+        return {}
+    at = "coalesce(ts, received_at)"
+    sql = (
+        f"SELECT epoch_us({at}) // 60000000 AS m, "
+        f"arg_max(price, ({at}, received_at, seq)) FROM {_files_sql(files)} "
+        "WHERE symbol = ? AND price IS NOT NULL "
+        "AND received_at >= ? AND received_at < ? AND list_contains(?, m) GROUP BY m"
+    )
+    params = [
+        symbol,
+        windows[0][0],
+        windows[-1][1],
+        [_epoch_minute(m) for m in minutes],
+    ]
+    return _by_minute(conn, sql, params, "ticks")
+
+
+def _candle_spots(
+    conn: duckdb.DuckDBPyConnection,
+    lake: Path,
+    underlying: str,
+    symbol: str | None,
+    minutes: list[datetime],
+) -> dict[int, Spot]:
+    if symbol is None:
+        return {}
+    files = _files_for(CANDLES, lake, symbol, [(m, m + _MINUTE) for m in minutes])
+    if not files:
+        return {}
+    sql = (
+        "SELECT epoch_us(ts) // 60000000 AS m, arg_max(close, ingested_at) "
+        f"FROM {_files_sql(files)} WHERE \"interval\" = '1' AND close IS NOT NULL "
+        "AND ts >= ? AND ts < ? AND list_contains(?, m) GROUP BY m"
+    )
+    params = [minutes[0], minutes[-1] + _MINUTE, [_epoch_minute(m) for m in minutes]]
+    return _by_minute(conn, sql, params, "candles")
+
+
+_LOOKUPS = (_chain_spots, _tick_spots, _candle_spots)

@@ -36,14 +36,29 @@ class DatasetSpec:
     #: Columns whose values rarely repeat inside a file (prices, bar times): written without
     #: dictionary encoding, which would only cost time (~30% of writing a candles file).
     plain_columns: tuple[str, ...] = ()
+    #: Between versions of one key, the row with the lowest value here wins (null: last), and
+    #: only then the latest `ingested_at`. Storage knows no providers: writers fill it.
+    rank_column: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.schema.names)
 
     @property
+    def file_schema(self) -> pa.Schema:
+        """The columns inside a partition's files: all but the instrument column.
+
+        The instrument lives in the folder name only (`symbol=NSE%3ANIFTY`), the hive
+        convention: readers that infer partitions from paths (pyarrow, pandas, polars) fail on
+        a column that is both a folder level and a file column.
+        """
+        if self.instrument_column is None:
+            return self.schema
+        return self.schema.remove(self.schema.get_field_index(self.instrument_column))
+
+    @property
     def dictionary_columns(self) -> list[str]:
-        return [c for c in self.schema.names if c not in self.plain_columns]
+        return [c for c in self.file_schema.names if c not in self.plain_columns]
 
     @property
     def key_fixes_folder(self) -> bool:
@@ -84,7 +99,15 @@ OPTION_CHAIN = DatasetSpec(
         ("iv", F64),
         ("ltp", F64),
         ("underlying_value", F64),
+        # Where `underlying_value` came from, set by the writer: 'provider' (sent with the row),
+        # 'chain' (another row of the same underlying and minute), 'ticks' / 'candles' (the
+        # live capture of the underlying's symbol in that minute); null: no spot found. Stored,
+        # not derived in the view: a view-level fill needs a window that blocks the time filter.
+        ("underlying_value_source", STR),
         ("provider", STR),
+        # The provider's place in the flow's provider order when the row was written (0:
+        # first). One key fetched from two providers keeps the better-ranked provider's row.
+        ("source_rank", pa.int64()),
         (INGESTED_AT, TS),
     ),
     key=("underlying", "expiry", "strike", "option_type", "snapshot_ts"),
@@ -92,6 +115,7 @@ OPTION_CHAIN = DatasetSpec(
     instrument_column="underlying",
     # Time before strike: analysts ask "as of" questions, and a day file holds many snapshots.
     sort_columns=("underlying", "snapshot_ts", "expiry", "strike", "option_type"),
+    rank_column="source_rank",
 )
 
 CANDLES = DatasetSpec(

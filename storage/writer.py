@@ -102,11 +102,15 @@ class LakeWriter:
                     f"Cannot write {spec.name}: {spec.instrument_column} "
                     f"{part.instrument!r} is not usable as a folder name ({exc})."
                 ) from exc
-            planned.append(PlannedFile(folder, file_name(spec, part.table), part.table))
+            rows_of_file = part.table
+            if spec.instrument_column:
+                # The folder name carries the instrument (hive convention), not the file.
+                rows_of_file = rows_of_file.drop_columns([spec.instrument_column])
+            planned.append(PlannedFile(folder, file_name(spec, part.table), rows_of_file))
 
         try:
             if spec.name not in self._seeded:
-                ensure_seed(ds_root, spec.schema)
+                ensure_seed(ds_root, spec)
                 self._seeded.add(spec.name)
             published = publish_files(planned, ds_root, dictionary=spec.dictionary_columns)
         except BatchPublishError as exc:

@@ -1,22 +1,26 @@
 """`protrade serve` for real: it starts its own Prefect server, registers every deployment with its
-schedules, and stops runner and server cleanly on SIGTERM."""
+schedules, says in a run's log that it ignores the run's job variables, and stops runner and
+server cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from deployments.schedules import SCHEDULES, TIMEZONE
 
-START_TIMEOUT = 90.0
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 EXTRA_PARAMETERS = {"live-capture": {"until": "15:35"}, "historical-backfill": {"interval": "1"}}
 
@@ -40,14 +44,62 @@ def _registered_deployments(api: str) -> list[dict]:
     return response.json() if response.status_code == 200 else []
 
 
+def _run_with_job_variables(
+    api: str, deployment_id: str, holidays: Path, timeout: float = 90.0
+) -> dict:
+    """`prefect deployment run oi-snapshot/oi-snapshot -jv env='{...}' -jv working_dir=...`:
+    the ended run, with the text of its log. The env makes today a holiday, so the run ends
+    "Skipped" without asking any provider."""
+    today = datetime.now(ZoneInfo(TIMEZONE)).date()
+    days = [today + timedelta(days=n) for n in (-1, 0, 1)]  # a run that starts past midnight
+    holidays.write_text(json.dumps({"holidays": [d.isoformat() for d in days]}))
+    job_variables = {
+        "env": {
+            "PROTRADE_UNDERLYINGS": "NIFTY",
+            "PROTRADE_HOLIDAYS_FILE": str(holidays),
+            "PROTRADE_TV_AUTH_TOKEN": "sekrit-token",
+        },
+        "working_dir": "/nowhere",
+    }
+    deadline = time.monotonic() + timeout
+    while True:  # a server still busy with start-up work answers 503 for a moment
+        response = httpx.post(
+            f"{api}/deployments/{deployment_id}/create_flow_run",
+            json={"job_variables": job_variables},
+            timeout=10.0,
+        )
+        if response.status_code != 503:
+            break
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.5)
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5.0).json()
+        if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            break
+        assert time.monotonic() < deadline, f"the run did not end: {run['state']}"
+        time.sleep(0.5)
+    # The serving process ships its log lines about the run in batches, every few seconds.
+    while True:
+        logs = httpx.post(
+            f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=5.0
+        ).json()
+        run["log"] = "\n".join(entry["message"] for entry in logs)
+        if "job variables" in run["log"] or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_serve_starts_a_server_registers_every_schedule_and_stops_cleanly_on_sigterm(tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PROTRADE_DATA_DIR"] = str(data)
+    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "1"  # the run below starts within a second
     output = tmp_path / "serve.out"
     protrade = Path(sys.executable).with_name("protrade")
     with output.open("wb") as sink:
@@ -84,6 +136,16 @@ def test_serve_starts_a_server_registers_every_schedule_and_stops_cleanly_on_sig
                 "only_on_trading_days": True,
                 **EXTRA_PARAMETERS.get(spec.deployment, {}),
             }, spec.deployment
+
+        # A run's `env` job variable is its environment, as under a worker: the snapshot's
+        # run name lists the underlyings it read from PROTRADE_UNDERLYINGS, and it skipped
+        # today as the holiday file of PROTRADE_HOLIDAYS_FILE says. Job variables serve
+        # cannot apply are named in the run's log; no value is ever logged.
+        run = _run_with_job_variables(api, by_name["oi-snapshot"]["id"], tmp_path / "h.json")
+        assert run["name"].startswith("oi-snapshot NIFTY "), run["name"]
+        assert run["state"]["name"] == "Skipped", run["state"]
+        assert "ignores these job variables of the run: working_dir" in run["log"], run["log"]
+        assert "sekrit-token" not in run["log"] + output.read_text()
 
         printed = output.read_text()
         assert f"Prefect UI: http://127.0.0.1:{port}" in printed

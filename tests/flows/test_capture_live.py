@@ -219,7 +219,9 @@ async def _spawn_capture(emu, data_dir: Path, *extra: str) -> asyncio.subprocess
 
 
 def tick_files(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "lake" / "ticks").glob("date=*/*.parquet"))
+    # the empty seed (in the null partition) is no flush
+    files = (data_dir / "lake" / "ticks").glob("date=*/*.parquet")
+    return sorted(p for p in files if p.name != "_seed.parquet")
 
 
 async def wait_for_files(data_dir: Path, n: int, limit: float = 20.0) -> None:

@@ -42,8 +42,14 @@ def test_demo_collects_from_the_emulators_and_prints_real_query_results(
     assert {row[0] for row in pcr} == {"NIFTY", "BANKNIFTY"}
     assert all(row[2] > 0 for row in pcr)
     # The second NIFTY snapshot ran with NSE blocking: it came from Trendlyne, and the
-    # attempts show why.
-    assert "trendlyne" in {row[3] for row in pcr if row[0] == "NIFTY"}
+    # attempts show why. Where both providers hold the same key, the view keeps NSE's richer
+    # row (the higher priority); every version is still in `option_chain_raw`.
+    from storage.catalog import run_readonly_query
+
+    _, by_provider = run_readonly_query(
+        "select provider, count(*) from option_chain_raw where underlying = 'NIFTY' group by 1"
+    )
+    assert {"nse", "trendlyne"} <= {row[0] for row in by_provider}
     assert [s for s in result.steps if s[0] == "oi-snapshot"][-1][1].endswith("from trendlyne")
     _, attempts = shown[QUERIES[4][0]]
     assert ("option_chain", "get_option_chain", "nse", "error") in {row[:4] for row in attempts}

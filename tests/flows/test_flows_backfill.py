@@ -62,6 +62,8 @@ async def test_a_deleted_day_is_found_as_a_gap_and_refilled(emulators: Emulators
     files = sorted(month.glob("*.parquet"))
     assert files
     table = pa.concat_tables(pq.read_table(p) for p in files)
+    # The symbol is the folder level, not a file column (hive layout).
+    table = table.append_column("symbol", pa.array(["NSE:NIFTY"] * table.num_rows))
     keep = pc.not_equal(ist_dates(table["ts"]), pa.scalar(date(2026, 1, 23)))
     for path in files:
         path.unlink()
@@ -95,3 +97,26 @@ async def test_unknown_symbol_fails_the_run_with_one_line_per_symbol(
     message = str(await state.result(raise_on_failure=False))
     assert "NSE:UNKNOWNX" in message and "NSE:NIFTY:" not in message
     assert candle_count("5") == 10
+
+
+async def test_the_alias_d_is_stored_under_the_canonical_interval_1d(emulators: Emulators) -> None:
+    result = await historical_backfill(symbols=["NSE:NIFTY"], interval="D", count=5)
+    assert result[0].interval == "1D" and result[0].written == 5
+    assert rows_of("select distinct interval from candles") == [("1D",)]
+
+
+async def test_45_minute_bars_are_gap_checked_on_the_session_grid(emulators: Emulators) -> None:
+    result = await historical_backfill(
+        symbols=["NSE:NIFTY"], interval="45", since=date(2026, 1, 22)
+    )
+    # 22nd, 23rd, 27th are sessions: 09:15, 10:00, ..., 15:15 (the last one cut by the close).
+    assert result[0].gaps.expected == 3 * 9
+    assert result[0].gaps.still_missing == []
+    times = rows_of(
+        "select strftime(ts at time zone 'Asia/Kolkata', '%H:%M') from candles"
+        " where interval = '45' and (ts at time zone 'Asia/Kolkata')::date = '2026-01-27'"
+        " order by ts"
+    )
+    assert [t for (t,) in times] == [
+        *("09:15", "10:00", "10:45", "11:30", "12:15", "13:00", "13:45", "14:30", "15:15")
+    ]

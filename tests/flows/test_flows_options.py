@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from emulated import Emulators, running_emulators
@@ -15,6 +18,46 @@ from providers.calendar import IST
 
 # Friday 2026-11-20, 11:00 IST: a trading day, in session.
 NOW = datetime(2026, 11, 20, 11, 0, tzinfo=IST)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def run_records(flow_run_id: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
+    """What the Prefect UI shows of a flow run: task run states by name, its table artifact
+    rows, and its logs (flushed to the API first)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogHandler
+
+    await APILogHandler.aflush()
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    states = {t.name: t.state for t in task_runs}
+    tables = [a for a in artifacts if a.key in ("oi-snapshot", "oi-backfill")]
+    assert len(tables) == 1, "the run must carry its summary artifact"
+    data = tables[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    return states, rows, logs
 
 
 @pytest.fixture
@@ -63,25 +106,69 @@ async def test_one_underlying_failing_keeps_the_others_and_fails_the_run(
     emulators: Emulators,
 ) -> None:
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     state = await oi_snapshot(underlyings=["NIFTY", "NOSUCHSTOCK"], return_state=True)
     assert state.is_failed()
     error = await state.result(raise_on_failure=False)
     assert "NOSUCHSTOCK" in str(error) and "NIFTY:" not in str(error)
     assert rows_of("select distinct underlying from option_chain") == [("NIFTY",)]
-    # Operators see the failure in the Prefect UI: the run's state and its table artifact.
+    # Operators see the failure in the Prefect UI: the run's state, the failed underlying's
+    # task run, and a table artifact with every provider attempt.
+    flow_run_id = state.state_details.flow_run_id
     async with get_client() as client:
-        run = await client.read_flow_run(state.state_details.flow_run_id)
+        run = await client.read_flow_run(flow_run_id)
         assert run.state is not None and run.state.is_failed()
-        artifacts = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
-            )
-        )
-    tables = [a for a in artifacts if a.key == "oi-snapshot"]
-    assert tables, "the failed run must carry its summary artifact"
-    assert "NOSUCHSTOCK" in str(tables[0].data) and "failed" in str(tables[0].data)
+    tasks, table, _ = await run_records(flow_run_id)
+    assert tasks["snapshot-NOSUCHSTOCK"].is_failed()
+    assert tasks["snapshot-NIFTY"].is_completed()
+    by_underlying = {
+        u: [(r["provider"], r["outcome"]) for r in table if r["underlying"] == u]
+        for u in ("NIFTY", "NOSUCHSTOCK")
+    }
+    assert by_underlying == {
+        "NIFTY": [("nse", "ok")],
+        "NOSUCHSTOCK": [("nse", "error"), ("trendlyne", "error")],
+    }
+    for row in table:
+        if row["outcome"] == "error":
+            assert row["error"] and not row["error"].startswith(row["provider"])
+        else:
+            assert row["error"] == ""
+        # A "-" cell renders as a markdown bullet in the UI; empty cells say nothing instead.
+        assert not any(str(v).lstrip().startswith("-") for v in row.values()), row
+    assert next(r["rows"] for r in table if r["outcome"] == "ok") > 0
+
+
+async def test_an_unreachable_provider_reads_as_host_port_and_path_in_the_artifact(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("PROTRADE_NSE_BASE_URL", f"http://127.0.0.1:{port}")
+    emulators.trendlyne.set_fault("block")
+    state = await oi_snapshot(underlyings=["NIFTY"], return_state=True)
+    assert state.is_failed()
+    tasks, table, _ = await run_records(state.state_details.flow_run_id)
+    assert tasks["snapshot-NIFTY"].is_failed()
+    nse_errors = {r["error"] for r in table if r["provider"] == "nse"}
+    assert len(nse_errors) == 1
+    (text,) = nse_errors
+    assert text.startswith(f"cannot connect to 127.0.0.1:{port} (connection refused) for /")
+    # Every try is a row: the refused connection is transient and was retried.
+    assert [r["outcome"] for r in table if r["provider"] == "nse"] == ["error"] * 3
+    assert [r["outcome"] for r in table if r["provider"] == "trendlyne"] == ["error"]
+
+
+async def test_registry_retry_warnings_reach_the_run_logs(emulators: Emulators) -> None:
+    emulators.nse.set_fault("status", "v3", status=503, times=1)
+    state = await oi_snapshot(underlyings=["NIFTY"], return_state=True)
+    assert state.is_completed()
+    tasks, _, logs = await run_records(state.state_details.flow_run_id)
+    retries = [log for log in logs if "retrying" in log.message]
+    assert len(retries) == 1
+    assert retries[0].name == "providers.registry" and retries[0].level == 30
+    assert "nse" in retries[0].message and "503" in retries[0].message
+    # Attached to the task run that made the call, as the UI shows it.
+    assert retries[0].task_run_id == tasks["snapshot-NIFTY"].state_details.task_run_id
 
 
 async def test_every_provider_failing_fails_the_run_with_each_failure(
@@ -123,6 +210,11 @@ async def test_intraday_backfill_fills_exactly_the_missing_slots(emulators: Emul
     )
     again = await oi_backfill(underlyings=["NIFTY"])
     assert again[0].missing == 0
+    # NSE was never asked "as of": no attempt, so no error to count against its health.
+    assert rows_of(
+        "select count(*) from provider_attempts where provider = 'nse' "
+        "and (operation = 'get_oi_data' or outcome <> 'ok')"
+    ) == [(0,)]
 
 
 async def test_refresh_holidays_saves_what_nse_publishes_for_the_calendar(
@@ -167,8 +259,26 @@ async def test_intraday_backfill_fails_visibly_when_no_provider_can_answer_as_of
     assert state.is_failed()
     message = str(await state.result(raise_on_failure=False))
     assert message.startswith("NIFTY:") and "slot/expiry fetches failed" in message
-    # NSE said it cannot answer "as of", Trendlyne failed: nothing was stored under a past slot.
+    # Trendlyne failed and NSE cannot answer "as of" (so it was not asked): nothing was
+    # stored under a past slot.
     assert rows_of("select count(*) from option_chain") == [(0,)]
-    errors = set(rows_of("select provider, error_class from provider_attempts"))
-    assert ("nse", "UnsupportedOperationError") in errors
-    assert ("trendlyne", "TransientError") in errors
+    oi_attempts = set(
+        rows_of(
+            "select provider, error_class from provider_attempts where operation = 'get_oi_data'"
+        )
+    )
+    assert {provider for provider, _ in oi_attempts} == {"trendlyne"}
+    assert ("trendlyne", "TransientError") in oi_attempts
+
+
+async def test_intraday_backfill_with_no_as_of_provider_enabled_fails_at_once_saying_why(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "nse")
+    state = await oi_backfill(underlyings=["NIFTY"], return_state=True)
+    assert state.is_failed()
+    message = str(await state.result(raise_on_failure=False))
+    assert message == ("NIFTY: get_oi_data: no enabled provider supports 'oi_as_of' (enabled: nse)")
+    assert rows_of("select count(*) from provider_attempts where operation = 'get_oi_data'") == [
+        (0,)
+    ]

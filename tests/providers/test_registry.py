@@ -16,6 +16,7 @@ from providers.errors import (
     BlockedError,
     EmptyPayloadError,
     InvalidRequestError,
+    NoCapableProviderError,
     ProviderError,
     RateLimitedError,
     SchemaChangedError,
@@ -23,7 +24,12 @@ from providers.errors import (
     UnknownSymbolError,
     UnsupportedOperationError,
 )
-from providers.interfaces import IHistoricalDataProvider, ILiveStreamProvider, IOptionsDataProvider
+from providers.interfaces import (
+    Capability,
+    IHistoricalDataProvider,
+    ILiveStreamProvider,
+    IOptionsDataProvider,
+)
 from providers.records import AttemptRecord, Bar
 from providers.registry import BreakerPolicy, Fetched, ProviderRegistry, RetryPolicy
 
@@ -55,6 +61,7 @@ class ScriptedOptions(IOptionsDataProvider):
         self.fake = fake
         self.work = work
         self.closed = 0
+        self.oi_calls: list[str | None] = []
 
     async def get_expiry_dates(self, underlying: str) -> list[date]:
         step = self.script[min(self.calls, len(self.script) - 1)]
@@ -69,10 +76,17 @@ class ScriptedOptions(IOptionsDataProvider):
         return [("chain", underlying, expiry)]
 
     async def get_oi_data(self, underlying, expiry, time_str=None):
+        self.oi_calls.append(time_str)
         return [("oi", underlying, expiry, time_str)]
 
     async def aclose(self) -> None:
         self.closed += 1
+
+
+class AsOfOptions(ScriptedOptions):
+    """A provider that declares it can answer "as of HH:MM" (as Trendlyne does)."""
+
+    capabilities = frozenset({Capability.OI_AS_OF})
 
 
 class FakeHistorical(IHistoricalDataProvider):
@@ -409,6 +423,99 @@ async def test_with_no_enabled_provider_the_error_says_so(fake, monkeypatch):
         await expiries(registry)
 
 
+async def test_when_every_provider_fails_the_error_carries_every_attempt_retries_included(fake):
+    registry = make_registry(fake, policy=RetryPolicy(max_attempts=2, budget=60.0))
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    registry.register("nse", ScriptedOptions(BlockedError("403 page")), 100)
+    registry.register("trendlyne", ScriptedOptions(TransientError("timeout")), 50)
+    with pytest.raises(AllProvidersFailedError) as info:
+        await expiries(registry)
+    assert info.value.attempts == sunk
+    assert [(a.provider, a.outcome) for a in info.value.attempts] == [
+        ("nse", "error"),
+        ("trendlyne", "error"),
+        ("trendlyne", "error"),
+    ]
+
+
+async def test_each_retry_is_logged_as_a_warning_naming_provider_attempt_and_delay(fake, caplog):
+    registry = make_registry(fake, rng=lambda: 0.5)
+    registry.register("nse", ScriptedOptions(TransientError("HTTP 503"), EXPIRIES), 100)
+    with caplog.at_level(logging.WARNING, logger="providers.registry"):
+        await expiries(registry)
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.WARNING]
+    message = retries[0].getMessage()
+    for text in ("nse", "attempt 1 of 3", "TransientError", "HTTP 503", "retrying in 0.50s"):
+        assert text in message
+
+
+# -- capabilities --------------------------------------------------------------------------
+
+
+async def test_an_as_of_call_is_offered_only_to_providers_that_declare_it(fake, caplog):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    nse = ScriptedOptions()
+    trendlyne = AsOfOptions()
+    registry.register("nse", nse, 100)
+    registry.register("trendlyne", trendlyne, 50)
+    with caplog.at_level(logging.DEBUG, logger="providers"):
+        result = await registry.get_oi_data("NIFTY", date(2026, 1, 29), "10:30")
+    assert result.provider == "trendlyne"
+    assert nse.oi_calls == [] and trendlyne.oi_calls == ["10:30"]
+    # Not asked at all: no attempt record, no log line, nothing for its breaker to count.
+    assert [a.provider for a in sunk] == ["trendlyne"]
+    assert not [r for r in caplog.records if "nse" in r.getMessage()]
+    assert registry.breaker_states()["options:nse"].consecutive_failures == 0
+
+
+async def test_a_call_for_now_needs_no_capability_and_keeps_the_priority_order(fake):
+    registry = make_registry(fake)
+    nse = ScriptedOptions()
+    registry.register("nse", nse, 100)
+    registry.register("trendlyne", AsOfOptions(), 50)
+    result = await registry.get_oi_data("NIFTY", date(2026, 1, 29))
+    assert (result.provider, nse.oi_calls) == ("nse", [None])
+
+
+async def test_with_no_provider_declaring_as_of_the_call_fails_with_one_typed_error(fake):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    nse = ScriptedOptions()
+    registry.register("nse", nse, 100)
+    with pytest.raises(NoCapableProviderError) as info:
+        await registry.get_oi_data("NIFTY", date(2026, 1, 29), "10:30")
+    assert isinstance(info.value, AllProvidersFailedError)  # callers' existing handling holds
+    assert info.value.capability == "oi_as_of" and info.value.enabled == ["nse"]
+    assert str(info.value) == (
+        "get_oi_data: no enabled provider supports 'oi_as_of' (enabled: nse)"
+    )
+    assert nse.oi_calls == [] and sunk == []
+
+
+async def test_disabling_the_only_capable_provider_leaves_no_one_to_ask_as_of(fake, monkeypatch):
+    registry = make_registry(fake)
+    registry.register("nse", ScriptedOptions(), 100)
+    registry.register("trendlyne", AsOfOptions(), 50)
+    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "nse")
+    with pytest.raises(NoCapableProviderError, match=r"oi_as_of.*enabled: nse\)"):
+        await registry.get_oi_data("NIFTY", date(2026, 1, 29), "10:30")
+    assert registry.capable_providers("options", [Capability.OI_AS_OF]) == []
+
+
+def test_capabilities_are_declared_per_class_and_none_by_default():
+    from providers.nse import NseOptionsProvider
+    from providers.trendlyne import TrendlyneOptionsProvider
+
+    assert ScriptedOptions.capabilities == frozenset()
+    assert NseOptionsProvider.capabilities == frozenset()
+    assert TrendlyneOptionsProvider.capabilities == {Capability.OI_AS_OF}
+
+
 # -- circuit breaker -----------------------------------------------------------------------
 
 
@@ -632,7 +739,7 @@ async def test_error_messages_in_records_are_bounded(fake):
 
 async def test_convenience_methods_route_to_the_right_kind_and_dataset(fake):
     registry = make_registry(fake)
-    registry.register("opts", ScriptedOptions(), 1)
+    registry.register("opts", AsOfOptions(), 1)
     registry.register("hist", FakeHistorical(), 1)
     expiry = date(2026, 1, 29)
 

@@ -141,7 +141,7 @@ def test_a_failed_verification_keeps_the_small_files(data_dir: Path, monkeypatch
     conn = connect(data_dir)
     expected = snapshot(conn, "option_chain")
     real = compaction.dedupe_latest
-    monkeypatch.setattr(compaction, "dedupe_latest", lambda t, k: real(t, k).slice(1))
+    monkeypatch.setattr(compaction, "dedupe_latest", lambda t, k, r=None: real(t, k, r).slice(1))
     report = compact("option_chain", NEXT_DAY, data_dir)
     assert not report.ok
     assert "17 rows but read 18 distinct keys" in report.failures[0].message

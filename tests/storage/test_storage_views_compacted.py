@@ -25,13 +25,16 @@ CANDLE_FOLDER = "candles/date=2026-11-01/symbol=NSE%3ANIFTY"
 
 
 def reference(conn: duckdb.DuckDBPyConnection, dataset: str, lake: Path) -> list:
-    """The plain dedup over every file: the latest `ingested_at` per key, then the file name."""
+    """The plain dedup over every file: the best source rank, then the latest `ingested_at` per
+    key, then the file name. The instrument comes from the folder (hive)."""
     spec = DATASETS[dataset]
     cols = ", ".join(f'"{c}"' for c in spec.columns)
     keys = ", ".join(f'"{c}"' for c in spec.key)
+    rank = f"{spec.rank_column} ASC NULLS LAST, " if spec.rank_column else ""
     return conn.execute(
-        f"SELECT {cols} FROM read_parquet('{dataset_glob(spec, lake)}', hive_partitioning = false) "
-        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {INGESTED_AT} DESC, "
+        f"SELECT {cols} FROM read_parquet('{dataset_glob(spec, lake)}', hive_partitioning = true, "
+        "union_by_name = true, filename = true) "
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {rank}{INGESTED_AT} DESC, "
         f"filename DESC) = 1 ORDER BY ALL"
     ).fetchall()
 
