@@ -19,6 +19,7 @@ BENCHMARKS = {
     "backfill": "benchmarks.bench_backfill",
     "queries": "benchmarks.bench_queries",
     "flow": "benchmarks.bench_flow",
+    "journal": "benchmarks.bench_journal",
 }
 
 

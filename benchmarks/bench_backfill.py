@@ -43,7 +43,7 @@ def idempotent_write(data_dir: Path, bars: dict[str, list[Bar]]) -> int:
     """The backfill task's write step (`flows.backfill.write_new_bars`) for every symbol."""
     writer = LakeWriter(data_dir=data_dir)
     return sum(
-        write_new_bars(writer, symbol, INTERVAL, symbol_bars, "tradingview")
+        write_new_bars(writer, symbol, INTERVAL, symbol_bars, "tradingview").written
         for symbol, symbol_bars in bars.items()
     )
 

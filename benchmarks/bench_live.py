@@ -176,15 +176,25 @@ async def _capture(
     probe_ready: Any = None,
     rate: float = 0.0,
     flush_seconds: float = FLUSH_SECONDS,
+    journal: bool = False,
 ) -> CaptureRun:
     settings = CaptureSettings(flush_seconds=flush_seconds)
+    provider = _provider(emu)
+    writer = LakeWriter(data_dir=data_dir)
+    sink = None
+    if journal:  # the raw journal, wired as `flows.runtime.run_context` wires it
+        from flows.journal_log import JournalLog
+
+        sink = JournalLog(writer)
+        provider.set_payload_sink(sink)
     job = _CountingCapture(
-        _provider(emu),
-        LakeWriter(data_dir=data_dir),
+        provider,
+        writer,
         SYMBOLS,
         "1",
         capture_id=capture_id,
         settings=settings,
+        journal=sink,
     )
     job.reached = asyncio.Event()
     stop = asyncio.Event()

@@ -1,7 +1,7 @@
 """The sandboxed process environment of benchmark and test runs (tests/conftest.py uses it too);
 it must be in place before Prefect is first imported.
 
-PREFECT.md's test settings: a throw-away PREFECT_HOME (an ephemeral API server and database of
+Prefect's test settings: a throw-away PREFECT_HOME (an ephemeral API server and database of
 its own), no telemetry, a startup timeout that a cold 2-core machine meets. Plus every provider
 URL on a closed loopback port unless a run starts an emulator, and no developer's real holiday
 file or provider order.

@@ -1,7 +1,7 @@
 """When each job runs: cron schedules in Asia/Kolkata (NSE trading hours).
 
 Cron cannot skip exchange holidays, so every scheduled flow checks the trading calendar itself and
-ends a holiday run as "Skipped" (Completed, not Failed): PREFECT.md, "Scheduling and serving".
+ends a holiday run as "Skipped" (Completed, not Failed).
 """
 
 from __future__ import annotations

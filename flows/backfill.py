@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -35,6 +37,7 @@ from providers.errors import AllProvidersFailedError, ProviderError
 from providers.records import Bar
 from providers.tradingview.symbols import validate_interval
 from storage.queries import existing_candle_times
+from storage.sanity import add_counts, screen_candles
 from storage.writer import LakeWriter
 
 DEFAULT_LOOKBACK_DAYS = 5
@@ -52,6 +55,8 @@ class SymbolBackfill:
     fetched: int = 0
     written: int = 0
     already_present: int = 0
+    #: Bars refused at the door (future-dated, high/low not containing open/close, ...).
+    refused: dict[str, int] = field(default_factory=dict)
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     gaps: GapReport = field(default_factory=GapReport)
@@ -66,23 +71,51 @@ class BackfillFailedError(RuntimeError):
     """At least one symbol got no candles from any provider; one line per symbol."""
 
 
+@dataclass(frozen=True, slots=True)
+class BarWrite:
+    """What `write_new_bars` did with a batch of bars."""
+
+    written: int = 0
+    already_present: int = 0
+    #: Bars refused at the door (see `storage.sanity`), per reason.
+    refused: dict[str, int] = field(default_factory=dict)
+    #: The batch's one warning about refused bars, or None.
+    warning: str | None = None
+
+
 def write_new_bars(
-    writer: LakeWriter, symbol: str, interval: str, bars: Sequence[Bar], provider: str
-) -> int:
-    """Write the bars (ascending) the lake does not have yet; how many were written.
+    writer: LakeWriter,
+    symbol: str,
+    interval: str,
+    bars: Sequence[Bar],
+    provider: str,
+    now: datetime | None = None,
+) -> BarWrite:
+    """Write the bars (ascending) that pass the door checks and the lake does not have yet.
 
     Idempotent by construction: a re-run finds every bar present and writes no file at all.
+    Bars that no market can produce (dated after `now` + one interval, high below the open or
+    close, ...) are refused and counted, never written.
     """
     if not bars:
-        return 0
+        return BarWrite()
+    screened = screen_candles(candle_table(symbol, interval, bars, provider), now or clock.now())
+    kept = screened.kept
+    refused = BarWrite(refused=screened.refused, warning=screened.warning("candles"))
+    if kept.num_rows == 0:
+        return refused
+    first, last = pc.min_max(kept["ts"]).values()
     # The lake's range is half-open [start, end): reach just past the newest bar.
     present = existing_candle_times(
-        symbol, interval, bars[0].ts, bars[-1].ts + timedelta(seconds=1), writer.root.parent
+        symbol, interval, first.as_py(), last.as_py() + timedelta(seconds=1), writer.root.parent
     )
-    new = [b for b in bars if b.ts not in present]
-    if new:
-        writer.write("candles", candle_table(symbol, interval, new, provider))
-    return len(new)
+    new = kept
+    if present:
+        stored = pa.array(sorted(present), type=kept.schema.field("ts").type)
+        new = kept.filter(pc.invert(pc.is_in(kept["ts"], value_set=stored)))
+    if new.num_rows:
+        writer.write("candles", new)
+    return BarWrite(new.num_rows, kept.num_rows - new.num_rows, refused.refused, refused.warning)
 
 
 def _ist_start(day: date) -> datetime:
@@ -136,17 +169,29 @@ async def backfill_symbol(
         logger.error("%s %s: no candles from any provider: %s", symbol, interval, exc)
         return result
 
-    bars = final_bars(fetched.value, interval, now)
+    # The door first, on everything the provider sent: a bar dated in the future would
+    # otherwise just look "not final yet" and vanish uncounted.
+    screened = screen_candles(candle_table(symbol, interval, fetched.value, fetched.provider), now)
+    result.refused = dict(screened.refused)
+    if warning := screened.warning("candles"):
+        logger.warning("%s %s: %s", symbol, interval, warning)
+    sane = fetched.value
+    if screened.keep is not None:
+        sane = [b for b, keep in zip(fetched.value, screened.keep.to_pylist(), strict=True) if keep]
+    bars = final_bars(sane, interval, now)
     if since is not None:
         bars = [b for b in bars if b.ts >= _ist_start(since)]
     result.provider = fetched.provider
     result.fetched = len(bars)
     if bars:
         result.first_ts, result.last_ts = bars[0].ts, bars[-1].ts
-        result.written = await asyncio.to_thread(
-            write_new_bars, ctx.writer, symbol, interval, bars, fetched.provider
+        outcome = await asyncio.to_thread(
+            write_new_bars, ctx.writer, symbol, interval, bars, fetched.provider, now
         )
-        result.already_present = len(bars) - result.written
+        result.written, result.already_present = outcome.written, outcome.already_present
+        add_counts(result.refused, outcome.refused)
+        if outcome.warning:
+            logger.warning("%s %s: %s", symbol, interval, outcome.warning)
 
     # Gap report over the range the request covered (or the lookback window).
     gap_start = range_start or (bars[0].ts.astimezone(IST).date() if bars else today)
@@ -162,7 +207,7 @@ async def backfill_symbol(
         still, bars[0].ts if bars else None
     )
     logger.info(
-        "%s %s: %d final bars from %s, %d new, %d already present; gaps filled %d, "
+        "%s %s: %d final bars from %s, %d new, %d already present, %d refused; gaps filled %d, "
         "still missing %d (%s)",
         symbol,
         interval,
@@ -170,11 +215,17 @@ async def backfill_symbol(
         result.provider,
         result.written,
         result.already_present,
+        sum(result.refused.values()),
         result.gaps.filled,
         len(still),
         result.gaps.reasons(),
     )
     return result
+
+
+def _refused_text(refused: dict[str, int]) -> str:
+    """Reasons and counts: `future 2, high_below_open_close 1` (empty when none)."""
+    return ", ".join(f"{reason} {n}" for reason, n in refused.items())
 
 
 def summary_table(results: list[SymbolBackfill]) -> list[dict[str, object]]:
@@ -187,11 +238,13 @@ def summary_table(results: list[SymbolBackfill]) -> list[dict[str, object]]:
             "fetched": r.fetched,
             "written": r.written,
             "already_present": r.already_present,
+            "refused": sum(r.refused.values()),
             "first": r.first_ts.isoformat() if r.first_ts else "-",
             "last": r.last_ts.isoformat() if r.last_ts else "-",
             "gaps_filled": r.gaps.filled,
             "still_missing": len(r.gaps.still_missing),
             "why_missing": r.gaps.reasons() if r.gaps.still_missing else "",
+            "why_refused": _refused_text(r.refused),
             "error": r.error or "",
         }
         for r in results

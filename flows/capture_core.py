@@ -28,12 +28,14 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any, Protocol
 
+from flows import clock as flows_clock
 from flows.tick_buffer import CandleBook, TickBatch, candle_table, gap_bar_count, gap_bars
 from providers.calendar import IST
 from providers.interfaces import ILiveStreamProvider
 from providers.records import Bar, ChartUpdate, Quote
 from providers.tradingview.supervisor import Disconnect, LiveStats
 from providers.tradingview.symbols import longest_bar_seconds, validate_interval, validate_symbol
+from storage.sanity import Screened, add_counts, screen_candles, screen_ticks
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class Writer(Protocol):
     def write(self, dataset: str, rows: Any) -> Any: ...
 
 
+class Journal(Protocol):
+    async def aflush(self) -> None: ...
+
+
 class SupervisedStream(Protocol):
     """What the capture reads from a live provider besides the interface (TradingView's has it)."""
 
@@ -63,6 +69,11 @@ class SupervisedStream(Protocol):
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def flows_now() -> datetime:
+    """The flows' clock seam (`flows.clock.now`), looked up at each call so it can be pinned."""
+    return flows_clock.now()
 
 
 @dataclass
@@ -93,6 +104,9 @@ class CaptureSummary:
     stream_bars: int = 0
     gap_bars_backfilled: int = 0
     duplicate_bars: int = 0
+    #: Rows refused at the door (`storage.sanity`), per reason.
+    ticks_refused: dict[str, int] = field(default_factory=dict)
+    bars_refused: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
     disconnects: list[Disconnect] = field(default_factory=list)
     buffer_waits: int = 0
@@ -121,6 +135,10 @@ class CaptureSummary:
             ("bars written", str(self.bars_written)),
             ("gap bars backfilled", str(self.gap_bars_backfilled)),
             ("duplicate bars skipped", str(self.duplicate_bars)),
+            (
+                "refused at the door (ticks / bars)",
+                f"{_refused_text(self.ticks_refused)} / {_refused_text(self.bars_refused)}",
+            ),
             ("reconnects", str(self.reconnects)),
             (
                 "back-pressure waits (buffer / stream)",
@@ -139,6 +157,13 @@ class CaptureSummary:
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), default=str)
+
+
+def _refused_text(refused: dict[str, int]) -> str:
+    """`0`, or the total and its reasons: `3 (future 2, negative_volume 1)`."""
+    if not refused:
+        return "0"
+    return f"{sum(refused.values())} ({', '.join(f'{r} {n}' for r, n in refused.items())})"
 
 
 #: Young-generation threshold while a capture runs (CPython's default is 700): most
@@ -180,12 +205,15 @@ class LiveCapture:
         capture_id: str | None = None,
         fetch_history: HistoryFetch | None = None,
         existing_times: ExistingTimes | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = flows_now,
         settings: CaptureSettings | None = None,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.provider = provider
         self.writer = writer
+        #: The raw journal, written on this capture's flush cadence (None: off).
+        self.journal = journal
         self.symbols = list(dict.fromkeys(validate_symbol(s) for s in symbols))
         if not self.symbols:
             raise ValueError("capture needs at least one symbol")
@@ -323,9 +351,18 @@ class LiveCapture:
                 next_log = loop.time() + self.settings.log_every
 
     async def _flush(self) -> None:
-        """Write pending ticks and bars (each dataset one file per partition) in a thread."""
+        """Write pending ticks and bars (each dataset one file per partition) in a thread.
+
+        Rows no market can produce (future-dated, high below open or close, ...) are refused
+        at the door first: counted in the summary, one warning per batch, never written.
+        """
+        now = self.clock()
         table = self.ticks.take()
         if table is not None:
+            screened = screen_ticks(table, now)
+            self._note_refused("ticks", screened, self.summary.ticks_refused)
+            table = screened.kept
+        if table is not None and table.num_rows:
             try:
                 result = await asyncio.to_thread(self.writer.write, "ticks", table)
             except Exception as exc:
@@ -339,12 +376,18 @@ class LiveCapture:
                 self.summary.flushes += 1
                 self.summary.files += len(getattr(result, "files", ()))
                 self._last_flush = time.monotonic()
-            finally:
-                self._space.set()
+        if table is not None:
+            self._space.set()
         bars = self.candles.take()
         if bars:
+            screened = screen_candles(candle_table(bars), now)
+            self._note_refused("bars", screened, self.summary.bars_refused)
+            if screened.keep is not None:
+                keep = screened.keep.to_pylist()  # only when something was refused: rare
+                bars = [b for b, k in zip(bars, keep, strict=True) if k]
+        if bars:
             try:
-                result = await asyncio.to_thread(self.writer.write, "candles", candle_table(bars))
+                result = await asyncio.to_thread(self.writer.write, "candles", screened.kept)
             except Exception as exc:
                 self.candles.put_back(bars)
                 self.summary.flush_failures += 1
@@ -355,6 +398,13 @@ class LiveCapture:
                 self.summary.bars_written += len(bars)
                 self.summary.files += len(getattr(result, "files", ()))
         self.candles.prune()
+        if self.journal is not None:
+            await self.journal.aflush()  # logs its own failures; never fails the capture
+
+    def _note_refused(self, what: str, screened: Screened, into: dict[str, int]) -> None:
+        if warning := screened.warning(what):
+            add_counts(into, screened.refused)
+            self.log.warning("%s", warning)
 
     # ---------------------------------------------------------------- gaps
 
@@ -559,6 +609,7 @@ async def capture(
             existing_times=existing,
             settings=settings,
             logger=logger,
+            journal=ctx.journal,
         )
         seconds = capture_seconds(duration, until, utc_now())
         stop = asyncio.Event()

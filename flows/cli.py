@@ -418,7 +418,7 @@ def status(
         raise fail(str(exc), 2) from exc
     existing_data_dir()
     from flows import clock, config
-    from flows.status import ProviderHealth, assess, format_age, format_time, stale_sentences
+    from flows.status import ProviderHealth, assess, format_time, stale_sentences
     from flows.status_gaps import gaps_today
     from providers.calendar import IST, is_market_open
     from storage.queries import dataset_status, recent_attempts
@@ -446,7 +446,7 @@ def status(
             str(h.rows),
             str(h.rows_today),
             format_time(h.last_ts, IST),
-            Text(format_age(h.age), style="red" if h.stale else ""),
+            Text(h.age_text, style="red" if h.stale else ""),
             Text(h.last_provider or "-"),
             "-" if h.gaps_today is None else str(h.gaps_today),
         )
@@ -471,6 +471,7 @@ def status(
             Text(f"{a.last_error_class}: {a.last_error}" if a.last_error else ""),
         )
     out.print(providers)
+    _print_journal_sizes()
 
     problems = stale_sentences(health)
     if market_open:
@@ -512,6 +513,39 @@ def demo(
         raise fail(
             f"demo failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
+
+
+@app.command()
+def emulators(
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file", help="Also write the export lines to this file (removed on stop)"
+        ),
+    ] = None,
+) -> None:
+    """Run the NSE, Trendlyne and TradingView emulators on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+    Prints the `export PROTRADE_..._URL=...` lines that point `protrade snapshot`, `backfill`,
+    `capture` or `serve` in another shell at them.
+    """
+    import threading
+
+    from flows.emulators import serve_emulators, stop_on_signals
+
+    def say(line: str) -> None:
+        # Plain writes, flushed: the lines are pasted into a shell or read by a script, so no
+        # rich wrapping or markup, and nothing waiting in a pipe's buffer.
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    try:
+        with stop_on_signals():
+            serve_emulators(say, threading.Event(), env_file)
+    except OSError as exc:  # e.g. --env-file in a folder we cannot write; emulators stopped
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        raise fail(f"emulators: {reason}") from exc
+    say("# emulators stopped")
 
 
 @app.command()
@@ -574,3 +608,88 @@ def refresh_holidays_command() -> None:
         f"{result['holidays']} holidays for {result['years']} saved to {result['file']}",
         highlight=False,
     )
+
+
+def _journal_day(option: str, text: str) -> date:
+    """`today` (IST) or YYYY-MM-DD, for the journal commands."""
+    from zoneinfo import ZoneInfo
+
+    from flows import clock
+    from flows.timespec import parse_date
+
+    if text.strip().lower() == "today":
+        return clock.now().astimezone(ZoneInfo(DISPLAY_TIMEZONE)).date()
+    try:
+        return parse_date(option, text)
+    except TimeSpecError as exc:
+        raise fail(f"{exc} or today", 2) from exc
+
+
+@app.command()
+def reparse(
+    day: Annotated[str, typer.Option("--date", help="YYYY-MM-DD or today (IST)")] = "today",
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="option_chain or candles (default both)")
+    ] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="e.g. nse")] = None,
+) -> None:
+    """Rebuild a day's rows from the raw journal with today's parsers; write what is new."""
+    if dataset not in (None, "option_chain", "candles"):
+        raise fail(f"--dataset: {dataset!r} cannot be re-parsed; use option_chain or candles", 2)
+    target = _journal_day("--date", day)
+    existing_data_dir()
+    from flows.prefect_env import prepare_prefect_env
+
+    prepare_prefect_env()
+    from flows.reparse import reparse as reparse_flow
+
+    report = _run_flow("reparse", reparse_flow, day=target, dataset=dataset, provider=provider)
+    render_records(report.rows(), f"Re-parse of {target} ({report.entries} journal entries)")
+    for what, n in report.rejected.items():
+        say_error("refused", f"{n} entries by {what}")
+    out.print(
+        "no change" if report.changes == 0 else f"{report.changes} rows added or changed",
+        highlight=False,
+    )
+
+
+journal_app = typer.Typer(help="The raw journal of what the providers sent.", no_args_is_help=True)
+app.add_typer(journal_app, name="journal")
+
+
+@journal_app.command("export")
+def journal_export_command(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the corpus files")],
+    day: Annotated[str, typer.Option("--date", help="YYYY-MM-DD or today (IST)")] = "today",
+    provider: Annotated[str | None, typer.Option("--provider")] = None,
+    operation: Annotated[str | None, typer.Option("--operation", help="e.g. live-oi-data")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+) -> None:
+    """Write journaled payloads as wire-corpus files (tests/fixtures/wire/ format)."""
+    target = _journal_day("--date", day)
+    existing_data_dir()
+    from flows.journal_export import export_cases
+
+    try:
+        cases = export_cases(target, out_dir, provider=provider, operation=operation, limit=limit)
+    except OSError as exc:
+        raise fail(f"journal export: {exc}") from exc
+    for case in cases:
+        out.print(f"{case.kind:20} {case.path}", highlight=False)
+    out.print(f"{len(cases)} corpus files written to {out_dir}", highlight=False)
+
+
+def _print_journal_sizes(days: int = 7) -> None:
+    """`protrade status`'s journal section: files and bytes of the most recent days."""
+    from storage.journal import journal_days, retention_days
+
+    try:
+        keep = f"kept {retention_days()} days"
+    except ValueError as exc:
+        keep = str(exc)
+    table = Table(title=f"Journal (raw payloads; {keep})")
+    for column in ("date", "files", "size"):
+        table.add_column(column)
+    for day in journal_days()[:days]:
+        table.add_row(day.day.isoformat(), str(day.files), f"{day.bytes / 1e6:.1f} MB")
+    out.print(table)

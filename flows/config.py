@@ -1,4 +1,4 @@
-"""Flow-level configuration from the environment (ARCHITECTURE.md, "Configuration")."""
+"""Flow-level configuration from the environment (the README's "Configuration" table)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Prefect settings for CLI runs; must run before Prefect is first imported.
 
-PREFECT.md: an ephemeral server takes ~20 s to start cold (the default timeout is 20 s, so it
-flakes), and offline telemetry logs an ERROR. When `protrade serve`'s local server is up, one-off
-CLI runs report to it, so they appear in the same UI as the scheduled ones.
+Measured on 2 cores: an ephemeral server takes ~20 s to start cold (the default timeout is 20 s,
+so it flakes), and offline telemetry logs an ERROR. When `protrade serve`'s local server is up,
+one-off CLI runs report to it, so they appear in the same UI as the scheduled ones.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from flows.config import live_symbol
+from flows.journal_log import JournalLog, attach, journal_on
 from flows.lake_rows import attempt_rows, spot_minutes, with_source_rank, with_spot_source
 from providers.calendar import is_trading_day
 from providers.records import AttemptRecord
@@ -80,6 +81,8 @@ class RunContext:
     registry: ProviderRegistry
     writer: LakeWriter
     attempts: AttemptLog
+    #: The raw journal of what the providers received; None when it is turned off.
+    journal: JournalLog | None = None
 
 
 def default_registry() -> ProviderRegistry:
@@ -204,10 +207,13 @@ async def run_context() -> AsyncIterator[RunContext]:
     await asyncio.to_thread(ensure_catalog, writer.root.parent)
     attempts = AttemptLog(writer, current_flow_run_id())
     registry.add_sink(attempts)
+    journal = JournalLog(writer, attempts.flow_run_id) if journal_on() else None
+    if journal is not None:
+        attach(registry, journal)
     failure: Exception | None = None
     try:
         with library_logs_in_run():
-            yield RunContext(registry=registry, writer=writer, attempts=attempts)
+            yield RunContext(registry=registry, writer=writer, attempts=attempts, journal=journal)
     except Exception as exc:
         failure = exc
         raise
@@ -224,6 +230,9 @@ async def run_context() -> AsyncIterator[RunContext]:
             failure.add_note(str(exc))
         finally:
             await registry.aclose()
+            if journal is not None:
+                # After the sessions closed: nothing can arrive any more. Never raises.
+                await journal.aflush()
 
 
 def holiday_skip(

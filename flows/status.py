@@ -27,10 +27,18 @@ class InstrumentHealth:
     rows: int
     rows_today: int
     last_ts: datetime | None
+    #: now - newest row, never negative: a newest row in the future (clock skew, or a bad row
+    #: an older release let in) has age 0 and `in_future` set.
     age: timedelta | None
     last_provider: str | None
     gaps_today: int | None
     stale: bool
+    in_future: bool = False
+
+    @property
+    def age_text(self) -> str:
+        """The age as the status table shows it: `45s`, `12m`, or `in the future`."""
+        return "in the future" if self.in_future else format_age(self.age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +71,9 @@ def assess(
     result = []
     for row in rows:
         age = now - row.last_ts if row.last_ts else None
+        in_future = age is not None and age < timedelta(0)
+        if in_future:
+            age = timedelta(0)
         limit = STALE_AFTER.get(row.dataset)
         stale = bool(market_open and limit is not None and (age is None or age > limit))
         result.append(
@@ -76,6 +87,7 @@ def assess(
                 last_provider=row.last_provider,
                 gaps_today=gaps.get((row.dataset, row.instrument)),
                 stale=stale,
+                in_future=in_future,
             )
         )
     return result
@@ -84,6 +96,8 @@ def assess(
 def format_age(age: timedelta | None) -> str:
     if age is None:
         return "-"
+    if age < timedelta(0):  # never "-3m": a row dated after now is in the future
+        return "in the future"
     seconds = int(age.total_seconds())
     if seconds < 120:
         return f"{seconds}s"
@@ -101,7 +115,7 @@ def format_time(ts: datetime | None, zone: tzinfo) -> str:
 
 def stale_sentences(health: Sequence[InstrumentHealth]) -> list[str]:
     return [
-        f"{h.dataset} {h.instrument} is stale: newest row is {format_age(h.age)} old"
+        f"{h.dataset} {h.instrument} is stale: newest row is {h.age_text} old"
         for h in health
         if h.stale
     ]

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from flows.candle_plan import bar_end
 from providers.records import Bar, ChartUpdate, Quote
-from storage.schemas import INGESTED_AT, TICKS
+from storage.schemas import CANDLES, INGESTED_AT, TICKS
 
 #: The `ticks` columns the capture fills (`ingested_at` is stamped by the writer).
 TICK_SCHEMA = pa.schema([f for f in TICKS.schema if f.name != INGESTED_AT])
@@ -217,22 +217,22 @@ class CandleBook:
                 seen.discard(ts)
 
 
-def candle_table(batch: Sequence[PendingBar]) -> list[dict[str, object]]:
-    """Rows for the `candles` dataset."""
-    return [
-        {
-            "symbol": p.symbol,
-            "interval": p.interval,
-            "ts": p.bar.ts,
-            "open": p.bar.open,
-            "high": p.bar.high,
-            "low": p.bar.low,
-            "close": p.bar.close,
-            "volume": p.bar.volume,
-            "provider": p.provider,
-        }
-        for p in batch
+#: The `candles` columns the capture fills (`ingested_at` is stamped by the writer).
+CANDLE_SCHEMA = pa.schema([f for f in CANDLES.schema if f.name != INGESTED_AT])
+
+
+def candle_table(batch: Sequence[PendingBar]) -> pa.Table:
+    """The `candles` rows of a batch as one Arrow table, built column-wise."""
+    f = CANDLE_SCHEMA.field
+    bars = [p.bar for p in batch]
+    columns = [
+        pa.array([p.symbol for p in batch], pa.string()),
+        pa.array([p.interval for p in batch], pa.string()),
+        _timestamps([b.ts for b in bars], f("ts")),
+        *(pa.array([b[i] for b in bars], pa.float64()) for i in range(1, 6)),
+        pa.array([p.provider for p in batch], pa.string()),
     ]
+    return pa.Table.from_arrays(columns, schema=CANDLE_SCHEMA)
 
 
 def gap_bar_count(start: datetime, now: datetime, interval_seconds: int, cap: int = 5000) -> int:

@@ -32,7 +32,7 @@ IST = ZoneInfo("Asia/Kolkata")
 SESSION_OPEN = time(9, 15)
 SESSION_CLOSE = time(15, 30)
 
-#: Intraday interval codes (TradingView's, PROTOCOLS.md) and their length in minutes.
+#: TradingView's intraday interval codes and their length in minutes.
 INTRADAY_MINUTES: dict[str, int] = {
     "1": 1,
     "3": 3,
@@ -225,7 +225,7 @@ def expected_bar_opens(d: date, interval: str) -> list[datetime]:
 
     Intraday bars are anchored at 09:15 IST and the last one may be partial (60-minute bars open
     09:15, 10:15, ..., 15:15). A daily bar ("1D") is stamped at its session's open, 09:15 IST
-    (03:45 UTC), the way TradingView stamps NSE daily bars (`ts` is the bar open, PROTOCOLS.md).
+    (03:45 UTC), the way TradingView stamps NSE daily bars (`ts` is the bar open).
     """
     if interval != DAILY_INTERVAL and interval not in INTRADAY_MINUTES:
         raise ValueError(

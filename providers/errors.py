@@ -122,11 +122,13 @@ class AllProvidersFailedError(Exception):
         super().__init__(f"{operation}: every provider failed ({detail})")
 
 
-class NoCapableProviderError(AllProvidersFailedError):
-    """No enabled provider declares the capability an operation needs; none was asked.
+class NoCapableProviderError(AllProvidersFailedError, InvalidRequestError):
+    """No enabled provider declares what an operation needs (a capability, an interval, that
+    many bars); none was asked.
 
     Raised by the registry before any attempt, so it leaves no attempt record and says nothing
-    about any provider's health.
+    about any provider's health. It is also an `InvalidRequestError`: as configured, the request
+    is one no provider can serve, and retrying or failing over cannot change that.
     """
 
     def __init__(self, operation: str, capability: str, enabled: Sequence[str]) -> None:
@@ -134,10 +136,11 @@ class NoCapableProviderError(AllProvidersFailedError):
         self.capability = capability
         self.enabled = list(enabled)
         names = ", ".join(self.enabled) or "none"
-        # Exception.__init__ already ran with the generic text; replace it with the real reason.
-        self.args = (
-            f"{operation}: no enabled provider supports {capability!r} (enabled: {names})",
+        # The generic text is already set; replace it with the real reason.
+        self.message = (
+            f"{operation}: no enabled provider supports {capability!r} (enabled: {names})"
         )
+        self.args = (self.message,)
 
 
 #: `describe_network_failure`'s reason when the host name did not resolve (DNS).

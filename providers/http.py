@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import ssl
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -33,6 +34,14 @@ from providers.errors import (
     SchemaChangedError,
     TransientError,
     describe_network_failure,
+)
+from providers.journal import (
+    NULL_SINK,
+    JournalEntry,
+    PayloadSink,
+    http_request_text,
+    now_us,
+    operation_of,
 )
 from providers.settings import BROWSER_USER_AGENT
 
@@ -136,6 +145,10 @@ class HttpSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Called whenever a fresh client replaces an old one (cookies are gone).
         self.on_new_client: Callable[[], None] | None = None
+        #: Where received bodies are journaled (the flows plug the lake's journal in).
+        self.payload_sink: PayloadSink = NULL_SINK
+        self._journal_id = uuid.uuid4().hex
+        self._journal_seq = 0
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -166,9 +179,41 @@ class HttpSession:
         limiter = self._limiter or default_limiter()
         async with limiter:
             try:
-                return await client.request(method, path, params=params, headers=headers)
+                response = await client.request(method, path, params=params, headers=headers)
             except httpx.HTTPError as exc:
                 raise error_for_exception(exc, provider=self.provider, what=path) from exc
+        if self.payload_sink is not NULL_SINK:
+            self._journal(method, path, params, response)
+        return response
+
+    def _journal(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        response: httpx.Response,
+    ) -> None:
+        """Record the body as received (after content decoding) when it is a payload.
+
+        HTML documents are left out: they are the cookie-priming page or a bot wall, never
+        data a parser could turn into rows, and the page is large. Headers never go in: NSE's
+        cookies live there.
+        """
+        if "html" in response.headers.get("content-type", "").lower():
+            return
+        self._journal_seq += 1
+        self.payload_sink.record(
+            JournalEntry(
+                received_at_us=now_us(),
+                provider=self.provider,
+                operation=operation_of(path),
+                request=http_request_text(method, path, params),
+                payload=response.content,
+                connection_id=self._journal_id,
+                seq=self._journal_seq,
+                status=response.status_code,
+            )
+        )
 
     async def aclose(self) -> None:
         client, loop = self._client, self._loop

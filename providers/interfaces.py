@@ -1,9 +1,13 @@
-"""The three provider interfaces (method names from the original design; I/O is async)."""
+"""The three provider interfaces (method names from the original design; I/O is async), what a
+provider declares it can do (`Capability`, `HistoricalLimits`), and how a provider package
+announces itself to the registry (`ProviderPlugin`, through the `protrade.providers` entry points).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -20,8 +24,22 @@ class Capability(StrEnum):
     it, so a provider is never asked a question it can only refuse (no attempt, no error).
     """
 
-    #: `get_oi_data` with a `time_str`: the chain as it was at a past minute of today.
+    #: options: `get_oi_data` with a `time_str`, the chain as it was at a past minute of today.
     OI_AS_OF = "oi_as_of"
+    #: options: `get_expiry_dates`, the listed expiries.
+    EXPIRIES = "expiries"
+    #: live: `live_feed` quotes for subscribed symbols.
+    QUOTES = "quotes"
+    #: live: `chart_update` bars for a subscription with an interval.
+    BARS = "bars"
+
+
+#: The capabilities that mean something for each kind; a provider declares a subset of these.
+KIND_CAPABILITIES: dict[str, frozenset[Capability]] = {
+    "options": frozenset({Capability.OI_AS_OF, Capability.EXPIRIES}),
+    "historical": frozenset(),
+    "live": frozenset({Capability.QUOTES, Capability.BARS}),
+}
 
 
 def capabilities_of(provider: Any) -> frozenset[Capability]:
@@ -30,8 +48,61 @@ def capabilities_of(provider: Any) -> frozenset[Capability]:
     return frozenset(declared)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoricalLimits:
+    """What a historical provider can be asked: values, not flags, so not a `Capability`.
+
+    `intervals` are the interval codes it answers (aliases included, as a caller may spell
+    them); `max_bars` the most bars one `get_hist_candles` call may ask for. None means "not
+    declared": the registry then asks it anything and leaves refusing to the provider (the
+    behaviour of a provider written before declarations existed).
+    """
+
+    intervals: frozenset[str] | None = None
+    max_bars: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_bars is not None and self.max_bars < 1:
+            raise ValueError(f"max_bars must be at least 1, got {self.max_bars}")
+
+    def allows(self, interval: str | None = None, count: int | None = None) -> bool:
+        """Whether a call for `count` bars of `interval` is within what is declared."""
+        if interval is not None and self.intervals is not None and interval not in self.intervals:
+            return False
+        return count is None or self.max_bars is None or count <= self.max_bars
+
+
+def historical_limits_of(provider: Any) -> HistoricalLimits:
+    """The limits `provider` declares; unrestricted for an object that declares none."""
+    declared = getattr(provider, "historical_limits", None)
+    return declared if isinstance(declared, HistoricalLimits) else HistoricalLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPlugin:
+    """How a provider package announces a provider to the registry.
+
+    A package exposes one of these as the target of an entry point in the `protrade.providers`
+    group (`nse = "providers.nse:plugin"`); the registry loads every such entry point at start,
+    calls `factory()` and registers the instance under `name` with `priority` (higher is tried
+    first; `PROTRADE_<KIND>_PROVIDERS` orders and disables by `name`).
+    """
+
+    #: The name operators use in `PROTRADE_<KIND>_PROVIDERS`, and the `provider` of its records.
+    name: str
+    #: Builds the provider, with no arguments: configuration comes from the environment.
+    factory: Callable[[], Any]
+    priority: int = 0
+    #: The kinds to register it for; None: every kind whose interface the instance implements.
+    kinds: tuple[str, ...] | None = None
+
+
 class ILiveStreamProvider(ABC):
     """A streaming source of quotes (`live_feed`) and bar updates (`chart_update`)."""
+
+    #: What this stream delivers: `QUOTES`, `BARS` or both. A provider without `BARS` is never
+    #: handed a subscription with an interval by a caller that asks the registry for `BARS`.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.QUOTES, Capability.BARS})
 
     @abstractmethod
     def set_callback(self, callback: LiveCallback) -> None:
@@ -57,13 +128,18 @@ class ILiveStreamProvider(ABC):
 class IOptionsDataProvider(ABC):
     """Option-chain and open-interest data for an underlying (NIFTY, BANKNIFTY, a stock)."""
 
-    #: What this provider can do beyond the baseline; `Capability.OI_AS_OF` if it can answer
-    #: `get_oi_data` for a past minute. Declared per class, read by the registry.
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: What this provider can do, declared per class and read by the registry:
+    #: `EXPIRIES` if it lists expiries, `OI_AS_OF` if it can answer `get_oi_data` for a past
+    #: minute. Chains (`get_option_chain`, `get_oi_data` for now) are the baseline.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EXPIRIES})
 
     @abstractmethod
     async def get_expiry_dates(self, underlying: str) -> list[date]:
-        """Expiries currently listed, nearest first."""
+        """Expiries currently listed, nearest first.
+
+        A provider that does not declare `EXPIRIES` is never asked by the registry; called
+        directly, it raises `UnsupportedOperationError`.
+        """
 
     @abstractmethod
     async def get_option_chain(
@@ -89,9 +165,17 @@ class IOptionsDataProvider(ABC):
 class IHistoricalDataProvider(ABC):
     """Historical OHLCV bars."""
 
+    #: The intervals and bars per call this provider serves; the registry offers it only
+    #: calls within them. Unrestricted unless a class declares its own.
+    historical_limits: ClassVar[HistoricalLimits] = HistoricalLimits()
+
     @abstractmethod
     async def get_hist_candles(self, symbol: str, interval: str, count: int) -> list[Bar]:
-        """The latest `count` bars of `interval`, ascending by bar open time."""
+        """The latest `count` bars of `interval`, ascending by bar open time.
+
+        An interval or count outside the declared `historical_limits` raises
+        `InvalidRequestError` (or `UnsupportedOperationError`) before any request is sent.
+        """
 
     async def aclose(self) -> None:  # noqa: B027
         """Release connections; a no-op by default."""

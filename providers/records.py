@@ -1,6 +1,6 @@
 """Typed, normalized records that every provider of one interface returns.
 
-Field names match the lake's column names (ARCHITECTURE.md), so the flows can hand them to the
+Field names match the lake's column names (README, "Views"), so the flows can hand them to the
 storage writer without renaming. Every timestamp is timezone-aware.
 """
 

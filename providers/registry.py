@@ -5,8 +5,13 @@ failures with capped exponential backoff and full jitter inside a time budget, h
 Retry-After, and fails over on anything else. A circuit breaker per provider skips one that keeps
 failing and probes it again after a cool-down. Every attempt becomes an `AttemptRecord`.
 
-An operation that needs a `Capability` (e.g. "as of HH:MM") is offered only to providers that
-declare it: the others are not asked, so they leave no attempt and no error behind.
+An operation that needs a `Capability` (e.g. "as of HH:MM"), an interval or a number of bars is
+offered only to providers that declare it: the others are not asked, so they leave no attempt and
+no error behind.
+
+Providers come from plugins: every entry point of the `protrade.providers` group names a
+`ProviderPlugin` (the built-ins too), so this module imports no concrete provider and a new
+provider is a package of its own.
 
 Retries and failovers are logged as warnings on the `providers.registry` logger; the flows route
 that logger into their run logs (this module knows nothing of Prefect).
@@ -22,10 +27,11 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from importlib.metadata import entry_points
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from providers import settings
 from providers.errors import (
@@ -37,7 +43,13 @@ from providers.errors import (
     UnknownSymbolError,
     UnsupportedOperationError,
 )
-from providers.interfaces import PROVIDER_KINDS, Capability, capabilities_of
+from providers.interfaces import (
+    PROVIDER_KINDS,
+    Capability,
+    ProviderPlugin,
+    capabilities_of,
+    historical_limits_of,
+)
 from providers.records import AttemptRecord, Bar, OptionChainRow
 
 log = logging.getLogger(__name__)
@@ -55,6 +67,28 @@ _NEUTRAL_FAILURES: tuple[type[ProviderError], ...] = (
 
 #: Error text is bounded: it lands in a lake column and in UI artifacts.
 _MAX_ERROR_CHARS = 1000
+
+#: The entry-point group providers register through (the built-ins too).
+ENTRY_POINT_GROUP = "protrade.providers"
+
+#: What the registry does with a failure: retry the same provider, fail over to the next one,
+#: fail over without holding it against the provider (it cannot answer this), or stop the call.
+FailureAction = Literal["retry", "fail_over", "neutral", "stop"]
+
+
+def failure_action(exc: BaseException) -> FailureAction:
+    """How the registry treats `exc` raised by a provider (the conformance kit checks this).
+
+    "retry" still fails over once the provider's attempts or time budget are spent; anything
+    that is not a `ProviderError` is a provider bug and fails over, with its traceback logged.
+    """
+    if not isinstance(exc, ProviderError):
+        return "fail_over"
+    if not exc.fail_over:
+        return "stop"
+    if isinstance(exc, _NEUTRAL_FAILURES):
+        return "neutral"
+    return "retry" if exc.retryable else "fail_over"
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,15 +325,33 @@ class ProviderRegistry:
                 ordered.append((name, entry.provider))
         return ordered
 
-    def capable_providers(
-        self, kind: str, requires: Iterable[Capability] = ()
-    ) -> list[tuple[str, Any]]:
-        """The enabled providers of `kind` that declare every capability in `requires`.
+    def register_plugin(self, plugin: ProviderPlugin) -> None:
+        """Build `plugin`'s provider and register it under its name and priority."""
+        self.register(plugin.name, plugin.factory(), plugin.priority, kinds=plugin.kinds)
 
-        The one place capabilities are checked: a call is offered only to these.
+    def capable_providers(
+        self,
+        kind: str,
+        requires: Iterable[Capability] = (),
+        *,
+        interval: str | None = None,
+        count: int | None = None,
+    ) -> list[tuple[str, Any]]:
+        """The enabled providers of `kind` that declare every capability in `requires` and,
+        for bars, `interval` and `count` within their `HistoricalLimits`.
+
+        The one place declarations are checked: a call is offered only to these.
         """
         needed = frozenset(requires)
-        return [(n, p) for n, p in self.providers(kind) if needed <= capabilities_of(p)]
+        return [
+            (n, p)
+            for n, p in self.providers(kind)
+            if needed <= capabilities_of(p)
+            and (
+                (interval is None and count is None)
+                or historical_limits_of(p).allows(interval, count)
+            )
+        ]
 
     def breaker_states(self) -> dict[str, BreakerSnapshot]:
         """Each provider's breaker, keyed "kind:name" (e.g. "options:nse")."""
@@ -324,19 +376,28 @@ class ProviderRegistry:
         dataset: str,
         flow_run_id: str | None = None,
         requires: Iterable[Capability] = (),
+        interval: str | None = None,
+        count: int | None = None,
     ) -> Fetched[T]:
         """Run `fn(provider)` on the providers of `kind` in order until one answers.
 
-        Only providers declaring every capability in `requires` are asked. Raises
-        `InvalidRequestError` (the caller's fault) as is, `NoCapableProviderError` when providers
-        are enabled but none declares what is required, or `AllProvidersFailedError`.
+        Only providers declaring every capability in `requires` (and, for bars, `interval` and
+        `count`) are asked. Raises `InvalidRequestError` (the caller's fault) as is,
+        `NoCapableProviderError` when providers are enabled but none declares what is required,
+        or `AllProvidersFailedError`.
         """
         needed = frozenset(requires)
-        candidates = self.capable_providers(kind, needed)
-        if needed and not candidates:
+        candidates = self.capable_providers(kind, needed, interval=interval, count=count)
+        restricted = bool(needed) or interval is not None or count is not None
+        if restricted and not candidates:
             enabled = [n for n, _ in self.providers(kind)]
             if enabled:
-                raise NoCapableProviderError(operation, ", ".join(sorted(needed)), enabled)
+                wanted = sorted(needed)
+                if interval is not None:
+                    wanted.append(f"interval {interval}")
+                if count is not None:
+                    wanted.append(f"{count} bars per call")
+                raise NoCapableProviderError(operation, ", ".join(wanted), enabled)
         attempts: list[AttemptRecord] = []
         failures: list[ProviderFailure] = []
         context = _CallContext(kind, operation, dataset, flow_run_id, attempts)
@@ -390,13 +451,14 @@ class ProviderRegistry:
                 except ProviderError as exc:
                     latency = (self._clock() - t0) * 1000
                     await self._record(ctx, name, "error", exc, str(exc), latency, ts)
-                    if not exc.fail_over:
+                    action = failure_action(exc)
+                    if action == "stop":
                         raise  # the caller's mistake; every provider would refuse it
                     failure = ProviderFailure(name, type(exc).__name__, _bounded(str(exc)))
-                    if isinstance(exc, _NEUTRAL_FAILURES):
+                    if action == "neutral":
                         return _Outcome(failure)
                     retry_after = exc.retry_after if isinstance(exc, RateLimitedError) else None
-                    if exc.retryable and attempt < policy.max_attempts:
+                    if action == "retry" and attempt < policy.max_attempts:
                         delay = policy.backoff(attempt - 1, self._rng)
                         if retry_after is not None:
                             delay = max(delay, retry_after)
@@ -503,6 +565,7 @@ class ProviderRegistry:
             lambda p: p.get_expiry_dates(underlying),
             dataset="option_chain",
             flow_run_id=flow_run_id,
+            requires=(Capability.EXPIRIES,),
         )
 
     async def get_oi_data(
@@ -532,6 +595,8 @@ class ProviderRegistry:
             lambda p: p.get_hist_candles(symbol, interval, count),
             dataset="candles",
             flow_run_id=flow_run_id,
+            interval=interval,
+            count=count,
         )
 
     async def aclose(self) -> None:
@@ -563,19 +628,82 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
-def initialize_default_providers(registry: ProviderRegistry | None = None) -> ProviderRegistry:
-    """Register the built-in providers (imported here, lazily, so the registry stays light)."""
+class PluginEntryPoint(Protocol):
+    """What discovery needs of an entry point (`importlib.metadata.EntryPoint` fits)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    def load(self) -> Any: ...
+
+
+#: Entry points already reported as broken: one warning per process, not one per flow run.
+_reported_plugins: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def plugin_entry_points() -> list[PluginEntryPoint]:
+    """The installed `protrade.providers` entry points, sorted by name (a stable tie-break)."""
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
+
+
+def _report_broken_plugin(ep: PluginEntryPoint, stage: str, exc: BaseException) -> None:
+    key = (ep.name, ep.value)
+    with _reported_lock:
+        first = key not in _reported_plugins
+        _reported_plugins.add(key)
+    # The first report is a warning an operator sees; repeats (every flow run builds a
+    # registry) only go to debug.
+    log.log(
+        logging.WARNING if first else logging.DEBUG,
+        "provider plugin %r (%s = %s) could not be %s and is skipped: %s: %s",
+        ep.name,
+        ENTRY_POINT_GROUP,
+        ep.value,
+        stage,
+        type(exc).__name__,
+        _bounded(str(exc)),
+    )
+
+
+def initialize_default_providers(
+    registry: ProviderRegistry | None = None,
+    *,
+    plugins: Sequence[PluginEntryPoint] | None = None,
+) -> ProviderRegistry:
+    """Register every provider plugin installed (`protrade.providers` entry points).
+
+    A plugin whose import or factory fails is reported once and skipped; the others register.
+    `plugins` replaces discovery (tests).
+    """
     if registry is None:
         registry = ProviderRegistry()
-    from providers.nse import NseOptionsProvider
-    from providers.tradingview.historical import TradingViewHistoricalProvider
-    from providers.tradingview.live import TradingViewLiveProvider
-    from providers.trendlyne import TrendlyneOptionsProvider
-
-    registry.register("nse", NseOptionsProvider(), 100)
-    registry.register("trendlyne", TrendlyneOptionsProvider(), 50)
-    registry.register("tradingview", TradingViewHistoricalProvider(), 100)
-    registry.register("tradingview", TradingViewLiveProvider(), 100)
+    found = plugin_entry_points() if plugins is None else list(plugins)
+    if not found:
+        log.error(
+            "no provider plugins are installed (entry point group %r is empty); "
+            "reinstall the package (pip install -e .) so its entry points are registered",
+            ENTRY_POINT_GROUP,
+        )
+    for ep in found:
+        try:
+            target = ep.load()
+        except Exception as exc:
+            _report_broken_plugin(ep, "imported", exc)
+            continue
+        declared = target if isinstance(target, list | tuple) else [target]
+        for plugin in declared:
+            if not isinstance(plugin, ProviderPlugin):
+                error = TypeError(f"expected a ProviderPlugin, got {type(plugin).__name__}")
+                _report_broken_plugin(ep, "loaded", error)
+                continue
+            try:
+                registry.register_plugin(plugin)
+            except Exception as exc:
+                _report_broken_plugin(ep, "created", exc)
     return registry
 
 

@@ -1,4 +1,4 @@
-"""Provider configuration from the environment (ARCHITECTURE.md, "Configuration").
+"""Provider configuration from the environment (the README's "Configuration" table).
 
 Read at call time, not import time, so tests and the demo can point providers at emulators.
 """

@@ -120,6 +120,8 @@ def _duck_type(arrow_type: pa.DataType) -> str:
         return "DOUBLE"
     if pa.types.is_int64(arrow_type):
         return "BIGINT"
+    if pa.types.is_binary(arrow_type):
+        return "BLOB"
     return "VARCHAR"
 
 

@@ -1,4 +1,4 @@
-"""Compaction: one sorted, deduplicated file per closed partition (STORAGE.md, "Reading").
+"""Compaction: one sorted, deduplicated file per closed partition (small files cost most to read).
 
 Order of operations keeps readers and crashes safe: read the small files, publish the merged
 file atomically, verify it, and only then delete the small files. A crash before the delete
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -21,9 +24,9 @@ import pyarrow.parquet as pq
 from storage.errors import InvalidInstrumentName
 from storage.partitioning import parse_date_folder
 from storage.paths import decode_segment, lake_root
-from storage.publish import fsync_dir, write_parquet_atomically
-from storage.schemas import COMPACTED_PREFIX, INGESTED_AT, DatasetSpec, get_spec
-from storage.writer import file_name
+from storage.publish import ROW_GROUP_SIZE, fsync_dir, write_parquet_atomically
+from storage.schemas import COMPACTED_PREFIX, INGESTED_AT, JOURNAL, DatasetSpec, get_spec
+from storage.writer import file_name, stamp
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class CompactionReport:
     failures: list[PartitionFailure] = field(default_factory=list)
     skipped: int = 0
     temp_files_removed: int = 0
+    #: Journal days removed by retention (`PROTRADE_JOURNAL_RETENTION_DAYS`).
+    expired_days: list[date] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -195,26 +200,123 @@ def compact_partition(
     return PartitionCompaction(folder, len(files), merged_in.num_rows, merged.num_rows, output)
 
 
+def compact_journal_partition(folder: Path, dataset_root: Path) -> PartitionCompaction | None:
+    """Merge one journal folder's files into one, streaming: file by file, never the whole day
+    in memory (a day of raw payloads can be gigabytes). Entries written twice (a retried
+    flush) are kept once; rows stay in each file's order (the journal is read by connection
+    and sequence, not scanned by time). Same publish-verify-delete order as other datasets."""
+    spec = JOURNAL
+    files = sorted(folder.glob("*.parquet"))
+    if len(files) <= 1:
+        return None
+    seen: set[tuple[str, int]] = set()
+    rows_in = rows_out = 0
+    low: object = None
+    high: object = None
+    tmp = folder / f".compacting_{uuid.uuid4().hex}.tmp"
+    try:
+        with pq.ParquetWriter(
+            tmp,
+            spec.file_schema,
+            compression="zstd",
+            use_dictionary=spec.dictionary_columns,
+        ) as out:
+            for path in files:
+                table = read_partition_file(spec, path).drop_columns([spec.instrument_column or ""])
+                rows_in += table.num_rows
+                keys = zip(
+                    table["connection_id"].to_pylist(), table["seq"].to_pylist(), strict=True
+                )
+                keep = []
+                for key in keys:
+                    keep.append(key not in seen)
+                    seen.add(key)
+                table = table.filter(pa.array(keep, pa.bool_()))
+                if table.num_rows == 0:
+                    continue
+                bounds = pc.min_max(table[spec.time_column]).as_py()
+                low = bounds["min"] if low is None else min(low, bounds["min"])  # type: ignore[call-overload]
+                high = bounds["max"] if high is None else max(high, bounds["max"])  # type: ignore[call-overload]
+                out.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                rows_out += table.num_rows
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if low is None:
+            tmp.unlink()
+            return None
+        output = folder / (
+            f"{COMPACTED_PREFIX}{stamp(low)}_{stamp(high)}_{uuid.uuid4().hex}.parquet"  # type: ignore[arg-type]
+        )
+        os.replace(tmp, output)
+        fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    written = pq.read_metadata(output).num_rows
+    if written != len(seen):
+        output.unlink()
+        raise CompactionVerificationError(
+            f"the merged journal file holds {written} rows, expected {len(seen)} entries"
+        )
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    fsync_dir(folder)
+    return PartitionCompaction(folder, len(files), rows_in, rows_out, output)
+
+
+def expire_journal(dataset_root: Path, before: date, keep_days: int) -> list[date]:
+    """Remove the journal's day folders older than `keep_days` days (counted back from
+    `before`, compaction's cutoff, normally today); today's folder is never touched."""
+    removed: list[date] = []
+    if not dataset_root.is_dir():
+        return removed
+    for folder in sorted(dataset_root.iterdir()):
+        day = parse_date_folder(folder.name)
+        if day is None or day >= before or (before - day).days < keep_days:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(day)
+    if removed:
+        fsync_dir(dataset_root)
+    return removed
+
+
 def compact(
     dataset: str,
     before: date,
     data_dir: Path | None = None,
     *,
     stale_temp_after: timedelta = timedelta(hours=1),
+    journal_retention_days: int | None = None,
 ) -> CompactionReport:
     """Compact every closed partition (date < before) of `dataset` that has several files.
 
     A failing partition is reported in `failures` and left untouched; the others proceed.
+    For the journal, days older than `journal_retention_days` (default: the setting
+    `PROTRADE_JOURNAL_RETENTION_DAYS`) are removed first.
     """
     spec = get_spec(dataset)
     dataset_root = lake_root(data_dir) / spec.name
     report = CompactionReport(dataset=spec.name, before=before)
+    if spec.name == JOURNAL.name:
+        from storage.journal import retention_days
+
+        keep = retention_days() if journal_retention_days is None else journal_retention_days
+        report.expired_days = expire_journal(dataset_root, before, keep)
     # A temp file this old is a crashed writer's leftover, not a write in progress.
     cutoff = time.time() - stale_temp_after.total_seconds()
     for folder in partition_folders(spec, dataset_root, before):
         try:
             report.temp_files_removed += _remove_stale_temp_files(folder, cutoff)
-            result = compact_partition(spec, folder, dataset_root)
+            if spec.name == JOURNAL.name:
+                result = compact_journal_partition(folder, dataset_root)
+            else:
+                result = compact_partition(spec, folder, dataset_root)
         except (
             OSError,
             pa.ArrowException,

@@ -1,8 +1,7 @@
 """Atomic publication of Parquet files: hidden temp name, fsync, rename, fsync the folder.
 
-A reader globbing `*.parquet`, or a crash at any point, never sees a partial file (STORAGE.md,
-"Publishing"). Raises plain `OSError`s (or `BatchPublishError` for a batch); callers turn them
-into their own typed errors.
+A reader globbing `*.parquet`, or a crash at any point, never sees a partial file. Raises plain
+`OSError`s (or `BatchPublishError` for a batch); callers turn them into their own typed errors.
 """
 
 from __future__ import annotations

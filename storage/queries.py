@@ -94,6 +94,8 @@ def dataset_status(
     today_start, _ = ist_day_bounds(now().astimezone(IST).date())
     out: list[StatusRow] = []
     for spec in DATASETS.values():
+        if spec.name not in STATUS_INSTRUMENT:
+            continue  # the raw journal has no freshness of its own (its sizes are shown apart)
         inst, tc = STATUS_INSTRUMENT[spec.name], spec.time_column
         rows = _fetch(
             f'SELECT "{inst}", count(*), count(*) FILTER (WHERE "{tc}" >= ?), min("{tc}"), '

@@ -1,4 +1,4 @@
-"""The lake's datasets: Arrow schemas, keys and partitioning (ARCHITECTURE.md, "Views").
+"""The lake's datasets: Arrow schemas, keys and partitioning (the README's "Views").
 
 Column names equal the field names of the provider records, so flows hand records over as is.
 """
@@ -31,7 +31,7 @@ class DatasetSpec:
     sort_columns: tuple[str, ...]
     #: Partition by the first day of the IST month instead of the IST date. For low-rate data
     #: split per instrument: one-minute candles per day are ~375-row files, and small files are
-    #: the main cost of reading and writing (STORAGE.md, "Reading").
+    #: the main cost of reading and writing.
     monthly: bool = False
     #: Columns whose values rarely repeat inside a file (prices, bar times): written without
     #: dictionary encoding, which would only cost time (~30% of writing a candles file).
@@ -160,7 +160,7 @@ TICKS = DatasetSpec(
     key=("capture_id", "seq"),
     # `ts` (exchange time) is missing on some quotes; the receive time never is.
     time_column="received_at",
-    # High-rate data: one file per flush, never one per symbol (STORAGE.md, "Reading").
+    # High-rate data: one file per flush, never one per symbol (small files cost most to read).
     instrument_column=None,
     sort_columns=("symbol", "ts", "received_at", "capture_id", "seq"),
     plain_columns=(
@@ -197,8 +197,37 @@ PROVIDER_ATTEMPTS = DatasetSpec(
     sort_columns=("ts", "provider", "attempt_id"),
 )
 
+JOURNAL = DatasetSpec(
+    name="journal",
+    schema=_schema(
+        ("received_at", TS),
+        ("provider", STR),
+        # The endpoint (`option-chain-v3`, `live-oi-data`, ...) or stream (`live`, `history`).
+        ("operation", STR),
+        # Method, path and query parameters (JSON), or a stream's subscriptions: never headers,
+        # cookies, or anything sent over a WebSocket (the TradingView token is only sent).
+        ("request", STR),
+        # HTTP status; null for stream frames.
+        ("status", pa.int64()),
+        # Exactly the bytes received (an HTTP body after content decoding; a WebSocket text
+        # frame as UTF-8): binary, because a body need not be valid text.
+        ("payload", pa.binary()),
+        ("flow_run_id", STR),
+        # The HTTP session or WebSocket connection, and the entry's place in it.
+        ("connection_id", STR),
+        ("seq", pa.int64()),
+        (INGESTED_AT, TS),
+    ),
+    key=("connection_id", "seq"),
+    time_column="received_at",
+    # Three providers: one folder each, so a re-parse of one provider reads only its files.
+    instrument_column="provider",
+    sort_columns=("provider", "connection_id", "seq"),
+    plain_columns=("payload", "received_at", "seq"),
+)
+
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (OPTION_CHAIN, CANDLES, TICKS, PROVIDER_ATTEMPTS)
+    spec.name: spec for spec in (OPTION_CHAIN, CANDLES, TICKS, PROVIDER_ATTEMPTS, JOURNAL)
 }
 
 

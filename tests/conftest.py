@@ -20,7 +20,7 @@ def data_dir(tmp_path, monkeypatch):
     return root
 
 
-# PREFECT.md: ~20 s to enter, so one harness per session, shared by tests/flows and
+# The harness takes ~20 s to enter, so one per session, shared by tests/flows and
 # tests/deployments (fixtures in a sub-folder's conftest are invisible to its siblings).
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:

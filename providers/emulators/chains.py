@@ -2,7 +2,9 @@
 
 One model, two wire formats: both emulators ask `chain_at(symbol, expiry, as_of)` for the state
 of the same chain at the same minute, so a failover from NSE to Trendlyne yields comparable data.
-Everything is seeded from (symbol, date, expiry, strike): no global random state, no clock.
+Everything is seeded from (symbol, date, expiry, strike): no global random state, no clock. The
+spot is the underlying's price on the shared price path (`providers.emulators.prices`), the one
+the TradingView emulator serves, so the chain and the chart agree at every instant.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
+
+from providers.emulators.prices import price_at
 
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_OPEN = time(9, 15)
@@ -133,14 +137,15 @@ def strikes_of(symbol: str) -> list[float]:
     return [atm + spec.step * (i - half) for i in range(spec.strikes)]
 
 
+def chart_symbol(symbol: str) -> str:
+    """The underlying's symbol on the chart feed: `NIFTY` -> `NSE:NIFTY`."""
+    return f"NSE:{symbol}"
+
+
 def spot_at(symbol: str, as_of: datetime) -> float:
-    """A smooth, seeded intraday path around the base spot."""
-    spec = UNDERLYINGS[symbol]
-    minute = _minute(as_of)
-    phase = (_seed(symbol, as_of.date()) % 1000) / 1000 * 2 * math.pi
-    drift = 0.004 * math.sin(2 * math.pi * minute / SESSION_MINUTES + phase)
-    wiggle = 0.0012 * math.sin(minute / 7.0 + phase * 3)
-    return round(spec.spot * (1 + drift + wiggle), 2)
+    """The underlying's last price at `as_of`: the shared price path of its chart symbol, so a
+    chain's spot is the index's price on the chart feed at the chain's data time."""
+    return price_at(chart_symbol(symbol), as_of.timestamp())
 
 
 def _minute(as_of: datetime) -> int:

@@ -24,21 +24,28 @@ Control methods may be called from any thread. Those that act on sockets return 
 `await asyncio.wrap_future(f)` inside the server's loop (never `.result()` there: it would block
 the loop it waits for).
 
-Bars. Prices are a deterministic function of (seed, symbol, interval, bar time), so every page and
-every run agree. Intraday bars exist only inside NSE hours (09:15–15:30 IST, Mon–Fri); `1D` bars
-on weekdays, `1W` on Mondays, `1M` on the first weekday of a month, each stamped 09:15 IST. The
-newest bar is the last one that opened at or before the clock's "now"; it is the forming bar.
-Live `du` updates repeat the forming bar every `tick_interval`; the next bar starts when the clock
-reaches its open time, or, with `bar_seconds`, every `bar_seconds` real seconds: the series then
-steps to the next session slot each time, so its bar times run ahead of the clock (a `"1"` bar
-lasting 2 s moves emulated time by one minute per 2 s). Timestamps stay on the session grid.
+Bars and quotes. Every number comes from one deterministic price path per symbol
+(`providers.emulators.prices`, shared with the option-chain emulators), so every page, run and
+emulator agrees: 1-minute bars are the path's minutes, and every longer bar aggregates them (a
+5-minute bar is its five 1-minute bars: first open, highest high, lowest low, last close, summed
+volume). Intraday bars exist only inside NSE hours (09:15-15:30 IST, Mon-Fri); `1D` bars on
+weekdays, `1W` on Mondays, `1M` on the first weekday of a month, each stamped 09:15 IST. The
+newest bar is the last one that opened at or before the clock's "now", with the values it has
+at that instant (the forming bar); no bar ever opens after "now". A quote's `lp` is the path's
+price at the clock's "now": the close of the forming 1-minute bar. Live `du` updates repeat the
+forming bar every `tick_interval`, and bring the next bar when the clock reaches its open.
+
+`bar_seconds` accelerates time for demos: the emulator's clock then replays the session minutes
+before its clock's "now", one minute per `bar_seconds` real seconds (nights and weekends take no
+time), starting `replay_minutes` session minutes back, and never runs past the clock: caught up,
+it follows the clock. Quotes, bars and the hello's timestamp all use that replayed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import hashlib
+import itertools
 import json
 import math
 import random
@@ -55,6 +62,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from providers.emulators.prices import SESSION_MINUTES, aggregate, base_price
+from providers.emulators.prices import day_volume as path_day_volume
+from providers.emulators.prices import previous_close as path_previous_close
+from providers.emulators.prices import price_at as path_price
 from providers.tradingview.logs import frame_safe_logger
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -215,36 +226,76 @@ def next_bar_open(interval: str, after: int) -> int:
         day += timedelta(days=1)
 
 
-def _uniforms(*key: object) -> list[float]:
-    digest = hashlib.blake2b("|".join(map(str, key)).encode(), digest_size=20).digest()
-    return [int.from_bytes(digest[i : i + 4], "big") / 2**32 for i in range(0, 20, 4)]
+def bar_end(interval: str, ts: int) -> int:
+    """An end for the bar opening at `ts`: the session minutes from `ts` up to it are the bar's
+    (a day's last intraday bar stops at the close, where the session's minutes stop)."""
+    interval = INTERVAL_ALIASES.get(interval, interval)
+    step = INTERVAL_STEPS[interval]
+    return ts + step if step is not None else next_bar_open(interval, ts)
 
 
-def base_price(symbol: str) -> float:
-    """A plausible, stable price level per symbol (NIFTY-like indices near 20k)."""
-    u = _uniforms("base", symbol)[0]
-    return round(20_000 + 5_000 * u, 2) if "NIFTY" in symbol else round(100 + 4_900 * u, 2)
+def bar_values(
+    symbol: str, interval: str, ts: int, seed: int = 0, at: float | None = None
+) -> list[float]:
+    """`[ts, o, h, l, c, v]` of the bar opening at `ts`: its session minutes aggregated.
+
+    With `at` inside the bar, the bar as it stands at that instant (the forming bar).
+    """
+    values = aggregate(symbol, ts, bar_end(interval, ts), at, seed)
+    if values is None:
+        raise ValueError(f"no session minute of the {interval} bar at {ts} has begun")
+    return [ts, *values]
 
 
-def _mid(base: float, ts: float, phase: float) -> float:
-    return base * (
-        1
-        + 0.08 * math.sin(2 * math.pi * ts / (86_400 * 41) + phase)
-        + 0.015 * math.sin(2 * math.pi * ts / (86_400 * 3.3) + 2 * phase)
-    )
+def quote_values(symbol: str, at: float, seed: int = 0) -> dict[str, Any]:
+    """A full quote's figures at instant `at`: `lp` is the path's price (the forming 1-minute
+    bar's close), `ch`/`chp` against the previous session's close, `volume` the day's so far."""
+    price = path_price(symbol, at, seed)
+    prev_close = path_previous_close(symbol, at, seed)
+    change = round(price - prev_close, 2)
+    return {
+        "lp": price,
+        "lp_time": int(at),
+        "ch": change,
+        "chp": round(100 * change / prev_close, 2),
+        "volume": path_day_volume(symbol, at, seed),
+        "bid": round(price - 0.05, 2),
+        "ask": round(price + 0.05, 2),
+    }
 
 
-def bar_values(symbol: str, interval: str, ts: int, seed: int = 0) -> list[float]:
-    """`[ts, o, h, l, c, v]` of one bar: a pure function, so every page agrees."""
-    base = base_price(symbol)
-    phase = _uniforms("phase", symbol)[0] * 6.28
-    step = INTERVAL_STEPS[INTERVAL_ALIASES.get(interval, interval)] or 86_400
-    u1, u2, u3, u4, u5 = _uniforms(seed, symbol, interval, ts)
-    o = _mid(base, ts, phase) * (1 + 0.002 * (u1 - 0.5))
-    c = _mid(base, ts + step, phase) * (1 + 0.002 * (u2 - 0.5))
-    h = max(o, c) * (1 + 0.002 * u3)
-    lo = min(o, c) * (1 - 0.002 * u4)
-    return [ts, round(o, 2), round(h, 2), round(lo, 2), round(c, 2), float(int(1_000 + u5 * 1e5))]
+class ReplayClock:
+    """Accelerated emulated time that never runs ahead of `base` (see the module docstring).
+
+    One session minute per `bar_seconds` real seconds, from `minutes` session minutes before
+    `base()` at construction; caught up, it is `base()`.
+    """
+
+    def __init__(
+        self,
+        base: Callable[[], datetime],
+        bar_seconds: float,
+        minutes: int = SESSION_MINUTES,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if bar_seconds <= 0 or minutes < 1:
+            raise ValueError("bar_seconds must be positive and minutes at least 1")
+        self.base = base
+        self.bar_seconds = bar_seconds
+        newest = int(base().timestamp())
+        self.minutes = list(itertools.islice(bar_opens_desc("1", newest), minutes))
+        self.minutes.reverse()
+        self.monotonic = monotonic
+        self.started = monotonic()
+
+    def __call__(self) -> datetime:
+        now = self.base()
+        steps = (self.monotonic() - self.started) / self.bar_seconds
+        index = int(steps)
+        if index >= len(self.minutes):
+            return now
+        replayed = datetime.fromtimestamp(self.minutes[index] + (steps - index) * 60, UTC)
+        return min(replayed, now)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,9 +311,8 @@ class _Series:
     newest: int  # open time of the newest bar at creation
     served: int = 0  # bars sent so far, counted back from `newest`
     oldest: int | None = None
-    forming: list[float] | None = None
+    forming: int | None = None  # open time of the forming bar
     forming_index: int = 0
-    roll_at: float | None = None  # monotonic time of the next bar when `bar_seconds` is set
     live: bool = False
 
 
@@ -274,6 +324,8 @@ class _ChartSession:
 
 @dataclass
 class _QuoteState:
+    """A `firehose` quote's random walk (load, not the price path)."""
+
     price: float
     prev_close: float
     volume: float
@@ -286,7 +338,7 @@ class _Client:
     commands: list[tuple[str, list[Any]]]
     decoder: ClientStream = field(default_factory=ClientStream)
     queue: asyncio.Queue[tuple[str, list[Any]]] = field(default_factory=asyncio.Queue)
-    quote_sessions: dict[str, dict[str, _QuoteState]] = field(default_factory=dict)
+    quote_sessions: dict[str, set[str]] = field(default_factory=dict)  # qs -> symbols
     chart_sessions: dict[str, _ChartSession] = field(default_factory=dict)
     unanswered: dict[int, float] = field(default_factory=dict)  # heartbeat number -> sent at
     echoes: int = 0
@@ -309,6 +361,7 @@ class TradingViewEmulator:
         heartbeat_timeout: float = 60.0,
         tick_interval: float | None = 1.0,
         bar_seconds: float | None = None,
+        replay_minutes: int = SESSION_MINUTES,
         page_size: int = 5000,
         max_history: int = 20_000,
         history_delay: float = 0.0,
@@ -316,7 +369,11 @@ class TradingViewEmulator:
         seed: int = 0,
     ) -> None:
         self.port = port
-        self.clock = clock or (lambda: datetime.now(UTC))
+        base = clock or (lambda: datetime.now(UTC))
+        #: The emulator's "now" (replayed when `bar_seconds` is set): bars never open after it.
+        self.clock: Callable[[], datetime] = (
+            ReplayClock(base, bar_seconds, replay_minutes) if bar_seconds is not None else base
+        )
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.tick_interval = tick_interval
@@ -648,7 +705,7 @@ class TradingViewEmulator:
                 await self._send(client, message("critical_error", ["bad params", method]))
 
     async def _cmd_quote_create_session(self, client: _Client, p: list[Any]) -> None:
-        client.quote_sessions[str(p[0])] = {}
+        client.quote_sessions[str(p[0])] = set()
 
     async def _cmd_quote_delete_session(self, client: _Client, p: list[Any]) -> None:
         client.quote_sessions.pop(str(p[0]), None)
@@ -657,6 +714,7 @@ class TradingViewEmulator:
         qs, symbols = str(p[0]), [str(s) for s in p[1:]]
         session = client.quote_sessions[qs]
         frames = []
+        at = self.clock().timestamp()
         with self._lock:
             self._muted.difference_update(symbols)
         for symbol in symbols:
@@ -664,13 +722,9 @@ class TradingViewEmulator:
                 body = {"n": symbol, "s": "error", "errmsg": "invalid symbol", "v": {}}
                 frames.append(message("qsd", [qs, body]))
                 continue
-            base = base_price(symbol)
-            state = _QuoteState(price=base, prev_close=round(base * 0.995, 2), volume=1_000.0)
-            session[symbol] = state
+            session.add(symbol)
             description, local_description = symbol_names(symbol)
-            full = self._quote_values(state) | {
-                "bid": round(base - 0.05, 2),
-                "ask": round(base + 0.05, 2),
+            full = quote_values(symbol, at, self.seed) | {
                 "current_session": "market",
                 "update_mode": "streaming",
                 "exchange": symbol.partition(":")[0],
@@ -686,9 +740,9 @@ class TradingViewEmulator:
             await self._send(client, "".join(frames))
 
     async def _cmd_quote_remove_symbols(self, client: _Client, p: list[Any]) -> None:
-        session = client.quote_sessions.get(str(p[0]), {})
+        session = client.quote_sessions.get(str(p[0]), set())
         for symbol in p[1:]:
-            session.pop(str(symbol), None)
+            session.discard(str(symbol))
 
     async def _cmd_chart_create_session(self, client: _Client, p: list[Any]) -> None:
         client.chart_sessions[str(p[0])] = _ChartSession()
@@ -760,14 +814,13 @@ class TradingViewEmulator:
             return
         assert symbol is not None and canonical is not None
         interval = canonical  # `D` and `1D` are the same bars
-        newest = next(bar_opens_desc(interval, int(self.clock().timestamp())))
+        now = self.clock().timestamp()
+        newest = next(bar_opens_desc(interval, int(now)))
         series = _Series(symbol, interval, turnaround, newest)
         session.series[series_id] = series
         await self._send(client, message("series_loading", [cs, series_id, turnaround]))
-        await self._send_page(client, cs, series_id, series, count)
+        await self._send_page(client, cs, series_id, series, count, now)
         series.live = True
-        if self.bar_seconds is not None:
-            series.roll_at = time.monotonic() + self.bar_seconds
 
     async def _cmd_request_more_data(self, client: _Client, p: list[Any]) -> None:
         cs, series_id, count = str(p[0]), str(p[1]), int(p[2])
@@ -780,9 +833,18 @@ class TradingViewEmulator:
         client.chart_sessions[str(p[0])].series.pop(str(p[1]), None)
 
     async def _send_page(
-        self, client: _Client, cs: str, series_id: str, series: _Series, count: int
+        self,
+        client: _Client,
+        cs: str,
+        series_id: str,
+        series: _Series,
+        count: int,
+        now: float | None = None,
     ) -> None:
-        """Up to `page_size` bars older than those sent, then `series_completed`."""
+        """Up to `page_size` bars older than those sent, then `series_completed`.
+
+        The first page ends with the bar forming at `now`, as it stands then.
+        """
         if self.history_delay:
             await asyncio.sleep(self.history_delay)
         n = max(0, min(count, self.page_size, self.max_history - series.served))
@@ -794,14 +856,19 @@ class TradingViewEmulator:
             opens.append(ts)
         opens.reverse()
         first_index = self.max_history - series.served - len(opens)
+        # Only the newest bar of the first page can be unfinished; older ones are complete.
+        newest_at = now if series.served == 0 else None
         bars = [
-            {"i": first_index + k, "v": bar_values(series.symbol, series.interval, ts, self.seed)}
+            {
+                "i": first_index + k,
+                "v": bar_values(series.symbol, series.interval, ts, self.seed, newest_at),
+            }
             for k, ts in enumerate(opens)
         ]
         if opens:
             series.oldest = opens[0]
             if series.served == 0:
-                series.forming = list(bars[-1]["v"])
+                series.forming = opens[-1]
                 series.forming_index = bars[-1]["i"]
             series.served += len(opens)
         frames = []
@@ -823,7 +890,10 @@ class TradingViewEmulator:
 
     # ---------------------------------------------------------------- live updates
 
-    def _quote_values(self, state: _QuoteState) -> dict[str, Any]:
+    def _walk_quote(self, state: _QuoteState) -> dict[str, Any]:
+        """A `firehose` quote: a cheap random walk, for load (not the shared price path)."""
+        state.price = round(state.price * (1 + self._rng.uniform(-5e-4, 5e-4)), 2)
+        state.volume += float(self._rng.randint(1, 500))
         change = round(state.price - state.prev_close, 2)
         return {
             "lp": state.price,
@@ -831,38 +901,38 @@ class TradingViewEmulator:
             "ch": change,
             "chp": round(100 * change / state.prev_close, 2),
             "volume": state.volume,
+            "bid": round(state.price - 0.05, 2),
+            "ask": round(state.price + 0.05, 2),
         }
 
-    def _tick_quote(self, state: _QuoteState) -> dict[str, Any]:
-        state.price = round(state.price * (1 + self._rng.uniform(-5e-4, 5e-4)), 2)
-        state.volume += float(self._rng.randint(1, 500))
-        values = self._quote_values(state)
-        values["bid"], values["ask"] = round(state.price - 0.05, 2), round(state.price + 0.05, 2)
-        return values
+    #: At most this many bars finished since the last `du` go out in the next one (a clock
+    #: that jumped far, e.g. across a stall, does not flood the socket).
+    _MAX_ROLL = 100
 
-    def _tick_series(self, series: _Series) -> list[dict[str, Any]]:
-        """The bars of one `du`: the next bar when one is due, else the forming bar again."""
+    def _tick_series(self, series: _Series, now: float) -> list[dict[str, Any]]:
+        """The bars of one `du` at `now`: the bars that finished since the last one (final
+        values), then the bar forming at `now` as it stands."""
         assert series.forming is not None
         bars = []
-        due = (
-            time.monotonic() >= series.roll_at
-            if series.roll_at is not None
-            else self.clock().timestamp() >= next_bar_open(series.interval, int(series.forming[0]))
-        )
-        if due:
-            bars.append({"i": series.forming_index, "v": list(series.forming)})
-            ts = next_bar_open(series.interval, int(series.forming[0]))
-            close = series.forming[4]
-            series.forming = [ts, close, close, close, close, 0.0]
+        opens = [series.forming]
+        while len(opens) <= self._MAX_ROLL and (
+            (nxt := next_bar_open(series.interval, opens[-1])) <= now
+        ):
+            opens.append(nxt)
+        for ts in opens[:-1]:
+            bars.append({"i": series.forming_index, "v": self._bar(series, ts)})
             series.forming_index += 1
-            if series.roll_at is not None and self.bar_seconds is not None:
-                series.roll_at += self.bar_seconds
-        forming = series.forming
-        forming[4] = round(forming[4] * (1 + self._rng.uniform(-5e-4, 5e-4)), 2)
-        forming[2], forming[3] = max(forming[2], forming[4]), min(forming[3], forming[4])
-        forming[5] += float(self._rng.randint(1, 500))
-        bars.append({"i": series.forming_index, "v": list(forming)})
+        series.forming = opens[-1]
+        bars.append({"i": series.forming_index, "v": self._bar(series, opens[-1], now)})
         return bars
+
+    def _partial_quote(self, symbol: str, now: float) -> dict[str, Any]:
+        """A live `qsd` body: the figures that move (the real server sends only changed ones;
+        sending them all is within what clients must accept)."""
+        return quote_values(symbol, now, self.seed)
+
+    def _bar(self, series: _Series, ts: int, at: float | None = None) -> list[float]:
+        return bar_values(series.symbol, series.interval, ts, self.seed, at)
 
     async def _ticks(self, client: _Client) -> None:
         if self.tick_interval is None:
@@ -875,16 +945,18 @@ class TradingViewEmulator:
             frames = []
             with self._lock:
                 muted = set(self._muted)
+            # One instant per round: every quote and bar of it agrees.
+            now = self.clock().timestamp()
             for qs, session in client.quote_sessions.items():
-                for symbol, state in session.items():
+                for symbol in session:
                     if symbol in muted:
                         continue
-                    body = {"n": symbol, "s": "ok", "v": self._tick_quote(state)}
+                    body = {"n": symbol, "s": "ok", "v": self._partial_quote(symbol, now)}
                     frames.append(message("qsd", [qs, body]))
             for cs, chart in client.chart_sessions.items():
                 for series_id, series in chart.series.items():
                     if series.live and series.forming is not None:
-                        body = {series_id: {"s": self._tick_series(series)}}
+                        body = {series_id: {"s": self._tick_series(series, now)}}
                         frames.append(message("du", [cs, body]))
             if frames:
                 await self._send(client, "".join(frames))
@@ -916,7 +988,7 @@ class TradingViewEmulator:
                 messages = []
                 for i in range(start, start + count):
                     symbol = symbols[i % len(symbols)]
-                    messages.append((symbol, self._tick_quote(states[symbol])))
+                    messages.append((symbol, self._walk_quote(states[symbol])))
                 frames = [
                     "".join(message("qsd", [qs, {"n": s, "s": "ok", "v": v}]) for s, v in messages)
                     for _, qs in targets

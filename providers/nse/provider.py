@@ -17,7 +17,8 @@ from providers.errors import (
     UnsupportedOperationError,
 )
 from providers.http import HttpSession, Limiter, check_status, json_or_error, normalize_underlying
-from providers.interfaces import IOptionsDataProvider
+from providers.interfaces import Capability, IOptionsDataProvider
+from providers.journal import PayloadSink
 from providers.nse import query
 from providers.nse.parse import (
     needs_reprime,
@@ -46,6 +47,8 @@ class NseOptionsProvider(IOptionsDataProvider):
     """
 
     name = PROVIDER
+    #: Lists expiries; no `OI_AS_OF`: NSE serves only the current chain.
+    capabilities = frozenset({Capability.EXPIRIES})
 
     def __init__(
         self,
@@ -118,6 +121,10 @@ class NseOptionsProvider(IOptionsDataProvider):
                 provider=PROVIDER,
             )
         return await self.get_option_chain(symbol, expiry)
+
+    def set_payload_sink(self, sink: PayloadSink) -> None:
+        """Journal every payload this provider receives into `sink`."""
+        self._session.payload_sink = sink
 
     async def aclose(self) -> None:
         await self._session.aclose()

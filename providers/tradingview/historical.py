@@ -19,8 +19,10 @@ The auth token is read at call time and never stored, logged or put into an erro
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -37,16 +39,22 @@ from providers.errors import (
     TransientError,
     UnknownSymbolError,
 )
-from providers.interfaces import IHistoricalDataProvider
+from providers.interfaces import HistoricalLimits, IHistoricalDataProvider
+from providers.journal import NULL_SINK, JournalEntry, PayloadSink, now_us
 from providers.records import Bar
 from providers.tradingview import codec
 from providers.tradingview.bars import to_bar
-from providers.tradingview.symbols import validate_interval, validate_symbol
+from providers.tradingview.symbols import (
+    INTERVAL_ALIASES,
+    INTERVALS,
+    validate_interval,
+    validate_symbol,
+)
 from providers.tradingview.transport import open_websocket
 
 log = logging.getLogger(__name__)
 
-#: Bars per request: a free account's limit (PROTOCOLS.md, "History limits").
+#: Bars per request: a free account's limit (paid plans allow more); longer history is paged.
 PAGE_SIZE = 5000
 MAX_COUNT = 100_000
 _SYMBOL_ID = "sds_sym_1"
@@ -58,6 +66,11 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
     """`get_hist_candles` over TradingView's chart protocol, paging past 5,000 bars."""
 
     name = "tradingview"
+    #: Every interval code the server accepts, aliases included (`D` is `1D`); up to
+    #: `MAX_COUNT` bars per call, fetched in pages of `PAGE_SIZE`.
+    historical_limits = HistoricalLimits(
+        intervals=INTERVALS | frozenset(INTERVAL_ALIASES), max_bars=MAX_COUNT
+    )
 
     def __init__(
         self,
@@ -77,6 +90,13 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
         self.max_count = max_count
         self.max_message_size = max_message_size
         self._rng = rng or random.Random()
+        #: Where received frames are journaled; see `set_payload_sink`.
+        self.payload_sink: PayloadSink = NULL_SINK
+
+    def set_payload_sink(self, sink: PayloadSink) -> None:
+        """Journal every text frame received, as received, into `sink` (never what is sent:
+        the first frame sent carries the auth token)."""
+        self.payload_sink = sink
 
     def __repr__(self) -> str:
         return f"TradingViewHistoricalProvider(url={self._url or settings.tv_ws_url()!r})"
@@ -153,9 +173,24 @@ class _HistoryRequest:
         self._pending: deque[codec.Event] = deque()
         self._bars: dict[float, codec.RawBar] = {}
         self._cs = codec.new_session_id("cs", provider._rng)
+        self._sink = provider.payload_sink
+        self._journal_conn = uuid.uuid4().hex
+        self._journal_seq = 0
+        self._journal_request = ""
 
     async def run(self, symbol: str, interval: str, count: int) -> list[codec.RawBar]:
         page = self._p.page_size
+        # What a replay needs to turn the frames back into bars; never the token.
+        self._journal_request = json.dumps(
+            {
+                "symbol": symbol,
+                "interval": interval,
+                "count": count,
+                "cs": self._cs,
+                "series_id": _SERIES_ID,
+            },
+            separators=(",", ":"),
+        )
         await self._send(
             codec.set_auth_token(self._token),
             codec.set_locale(),
@@ -214,6 +249,19 @@ class _HistoryRequest:
             if remaining <= 0:
                 raise TimeoutError
             data: Any = await asyncio.wait_for(self._ws.recv(), remaining)
+            if self._sink is not NULL_SINK:
+                self._journal_seq += 1
+                self._sink.record(
+                    JournalEntry(
+                        now_us(),
+                        self._p.name,
+                        "history",
+                        self._journal_request,
+                        data,
+                        self._journal_conn,
+                        self._journal_seq,
+                    )
+                )
             events = self._conn.receive_data(data)
             # Heartbeats first, before any processing: a late echo gets us disconnected.
             for event in events:

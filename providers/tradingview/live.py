@@ -30,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -48,7 +50,8 @@ from providers.errors import (
     RateLimitedError,
     TransientError,
 )
-from providers.interfaces import ILiveStreamProvider, LiveCallback
+from providers.interfaces import Capability, ILiveStreamProvider, LiveCallback
+from providers.journal import NULL_SINK, JournalEntry, PayloadSink, now_us
 from providers.records import LiveMessage
 from providers.tradingview import codec
 from providers.tradingview.bars import BarTracker
@@ -135,6 +138,8 @@ class TradingViewLiveProvider(ILiveStreamProvider):
     """Quotes (`live_feed`) and bars (`chart_update`) from one supervised TradingView socket."""
 
     name = PROVIDER
+    #: `live_feed` quotes and, for a subscription with an interval, `chart_update` bars.
+    capabilities = frozenset({Capability.QUOTES, Capability.BARS})
 
     def __init__(
         self,
@@ -204,6 +209,11 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self._closed = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._consumer: asyncio.Task[None] | None = None
+        #: Where received frames are journaled; see `set_payload_sink`.
+        self.payload_sink: PayloadSink = NULL_SINK
+        self._journal_conn = ""
+        self._journal_seq = 0
+        self._journal_request = ""
 
     def __repr__(self) -> str:
         return f"TradingViewLiveProvider(url={self._url or settings.tv_ws_url()!r})"
@@ -222,6 +232,27 @@ class TradingViewLiveProvider(ILiveStreamProvider):
     def subscriptions(self) -> tuple[list[str], list[tuple[str, str]]]:
         """(quoted symbols, (symbol, interval) series): the set replayed on a reconnect."""
         return list(self._subs.quotes), list(self._subs.series)
+
+    def set_payload_sink(self, sink: PayloadSink) -> None:
+        """Journal every text frame received, as received, into `sink` (never what is sent:
+        the first frame sent carries the auth token)."""
+        self.payload_sink = sink
+
+    def _describe_subscriptions(self) -> None:
+        """The journal's `request` of this connection's frames: the session ids and which
+        series id is which (symbol, interval), so a replay can map the frames to bars.
+        Rebuilt when the subscriptions change, never per frame."""
+        self._journal_request = json.dumps(
+            {
+                "qs": self._qs,
+                "cs": self._cs,
+                "quotes": list(self._subs.quotes),
+                "series": {
+                    ids.series_id: [ids.symbol, ids.interval] for ids in self._subs.series.values()
+                },
+            },
+            separators=(",", ":"),
+        )
 
     def set_callback(self, callback: LiveCallback) -> None:
         self._callback = callback
@@ -243,6 +274,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 frames.append(codec.quote_add_symbols(self._qs, new_quotes))
             for ids in new_series:
                 frames += series_frames(self._cs, ids, self.history_bars)
+            self._describe_subscriptions()
             await self._send_if_connected(frames)
 
     async def unsubscribe(self, symbol: str, interval: str | None = None) -> None:
@@ -257,6 +289,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             for ids in gone:
                 self._trackers.pop(ids.series_id, None)
                 frames.append(codec.remove_series(self._cs, ids.series_id))
+            self._describe_subscriptions()
             await self._send_if_connected(frames)
 
     async def start(self) -> None:
@@ -414,6 +447,9 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 self._book.clear()
                 for tracker in self._trackers.values():
                     tracker.reset()  # the new series resends its history
+                self._journal_conn = uuid.uuid4().hex
+                self._journal_seq = 0
+                self._describe_subscriptions()
                 token = self._token or settings.tv_auth_token()
                 frames = setup_frames(token, self._qs, self._cs, self._subs, self.history_bars)
                 await ws.send("".join(frames))
@@ -555,6 +591,21 @@ class TradingViewLiveProvider(ILiveStreamProvider):
 
     async def _on_frame(self, ws: WebSocketLike, conn: codec.Connection, data: Any) -> None:
         now = self._clock()
+        sink = self.payload_sink
+        if sink is not NULL_SINK:
+            # As received, before decoding: a frame the codec rejects is kept too.
+            self._journal_seq += 1
+            sink.record(
+                JournalEntry(
+                    now_us(),
+                    PROVIDER,
+                    "live",
+                    self._journal_request,
+                    data,
+                    self._journal_conn,
+                    self._journal_seq,
+                )
+            )
         self.stats.frames += 1
         self._watchdog.frame(now)
         events = conn.receive_data(data)  # ProtocolError -> reconnect

@@ -184,8 +184,9 @@ def setup_frames(
     history_bars: int,
     fields: Sequence[str] = codec.DEFAULT_QUOTE_FIELDS,
 ) -> list[str]:
-    """Everything a fresh connection needs, in PROTOCOLS.md order. The first frame holds the
-    token: never log these frames."""
+    """Everything a fresh connection needs, in the order TradingView's own client sends it (auth
+    token, locale, quote session, chart session). The first frame holds the token: never log
+    these frames."""
     frames = [
         codec.set_auth_token(token),
         codec.set_locale(),

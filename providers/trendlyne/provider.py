@@ -10,6 +10,7 @@ import httpx
 
 from providers.http import HttpSession, Limiter, json_or_error, normalize_underlying
 from providers.interfaces import Capability, IOptionsDataProvider
+from providers.journal import PayloadSink
 from providers.records import OptionChainRow
 from providers.settings import trendlyne_base_url
 from providers.trendlyne import query
@@ -24,7 +25,7 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
 
     name = PROVIDER
     #: `maxTime` lets Trendlyne answer "as of HH:MM" for today's session.
-    capabilities = frozenset({Capability.OI_AS_OF})
+    capabilities = frozenset({Capability.OI_AS_OF, Capability.EXPIRIES})
 
     def __init__(
         self,
@@ -78,6 +79,10 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
         stock_id = await self._stock_id(symbol)
         payload = await self._get_json(query.live_oi(stock_id, expiry, max_time.strftime("%H:%M")))
         return parse_oi(payload, symbol, expiry, max_time)
+
+    def set_payload_sink(self, sink: PayloadSink) -> None:
+        """Journal every payload this provider receives into `sink`."""
+        self._session.payload_sink = sink
 
     async def aclose(self) -> None:
         await self._session.aclose()

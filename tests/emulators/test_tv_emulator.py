@@ -205,6 +205,8 @@ async def test_paging_goes_back_until_the_history_depth_and_then_adds_nothing() 
 
 
 async def test_live_updates_repeat_the_forming_bar_then_roll_to_the_next_one() -> None:
+    # `bar_seconds` replays the session minutes before the clock (here frozen at NOW), one per
+    # 0.15 s: bars roll, and none opens after NOW.
     async with TradingViewEmulator(clock=lambda: NOW, tick_interval=0.02, bar_seconds=0.15) as emu:
         client = await open_client(emu)
         await client.send(
@@ -219,11 +221,14 @@ async def test_live_updates_repeat_the_forming_bar_then_roll_to_the_next_one() -
             if isinstance(event, codec.TimescaleUpdate | codec.DataUpdate):
                 updates += tracker.apply(event.series["sds_1"], NOW)
         final_stamps = [u.bar.ts for u in updates if u.is_final]
+        history = next(e for e in events if isinstance(e, codec.TimescaleUpdate))
+        forming_at_start = datetime.fromtimestamp(history.series["sds_1"][-1].ts, UTC)
         # History's 9 final bars, then at least one bar finalised by a live rollover.
         assert len(final_stamps) >= 10
         live = final_stamps[9:]
-        assert live[0] == NOW
+        assert live[0] == forming_at_start
         assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(live))
+        assert max(u.bar.ts for u in updates) <= NOW
         du_count = sum(isinstance(e, codec.DataUpdate) for e in events)
         assert du_count > len(live)  # the forming bar is repeated between rollovers
 

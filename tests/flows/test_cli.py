@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -183,3 +184,15 @@ def test_a_completed_flow_returns_its_result(prefect_harness) -> None:
         return [1, 2]
 
     assert _run_flow("probe", fine) == [1, 2]
+
+
+def test_status_never_shows_a_negative_age_for_a_row_dated_after_now(
+    small_lake, monkeypatch
+) -> None:
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    # The newest snapshot (OPEN - 1 min) is 3 minutes after this clock: skew, or a bad row.
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN - timedelta(minutes=4))
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "option_chain" in result.output
+    assert re.search(r"-\d+\s?[smhd]\b", result.output) is None, result.output

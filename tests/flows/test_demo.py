@@ -60,6 +60,22 @@ def test_demo_collects_from_the_emulators_and_prints_real_query_results(
     assert all(row[1] > 0 for row in ticks)
     assert (result.data_dir / "protrade.duckdb").exists()
     assert any("Parquet lake" in line for line in said)
+    # The demo leaves a raw journal of every provider, and re-parsing it changes nothing.
+    from datetime import UTC, datetime
+
+    from flows.reparse import reparse_day
+    from providers.calendar import IST
+    from storage.journal import read_journal
+    from storage.writer import LakeWriter
+
+    today = datetime.now(UTC).astimezone(IST).date()
+    journal = read_journal(today, data_dir=result.data_dir)
+    assert {"nse", "trendlyne", "tradingview"} <= set(journal["provider"].to_pylist())
+    assert {"live", "history", "option-chain-v3"} <= set(journal["operation"].to_pylist())
+    report = reparse_day(today, LakeWriter(data_dir=result.data_dir), data_dir=result.data_dir)
+    assert report.changes == 0, report.rows()
+    assert report.datasets["option_chain"].unchanged > 0
+    assert report.datasets["candles"].unchanged > 0
     # Nothing but loopback: every provider URL the demo used was 127.0.0.1.
     for name in ENV[1:]:
         assert os.environ[name].split("//")[1].startswith("127.0.0.1:")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,8 +13,11 @@ import pytest
 from emulated import Emulators, running_emulators
 from tests_support import rows_of
 
-from flows.backfill import historical_backfill
+from flows.backfill import historical_backfill, summary_table
 from providers.calendar import IST
+from providers.interfaces import IHistoricalDataProvider
+from providers.records import Bar
+from providers.registry import ProviderRegistry, RetryPolicy
 from storage.partitioning import ist_dates
 from storage.paths import encode_segment, lake_root
 from storage.writer import LakeWriter
@@ -120,3 +124,39 @@ async def test_45_minute_bars_are_gap_checked_on_the_session_grid(emulators: Emu
     assert [t for (t,) in times] == [
         *("09:15", "10:00", "10:45", "11:30", "12:15", "13:00", "13:45", "14:30", "15:15")
     ]
+
+
+class ImpossibleBars(IHistoricalDataProvider):
+    """A provider whose answer mixes good bars with a future-dated one and a bad high."""
+
+    def __init__(self, bars: list[Bar]) -> None:
+        self.bars = bars
+
+    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> list[Bar]:
+        return self.bars
+
+
+async def test_bars_from_the_future_or_with_a_high_below_the_close_are_refused_and_counted(
+    monkeypatch: pytest.MonkeyPatch, data_dir, prefect_harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    day = datetime(2026, 1, 27, 9, 15, tzinfo=IST)
+    good = [Bar(day + timedelta(minutes=5 * i), 100, 101, 99, 100.5, 10) for i in range(3)]
+    bad_high = Bar(day + timedelta(minutes=15), 100, 100.2, 99, 100.5, 10)
+    tomorrow = Bar(datetime(2026, 1, 28, 9, 15, tzinfo=IST), 100, 101, 99, 100.5, 10)
+    registry = ProviderRegistry(policy=RetryPolicy(base_delay=0.01, max_delay=0.05))
+    registry.register("stub", ImpossibleBars([*good, bad_high, tomorrow]), kinds=["historical"])
+    monkeypatch.setattr("flows.runtime.registry_factory", lambda: registry)
+    monkeypatch.setattr("flows.clock.now", lambda: NOW.astimezone(UTC))
+
+    with caplog.at_level(logging.WARNING):
+        [result] = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=5)
+
+    assert result.refused == {"future": 1, "high_below_open_close": 1}
+    assert result.written == 3 and result.fetched == 3
+    stored = rows_of("select ts, high from candles order by ts")
+    assert [ts for ts, _ in stored] == [b.ts for b in good]
+    [row] = summary_table([result])
+    assert row["refused"] == 2
+    assert row["why_refused"] == "future 1, high_below_open_close 1"
+    warnings = [r.getMessage() for r in caplog.records if "at the door" in r.getMessage()]
+    assert len(warnings) == 1 and "refused 2 of 5 candles" in warnings[0]

@@ -26,12 +26,19 @@ from providers.errors import (
 )
 from providers.interfaces import (
     Capability,
+    HistoricalLimits,
     IHistoricalDataProvider,
     ILiveStreamProvider,
     IOptionsDataProvider,
 )
 from providers.records import AttemptRecord, Bar
-from providers.registry import BreakerPolicy, Fetched, ProviderRegistry, RetryPolicy
+from providers.registry import (
+    BreakerPolicy,
+    Fetched,
+    ProviderRegistry,
+    RetryPolicy,
+    failure_action,
+)
 
 WALL = datetime(2026, 1, 27, 4, 0, tzinfo=UTC)
 
@@ -86,7 +93,7 @@ class ScriptedOptions(IOptionsDataProvider):
 class AsOfOptions(ScriptedOptions):
     """A provider that declares it can answer "as of HH:MM" (as Trendlyne does)."""
 
-    capabilities = frozenset({Capability.OI_AS_OF})
+    capabilities = frozenset({Capability.OI_AS_OF, Capability.EXPIRIES})
 
 
 class FakeHistorical(IHistoricalDataProvider):
@@ -507,13 +514,145 @@ async def test_disabling_the_only_capable_provider_leaves_no_one_to_ask_as_of(fa
     assert registry.capable_providers("options", [Capability.OI_AS_OF]) == []
 
 
-def test_capabilities_are_declared_per_class_and_none_by_default():
+def test_capabilities_are_declared_per_class_with_each_interfaces_baseline_by_default():
     from providers.nse import NseOptionsProvider
+    from providers.tradingview.historical import TradingViewHistoricalProvider
+    from providers.tradingview.live import TradingViewLiveProvider
     from providers.trendlyne import TrendlyneOptionsProvider
 
-    assert ScriptedOptions.capabilities == frozenset()
-    assert NseOptionsProvider.capabilities == frozenset()
-    assert TrendlyneOptionsProvider.capabilities == {Capability.OI_AS_OF}
+    assert ScriptedOptions.capabilities == {Capability.EXPIRIES}
+    assert FakeLive.capabilities == {Capability.QUOTES, Capability.BARS}
+    assert FakeHistorical.historical_limits == HistoricalLimits(None, None)  # unrestricted
+    assert NseOptionsProvider.capabilities == {Capability.EXPIRIES}
+    assert TrendlyneOptionsProvider.capabilities == {Capability.OI_AS_OF, Capability.EXPIRIES}
+    assert TradingViewLiveProvider.capabilities == {Capability.QUOTES, Capability.BARS}
+    limits = TradingViewHistoricalProvider.historical_limits
+    assert limits.intervals is not None and {"1", "1D", "D", "1M"} <= limits.intervals
+    assert "7" not in limits.intervals and limits.max_bars == 100_000
+
+
+class ChainOnlyOptions(ScriptedOptions):
+    """Serves chains but cannot list expiries (declares nothing beyond the baseline chain)."""
+
+    capabilities = frozenset()
+
+
+class DailyOnlyHistory(FakeHistorical):
+    historical_limits = HistoricalLimits(intervals=frozenset({"1D", "D"}), max_bars=500)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> list[Bar]:
+        self.calls.append((interval, count))
+        return await super().get_hist_candles(symbol, interval, count)
+
+
+class MinuteHistory(DailyOnlyHistory):
+    historical_limits = HistoricalLimits(intervals=frozenset({"1", "5", "1D"}), max_bars=5000)
+
+
+class QuotesOnlyLive(FakeLive):
+    capabilities = frozenset({Capability.QUOTES})
+
+
+async def test_expiries_are_asked_only_of_providers_that_declare_them(fake, caplog):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    chain_only = ChainOnlyOptions()
+    registry.register("chains", chain_only, 100)
+    registry.register("backup", ScriptedOptions(), 50)
+    with caplog.at_level(logging.DEBUG, logger="providers"):
+        result = await registry.get_expiry_dates("NIFTY")
+    assert result.provider == "backup" and chain_only.calls == 0
+    assert [a.provider for a in sunk] == ["backup"]
+    assert not [r for r in caplog.records if "chains" in r.getMessage()]
+    # Chains are the baseline: it is still asked first for those.
+    assert (await registry.get_option_chain("NIFTY")).provider == "chains"
+
+
+async def test_bars_of_an_interval_are_asked_only_of_providers_that_declare_it(fake, caplog):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    daily, minute = DailyOnlyHistory(), MinuteHistory()
+    registry.register("daily", daily, 100)
+    registry.register("minute", minute, 50)
+    with caplog.at_level(logging.DEBUG, logger="providers"):
+        result = await registry.get_hist_candles("NSE:NIFTY", "5", 10)
+    assert result.provider == "minute" and daily.calls == [] and minute.calls == [("5", 10)]
+    assert [a.provider for a in sunk] == ["minute"]
+    assert not [r for r in caplog.records if "daily" in r.getMessage()]
+    # A declared interval goes to the first provider as usual.
+    assert (await registry.get_hist_candles("NSE:NIFTY", "D", 10)).provider == "daily"
+
+
+async def test_more_bars_than_a_provider_declares_per_call_go_to_one_that_can(fake):
+    registry = make_registry(fake)
+    daily, minute = DailyOnlyHistory(), MinuteHistory()
+    registry.register("daily", daily, 100)
+    registry.register("minute", minute, 50)
+    result = await registry.get_hist_candles("NSE:NIFTY", "1D", 501)
+    assert result.provider == "minute" and daily.calls == []
+
+
+async def test_an_interval_no_enabled_provider_declares_is_refused_before_any_attempt(fake):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    daily = DailyOnlyHistory()
+    registry.register("daily", daily, 100)
+    with pytest.raises(NoCapableProviderError) as info:
+        await registry.get_hist_candles("NSE:NIFTY", "7", 10)
+    # The caller's request, as configured, is one nobody can serve: not worth a retry.
+    assert isinstance(info.value, InvalidRequestError)
+    assert str(info.value) == (
+        "get_hist_candles: no enabled provider supports 'interval 7, 10 bars per call' "
+        "(enabled: daily)"
+    )
+    assert daily.calls == [] and sunk == []
+
+
+async def test_a_provider_declaring_no_limits_is_asked_any_interval(fake):
+    registry = make_registry(fake)
+    registry.register("daily", DailyOnlyHistory(), 100)
+    registry.register("legacy", FakeHistorical(), 50)
+    assert (await registry.get_hist_candles("NSE:NIFTY", "7", 2)).provider == "legacy"
+
+
+def test_a_live_provider_without_bars_is_not_offered_for_bars():
+    registry = ProviderRegistry()
+    quotes_only, full = QuotesOnlyLive(), FakeLive()
+    registry.register("quotes", quotes_only, 100)
+    registry.register("full", full, 50)
+    assert registry.capable_providers("live", [Capability.BARS]) == [("full", full)]
+    assert registry.capable_providers("live", [Capability.QUOTES]) == [
+        ("quotes", quotes_only),
+        ("full", full),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [
+        (TransientError("HTTP 503"), "retry"),
+        (RateLimitedError("429", retry_after=2.0), "retry"),
+        (BlockedError("403 page"), "fail_over"),
+        (SchemaChangedError("no records", key="records"), "fail_over"),
+        (EmptyPayloadError("{}"), "fail_over"),
+        (UnknownSymbolError("XYZ"), "neutral"),
+        (UnsupportedOperationError("no as-of"), "neutral"),
+        (InvalidRequestError("bad interval"), "stop"),
+        (ValueError("a bug"), "fail_over"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else v,
+)
+def test_failure_action_names_what_the_registry_does_with_each_error(
+    error: BaseException, action: str
+) -> None:
+    assert failure_action(error) == action
 
 
 # -- circuit breaker -----------------------------------------------------------------------

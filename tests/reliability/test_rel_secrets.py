@@ -13,10 +13,12 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from aiolimiter import AsyncLimiter
 from rel_matrix import Matrix
 
+from flows.journal_log import JournalLog, attach
 from flows.lake_rows import option_chain_rows
 from flows.runtime import AttemptLog
 from providers.calendar import IST
@@ -98,6 +100,9 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
         registry.register(
             "tradingview", TradingViewHistoricalProvider(url=tv.url, read_timeout=2.0), 100
         )
+        # The raw journal keeps every payload received: the cookies must not be among them.
+        journal = JournalLog(writer)
+        attach(registry, journal)
 
         # Clean calls: the token and fresh cookies are on the wire.
         fetched = await registry.get_option_chain("NIFTY")
@@ -121,6 +126,7 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
         errors.append(await _quietly(history) or "")
         await registry.aclose()
     attempts.flush()
+    journal.flush()
     # The failing calls really failed (so their errors were searched too).
     assert "every provider failed" in errors[1] and "UnknownSymbolError" in errors[2]
 
@@ -132,6 +138,12 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
         "errors": "\n".join(errors),
     }
     lake_bytes = all_bytes(data_dir)
+    # Journal payloads are zstd-compressed in their files: search them decompressed too.
+    journal_files = list((data_dir / "lake" / "journal").rglob("*.parquet"))
+    assert journal.written > 0 and journal_files
+    for path in journal_files:
+        for row in pq.read_table(path).to_pylist():
+            lake_bytes += (row.get("payload") or b"") + (row.get("request") or "").encode()
     assert len(cookies) >= 3 and all(len(c) >= 16 for c in cookies)
     assert any("websockets" in r.name for r in caplog.records)  # the capture really saw them
     assert any(r.name.startswith("httpx") for r in caplog.records)

@@ -107,11 +107,31 @@ def attempt_rows(
     ]
 
 
+def journal_rows(
+    count: int = 3, provider: str = "nse", start: datetime = T0
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "received_at": start + timedelta(seconds=i),
+            "provider": provider,
+            "operation": "option-chain-v3",
+            "request": '{"method":"GET","path":"/api/option-chain-v3","params":{}}',
+            "status": 200,
+            "payload": b'{"records": {}}',
+            "flow_run_id": None,
+            "connection_id": f"session-{start.isoformat()}",
+            "seq": i,
+        }
+        for i in range(count)
+    ]
+
+
 SAMPLES = {
     "option_chain": option_rows,
     "candles": candle_rows,
     "ticks": tick_rows,
     "provider_attempts": attempt_rows,
+    "journal": journal_rows,
 }
 
 

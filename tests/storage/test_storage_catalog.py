@@ -39,6 +39,7 @@ def duck_type(arrow_type) -> str:
         pa.string(): "VARCHAR",
         pa.int64(): "BIGINT",
         pa.date32(): "DATE",
+        pa.binary(): "BLOB",
     }.get(arrow_type, "TIMESTAMP WITH TIME ZONE")
 
 
