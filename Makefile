@@ -9,6 +9,9 @@ OLD_DUCKDB := 1.1.0
 OLD_VENV := .venv-duckdb-old
 OLD_STAMP := $(OLD_VENV)/.installed-$(OLD_DUCKDB)
 export PROTRADE_OLD_DUCKDB_PYTHON := $(CURDIR)/$(OLD_VENV)/bin/python
+# tests/flows/test_report_browser.py opens the daily report in headless Chromium (Debian's
+# package; installing it needs root, as CI runs). The test fails, never skips, without it.
+CHROMIUM_STAMP := $(VENV)/.chromium
 
 .PHONY: run test lint demo bench reliability clean
 
@@ -25,10 +28,14 @@ $(OLD_STAMP):
 	$(OLD_VENV)/bin/python -m pip install --quiet duckdb==$(OLD_DUCKDB) pytz
 	touch $@
 
+$(CHROMIUM_STAMP): | $(STAMP)
+	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/protrade serve
 
-test: $(STAMP) $(OLD_STAMP)
+test: $(STAMP) $(OLD_STAMP) $(CHROMIUM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

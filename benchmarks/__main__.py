@@ -20,6 +20,7 @@ BENCHMARKS = {
     "queries": "benchmarks.bench_queries",
     "flow": "benchmarks.bench_flow",
     "journal": "benchmarks.bench_journal",
+    "views": "benchmarks.bench_views",
 }
 
 

@@ -22,6 +22,8 @@ LIVE_CAPTURE_CRON = "10 9 * * 1-5"
 #: After the close: fill the day's candle gaps and the intraday OI slots that were missed.
 NIGHTLY_BACKFILL_CRON = "15 16 * * 1-5"
 OI_BACKFILL_CRON = "40 15 * * 1-5"
+#: After the candle backfill (16:15) has filled the day: the report then draws the whole session.
+DAILY_REPORT_CRON = "30 16 * * 1-5"
 #: Late evening, when every partition of the day is closed.
 NIGHTLY_COMPACTION_CRON = "30 21 * * 1-5"
 #: Sunday evening: the exchange's published holidays, for the calendar (weekends included).
@@ -42,8 +44,27 @@ SCHEDULES: tuple[ScheduleSpec, ...] = (
     ScheduleSpec(
         "historical-backfill", (NIGHTLY_BACKFILL_CRON,), "nightly candles backfill and gap fill"
     ),
+    ScheduleSpec("daily-report", (DAILY_REPORT_CRON,), "the day's HTML report of charts"),
     ScheduleSpec("compact", (NIGHTLY_COMPACTION_CRON,), "merge closed partitions"),
     ScheduleSpec(
         "refresh-holidays", (WEEKLY_HOLIDAYS_CRON,), "NSE's published holidays for the calendar"
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OnDemandSpec:
+    """A deployment without a schedule: an operator starts it from the Prefect UI (Run ->
+    Custom run) and fills in its parameters there."""
+
+    deployment: str
+    description: str
+
+
+ON_DEMAND: tuple[OnDemandSpec, ...] = (
+    OnDemandSpec(
+        "reparse",
+        "rebuild a day's option chains and candles from the raw journal with today's parsers "
+        "(day: YYYY-MM-DD, empty for today)",
     ),
 )

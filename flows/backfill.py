@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import clock, config
+from flows import clock
 from flows.candle_plan import (
     GapReport,
     bars_needed,
@@ -31,7 +31,8 @@ from flows.candle_plan import (
 )
 from flows.gaps import missing_times
 from flows.lake_rows import candle_table
-from flows.runtime import RunContext, holiday_skip, run_context
+from flows.runtime import RunContext, holiday_skip, run_context, run_settings
+from flows.settings import load_settings
 from providers.calendar import IST, SESSION_OPEN, trading_days
 from providers.errors import AllProvidersFailedError, ProviderError
 from providers.records import Bar
@@ -255,7 +256,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters or {}
-    symbols = params.get("symbols") or config.backfill_symbols()
+    symbols = params.get("symbols") or load_settings().backfill_symbols
     stamp = datetime.now(IST).strftime("%Y-%m-%d")
     return f"backfill {','.join(symbols)} {params.get('interval', '')} {stamp}"
 
@@ -271,15 +272,16 @@ async def historical_backfill(
 ) -> list[SymbolBackfill]:
     """Backfill candles per symbol; Failed when any symbol got nothing from any provider."""
     logger = get_run_logger()
+    settings = run_settings()
     # Canonical name (`D` -> `1D`): one interval is stored, gap-checked and reported under one
     # name, whichever spelling asked for it. An unknown code fails the run here, clearly.
     interval = validate_interval(interval)
     today = clock.now().astimezone(IST).date()
     if only_on_trading_days and (skipped := holiday_skip(today, "backfill", logger)):
         return skipped  # type: ignore[return-value]
-    names = symbols or config.backfill_symbols()
+    names = symbols or list(settings.backfill_symbols)
     results: list[SymbolBackfill] = []
-    async with run_context() as ctx:
+    async with run_context(settings) as ctx:
         # Sequential on purpose: one history download at a time is gentle on the provider.
         for symbol in names:
             outcome = await backfill_symbol(symbol, interval, count, since, lookback_days, ctx)

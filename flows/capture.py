@@ -14,14 +14,14 @@ from datetime import UTC, datetime, time, timedelta
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
-from flows import config
 from flows.capture_core import (
     DEFAULT_FLUSH_SECONDS,
     CaptureSettings,
     CaptureSummary,
     capture,
 )
-from flows.runtime import holiday_skip
+from flows.runtime import holiday_skip, run_settings
+from flows.settings import load_settings
 from flows.timespec import parse_clock
 from providers.calendar import IST
 
@@ -34,7 +34,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters or {}
-    symbols = params.get("symbols") or config.capture_symbols()
+    symbols = params.get("symbols") or load_settings().capture_symbols
     stamp = datetime.now(IST).strftime("%Y-%m-%d")
     return f"capture {','.join(symbols)} {params.get('interval', '1')} {stamp}"
 
@@ -51,10 +51,13 @@ async def live_capture(
     """Capture quotes and final bars until `duration_seconds`, `until` ("HH:MM" IST), Ctrl-C,
     SIGTERM or cancellation, whichever comes first; always ends with a final flush."""
     logger = get_run_logger()
+    # Read here for the holiday check and the symbols; the capture's run context reads them
+    # again at its start (the same process, the same values).
+    settings = run_settings()
     today = datetime.now(UTC).astimezone(IST).date()
     if only_on_trading_days and (skipped := holiday_skip(today, "capture", logger)):
         return skipped  # type: ignore[return-value]
-    names = symbols or config.capture_symbols()
+    names = symbols or list(settings.capture_symbols)
     summary = await capture(
         names,
         interval,

@@ -31,10 +31,9 @@ from typing import Any, Protocol
 from flows import clock as flows_clock
 from flows.tick_buffer import CandleBook, TickBatch, candle_table, gap_bar_count, gap_bars
 from providers.calendar import IST
-from providers.interfaces import ILiveStreamProvider
-from providers.records import Bar, ChartUpdate, Quote
-from providers.tradingview.supervisor import Disconnect, LiveStats
-from providers.tradingview.symbols import longest_bar_seconds, validate_interval, validate_symbol
+from providers.interfaces import Capability, ILiveStreamProvider
+from providers.records import Bar, ChartUpdate, Disconnect, Quote
+from providers.symbols import longest_bar_seconds, validate_interval, validate_symbol
 from storage.sanity import Screened, add_counts, screen_candles, screen_ticks
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,6 @@ class Writer(Protocol):
 
 class Journal(Protocol):
     async def aflush(self) -> None: ...
-
-
-class SupervisedStream(Protocol):
-    """What the capture reads from a live provider besides the interface (TradingView's has it)."""
-
-    disconnects: list[Disconnect]
-    stats: LiveStats
-    failure: Exception | None
-
-    async def wait_closed(self) -> None: ...
 
 
 def utc_now() -> datetime:
@@ -278,10 +267,10 @@ class LiveCapture:
         return self.summary
 
     async def _wait_for_end(self, stop: asyncio.Event, duration: float | None) -> str:
-        stream = self._stream()
-        waits = {asyncio.create_task(stop.wait(), name="capture-stop")}
-        if stream is not None:
-            waits.add(asyncio.create_task(stream.wait_closed(), name="capture-provider"))
+        waits = {
+            asyncio.create_task(stop.wait(), name="capture-stop"),
+            asyncio.create_task(self.provider.wait_closed(), name="capture-provider"),
+        }
         try:
             done, _ = await asyncio.wait(
                 waits, timeout=duration, return_when=asyncio.FIRST_COMPLETED
@@ -293,7 +282,7 @@ class LiveCapture:
             return "duration reached"
         if stop.is_set():
             return "stopped"
-        failure = getattr(stream, "failure", None)
+        failure = self.provider.failure
         self.summary.error = f"live stream failed: {failure}" if failure else "live stream ended"
         return "provider failed"
 
@@ -408,20 +397,13 @@ class LiveCapture:
 
     # ---------------------------------------------------------------- gaps
 
-    def _stream(self) -> SupervisedStream | None:
-        p = self.provider
-        return p if hasattr(p, "disconnects") and hasattr(p, "wait_closed") else None  # type: ignore[return-value]
-
     async def _gap_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_seconds)
             await self._backfill_outages(include_open=False)
 
     async def _backfill_outages(self, *, include_open: bool) -> None:
-        stream = self._stream()
-        if stream is None:
-            return
-        outages = stream.disconnects
+        outages = self.provider.disconnects
         while self._handled_outages < len(outages):
             outage = outages[self._handled_outages]
             if outage.end is None and not include_open:
@@ -479,14 +461,11 @@ class LiveCapture:
     # ---------------------------------------------------------------- reporting
 
     def _collect_stream_stats(self) -> None:
-        stream = self._stream()
         self.summary.duplicate_bars = self.candles.duplicates
-        if stream is None:
-            return
-        stats = stream.stats
+        stats = self.provider.stats
         self.summary.reconnects = stats.reconnects
         self.summary.backpressure_waits = stats.backpressure_waits
-        self.summary.disconnects = list(stream.disconnects)
+        self.summary.disconnects = list(self.provider.disconnects)
         self.summary.provider_stats = stats.as_dict()
 
     def _feed_lag(self) -> str:
@@ -499,8 +478,7 @@ class LiveCapture:
     def _log_progress(self, final: bool = False) -> None:
         s = self.summary
         elapsed = max((self.clock() - s.started_at).total_seconds(), 1e-9)
-        stream = self._stream()
-        reconnects = stream.stats.reconnects if stream else 0
+        reconnects = self.provider.stats.reconnects
         self.log.info(
             "%s: %d ticks (%.1f/s), %d bars written (%d from gap backfill), %d reconnects, "
             "feed lag %s, last flush %.1f s ago, %d rows buffered, back-pressure waits %d",
@@ -571,11 +549,18 @@ def registry_fetcher(registry: Any, flow_run_id: str | None = None) -> HistoryFe
     return fetch
 
 
-def live_provider(registry: Any) -> ILiveStreamProvider:
-    """The first enabled live provider of the registry (`PROTRADE_LIVE_PROVIDERS`)."""
-    providers = registry.providers("live")
+def live_provider(registry: Any, *, bars: bool = True) -> ILiveStreamProvider:
+    """The first enabled live provider (`PROTRADE_LIVE_PROVIDERS` order) that declares what the
+    capture needs: `BARS` when it writes candles (`bars`), else `QUOTES`."""
+    needed = Capability.BARS if bars else Capability.QUOTES
+    providers = registry.capable_providers("live", [needed])
     if not providers:
-        raise RuntimeError("no live provider is enabled (check PROTRADE_LIVE_PROVIDERS)")
+        enabled = [name for name, _ in registry.providers("live")]
+        if not enabled:
+            raise RuntimeError("no live provider is enabled (check PROTRADE_LIVE_PROVIDERS)")
+        raise RuntimeError(
+            f"no enabled live provider declares {needed.value} (enabled: {', '.join(enabled)})"
+        )
     return providers[0][1]
 
 

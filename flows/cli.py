@@ -10,11 +10,10 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from flows.timespec import DISPLAY_TIMEZONE, TimeSpecError
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
 
 app = typer.Typer(
     name="protrade",
@@ -48,15 +50,38 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def existing_data_dir() -> Path:
-    """The data dir for a read command, which must find it, never create it: one line if not."""
-    from storage.errors import UnsupportedLocationError
-    from storage.paths import DATA_DIR_ENV, data_dir
+_settings: Settings | None = None
+
+
+@app.callback()
+def _read_settings() -> None:
+    """Read the `PROTRADE_*` settings once, before any command runs; a bad value is one line
+    naming the variable, and exit code 1."""
+    global _settings
+    from flows.settings import SettingsError, activate, load_settings
 
     try:
-        root = data_dir()
-    except UnsupportedLocationError as exc:
-        raise fail(str(exc)) from exc
+        _settings = load_settings()
+    except SettingsError as exc:
+        raise fail(f"configuration: {exc}") from exc
+    activate(_settings)
+
+
+def settings() -> Settings:
+    """This command's settings (read once, by the app callback; read now when called without
+    it, as a test calling a command function directly does)."""
+    global _settings
+    if _settings is None:
+        _read_settings()
+    assert _settings is not None
+    return _settings
+
+
+def existing_data_dir() -> Path:
+    """The data dir for a read command, which must find it, never create it: one line if not."""
+    from storage.paths import DATA_DIR_ENV
+
+    root = settings().data_path
     if not root.exists():
         raise fail(
             f"{DATA_DIR_ENV}: {root} does not exist; nothing has been collected there yet "
@@ -128,6 +153,59 @@ def query(
     except Exception as exc:  # DuckDB parser/binder errors: show DuckDB's own sentence
         raise fail(f"query failed: {str(exc).splitlines()[0]}", 1) from exc
     render(columns, rows, fmt)
+
+
+@app.command()
+def report(
+    day: Annotated[
+        str, typer.Option("--date", help="YYYY-MM-DD, today or latest (newest day with data)")
+    ] = "today",
+    underlying: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--underlying", "-u", help="Underlying (repeatable); default PROTRADE_UNDERLYINGS"
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="File to write (default $PROTRADE_DATA_DIR/reports/)"),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page of the day's charts (opens offline, no script).
+
+    OI by strike (CE vs PE, nearest 2 expiries), PCR and spot, OI change heat map, max pain
+    and candles with volume; times in IST.
+    """
+    from flows.timespec import parse_date
+
+    choice = day.strip().lower()
+    try:
+        target = None if choice in ("today", "latest") else parse_date("--date", day)
+    except TimeSpecError as exc:
+        raise fail(f"{exc}, today or latest", 2) from exc
+    names = [u.strip().upper() for u in underlying or settings().underlyings]
+    data_dir = existing_data_dir()
+    from flows.report import build_report, newest_day, today_ist
+
+    try:
+        if choice == "latest":
+            target = newest_day(data_dir, names)
+            if target is None:
+                raise fail(f"--date latest: no option chains or candles of {', '.join(names)}")
+        result = build_report(data_dir, target or today_ist(), names, out_path)
+    except OSError as exc:
+        reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        raise fail(f"report: {reason}") from exc
+    except typer.Exit:
+        raise
+    except Exception as exc:  # DuckDB could not read the lake: its own first line
+        raise fail(f"report: could not read the lake: {str(exc).splitlines()[0]}") from exc
+    out.print(
+        f"report for {result.day} written to {result.path} ({result.charts_drawn} charts drawn, "
+        f"{result.charts_empty} without data)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point wrapper
@@ -346,14 +424,14 @@ def serve(
     port: Annotated[int, typer.Option(help="Port of the local Prefect server")] = 4200,
 ) -> None:
     """The main job: a local Prefect server + UI, then every deployment on its schedule."""
+    from flows.prefect_env import disable_telemetry
     from flows.server import ServerStartError
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    disable_telemetry()
     from flows.serve import serve_all
 
     try:
-        serve_all(port, lambda line: out.print(line, highlight=False))
+        serve_all(port, lambda line: out.print(line, highlight=False), settings())
     except ServerStartError as exc:
         raise fail(str(exc)) from exc
 
@@ -368,7 +446,7 @@ def refresh_catalog_command() -> None:
     from storage.paths import DATA_DIR_ENV
 
     try:
-        result = refresh_catalog()
+        result = refresh_catalog(settings().data_path)
     except (StorageError, ValueError) as exc:  # locked, unsupported location, bad path
         raise fail(str(exc)) from exc
     except OSError as exc:  # a read-only or full file system, a missing permission
@@ -417,7 +495,7 @@ def status(
     except TimeSpecError as exc:
         raise fail(str(exc), 2) from exc
     existing_data_dir()
-    from flows import clock, config
+    from flows import clock
     from flows.status import ProviderHealth, assess, format_time, stale_sentences
     from flows.status_gaps import gaps_today
     from providers.calendar import IST, is_market_open
@@ -432,7 +510,7 @@ def status(
         raise fail(f"could not read the lake: {str(exc).splitlines()[0]}") from exc
     market_open = is_market_open(now)
     known = {(r.dataset, r.instrument) for r in rows}
-    expected = [("option_chain", u) for u in config.underlyings()]
+    expected = [("option_chain", u) for u in settings().underlyings]
     missing = [key for key in expected if key not in known]
     health = assess([r for r in rows if r.instrument is not None], now, market_open, gaps)
 
@@ -498,9 +576,9 @@ def demo(
         raise fail(f"--capture: {exc}", 2) from exc
     target = (data_dir or Path("data") / "demo").resolve()
     # The demo must never report to a real server or reach a real provider.
-    os.environ.pop("PREFECT_API_URL", None)
-    from flows.prefect_env import prepare_prefect_env
+    from flows.prefect_env import prepare_prefect_env, use_api_url
 
+    use_api_url(None)
     prepare_prefect_env()
     from flows.demo import run_demo
 
@@ -671,7 +749,14 @@ def journal_export_command(
     from flows.journal_export import export_cases
 
     try:
-        cases = export_cases(target, out_dir, provider=provider, operation=operation, limit=limit)
+        cases = export_cases(
+            target,
+            out_dir,
+            provider=provider,
+            operation=operation,
+            limit=limit,
+            settings=settings(),
+        )
     except OSError as exc:
         raise fail(f"journal export: {exc}") from exc
     for case in cases:
@@ -681,13 +766,11 @@ def journal_export_command(
 
 def _print_journal_sizes(days: int = 7) -> None:
     """`protrade status`'s journal section: files and bytes of the most recent days."""
-    from storage.journal import journal_days, retention_days
+    from storage.journal import journal_days
 
-    try:
-        keep = f"kept {retention_days()} days"
-    except ValueError as exc:
-        keep = str(exc)
-    table = Table(title=f"Journal (raw payloads; {keep})")
+    keep = f"kept {settings().journal_retention_days} days"
+    title = f"Journal (raw payloads; {keep})"
+    table = Table(title=title, min_width=len(title))  # a title wider than the table wraps
     for column in ("date", "files", "size"):
         table.add_column(column)
     for day in journal_days()[:days]:

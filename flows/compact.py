@@ -8,6 +8,7 @@ from datetime import date, datetime
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
+from flows.runtime import run_settings
 from providers.calendar import IST
 from storage.compaction import compact
 from storage.schemas import DATASETS
@@ -32,12 +33,19 @@ async def compact_lake(
     `only_on_trading_days` is accepted for a uniform schedule, but compaction is useful any day.
     """
     logger = get_run_logger()
+    settings = run_settings()
     cutoff = before or datetime.now(IST).date()
     names = datasets or list(DATASETS)
     rows: list[dict[str, object]] = []
     failures: list[str] = []
     for name in names:
-        report = await asyncio.to_thread(compact, name, cutoff)
+        report = await asyncio.to_thread(
+            compact,
+            name,
+            cutoff,
+            data_dir=settings.data_path,
+            journal_retention_days=settings.journal_retention_days,
+        )
         row = {
             "dataset": name,
             "partitions_compacted": len(report.compacted),

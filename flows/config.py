@@ -1,34 +1,7 @@
-"""Flow-level configuration from the environment (the README's "Configuration" table)."""
+"""Flow-level constants. The configurable values (underlyings, symbols, ...) are
+`flows.settings.Settings`, read once per run."""
 
 from __future__ import annotations
-
-import os
-
-DEFAULT_UNDERLYINGS = ("NIFTY", "BANKNIFTY")
-DEFAULT_CAPTURE_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
-DEFAULT_BACKFILL_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
-
-
-def _csv(name: str, default: tuple[str, ...]) -> list[str]:
-    raw = os.environ.get(name, "")
-    values = [v.strip() for v in raw.split(",") if v.strip()]
-    return values or list(default)
-
-
-def underlyings() -> list[str]:
-    """Underlyings of the scheduled OI snapshots (`PROTRADE_UNDERLYINGS`)."""
-    return [u.upper() for u in _csv("PROTRADE_UNDERLYINGS", DEFAULT_UNDERLYINGS)]
-
-
-def capture_symbols() -> list[str]:
-    """Symbols of the scheduled live capture (`PROTRADE_CAPTURE_SYMBOLS`)."""
-    return _csv("PROTRADE_CAPTURE_SYMBOLS", DEFAULT_CAPTURE_SYMBOLS)
-
-
-def backfill_symbols() -> list[str]:
-    """Symbols of the nightly candle backfill (`PROTRADE_BACKFILL_SYMBOLS`)."""
-    return _csv("PROTRADE_BACKFILL_SYMBOLS", DEFAULT_BACKFILL_SYMBOLS)
-
 
 #: The live (TradingView) symbol of an option underlying where it is not `NSE:<UNDERLYING>`:
 #: the indices, whose index symbol differs from the option symbol. Used to find the spot of a

@@ -1,14 +1,14 @@
 """`protrade demo`: the whole product offline, against the local provider emulators.
 
-Starts the NSE, Trendlyne and TradingView emulators on 127.0.0.1, points the providers at them,
-runs a snapshot, a backfill and a short live capture through Prefect, then prints a few analyst
+Starts the NSE, Trendlyne and TradingView emulators on 127.0.0.1, points the providers at them
+(a `Settings` object made current with `use_settings`; the environment is left alone), runs a
+snapshot, a backfill and a short live capture through Prefect, then prints a few analyst
 queries and where the data lives. No network beyond loopback.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -75,8 +75,12 @@ QUERIES: list[tuple[str, str]] = [
 ]
 
 
-def show_queries(show: Callable[[str, list[str], list[tuple[object, ...]]], None]) -> None:
-    """Run each of QUERIES over the current lake and hand the result to `show`.
+def show_queries(
+    show: Callable[[str, list[str], list[tuple[object, ...]]], None],
+    data_dir: Path | None = None,
+) -> None:
+    """Run each of QUERIES over the lake of `data_dir` (default: the configured one) and hand
+    the result to `show`.
 
     Times come out as `protrade query` shows them: in Asia/Kolkata, the exchange's clock.
     """
@@ -84,7 +88,7 @@ def show_queries(show: Callable[[str, list[str], list[tuple[object, ...]]], None
     from storage.catalog import run_readonly_query
 
     for title, sql in QUERIES:
-        columns, rows = run_readonly_query(sql, timezone=DISPLAY_TIMEZONE)
+        columns, rows = run_readonly_query(sql, data_dir, timezone=DISPLAY_TIMEZONE)
         show(title, columns, rows)
 
 
@@ -100,6 +104,8 @@ def run_demo(
     say: Callable[[str], None],
     show: Callable[[str, list[str], list[tuple[object, ...]]], None],
 ) -> DemoResult:
+    from flows.emulators import EmulatorUrls
+    from flows.settings import use_settings
     from providers.emulators.nse import NseEmulator
     from providers.emulators.tradingview import TradingViewEmulator
     from providers.emulators.trendlyne import TrendlyneEmulator
@@ -112,12 +118,9 @@ def run_demo(
         tradingview = stack.enter_context(
             TradingViewEmulator(tick_interval=0.25, bar_seconds=5.0, heartbeat_interval=5.0)
         )
-        os.environ.update(
-            PROTRADE_DATA_DIR=str(data_dir),
-            PROTRADE_NSE_BASE_URL=nse.base_url,
-            PROTRADE_TRENDLYNE_BASE_URL=trendlyne.base_url,
-            PROTRADE_TV_WS_URL=tradingview.url,
-        )
+        urls = EmulatorUrls(nse.base_url, trendlyne.base_url, tradingview.url)
+        # Every flow run below reads these at its start, instead of the environment.
+        stack.enter_context(use_settings(urls.settings(data_dir)))
         say(f"emulators: NSE {nse.base_url}, Trendlyne {trendlyne.base_url}, TV {tradingview.url}")
 
         from flows.backfill import historical_backfill
@@ -146,9 +149,9 @@ def run_demo(
     from storage.catalog import refresh_catalog
     from storage.errors import CatalogLockedError
 
-    show_queries(show)
+    show_queries(show, data_dir)
     try:
-        catalog = refresh_catalog().path
+        catalog = refresh_catalog(data_dir).path
         say(f"views for your own SQL: duckdb.connect('{catalog}', read_only=True)")
     except CatalogLockedError as exc:
         say(f"views not refreshed: {exc}")

@@ -16,10 +16,16 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-NSE_ENV = "PROTRADE_NSE_BASE_URL"
-TRENDLYNE_ENV = "PROTRADE_TRENDLYNE_BASE_URL"
-TV_ENV = "PROTRADE_TV_WS_URL"
+from flows.settings import env_name
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+NSE_ENV = env_name("nse_base_url")
+TRENDLYNE_ENV = env_name("trendlyne_base_url")
+TV_ENV = env_name("tv_ws_url")
 
 #: As in the demo: quotes every 0.25 s and a "1"-minute bar every 5 s, so a capture of a few
 #: seconds already closes bars (the emulator replays the session's minutes before now, so
@@ -38,6 +44,24 @@ class EmulatorUrls:
 
     def environment(self) -> dict[str, str]:
         return {NSE_ENV: self.nse, TRENDLYNE_ENV: self.trendlyne, TV_ENV: self.tradingview}
+
+    def settings(self, data_dir: Path) -> Settings:
+        """Settings pointing at these emulators and `data_dir`, for flows run in this process
+        (with `flows.settings.use_settings`; the environment is left alone). No account and the
+        built-in provider order, whatever this shell exports; the rest comes from it."""
+        from flows.settings import read_settings
+        from providers.settings import ANONYMOUS_TV_TOKEN
+
+        return read_settings(
+            data_dir=str(data_dir),
+            nse_base_url=self.nse,
+            trendlyne_base_url=self.trendlyne,
+            tv_ws_url=self.tradingview,
+            tv_auth_token=ANONYMOUS_TV_TOKEN,
+            options_providers=None,
+            historical_providers=None,
+            live_providers=None,
+        )
 
 
 def export_lines(urls: EmulatorUrls) -> list[str]:

@@ -11,6 +11,7 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from flows import clock
+from flows.runtime import run_settings
 from providers.calendar import IST, save_published_holidays
 from providers.nse import NseOptionsProvider
 
@@ -26,12 +27,13 @@ async def refresh_holidays(only_on_trading_days: bool = False) -> dict[str, obje
     `only_on_trading_days` is accepted for a uniform schedule and ignored: weekends are fine.
     """
     logger = get_run_logger()
-    provider = NseOptionsProvider()
+    settings = run_settings()
+    provider = NseOptionsProvider(settings.nse_base_url)
     try:
         days = await provider.get_trading_holidays()
     finally:
         await provider.aclose()
-    path = save_published_holidays(days, source="nse holiday-master")
+    path = save_published_holidays(days, source="nse holiday-master", path=settings.holidays_path)
     years = sorted({d.year for d in days})
     logger.info("%d published holidays for %s saved to %s", len(days), years, path)
     return {

@@ -17,7 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from providers import settings
+from flows.settings import Settings, load_settings
 from providers.errors import ProviderError
 from providers.nse.parse import needs_reprime, parse_chain, parse_expiry_dates, parse_nse_date
 from providers.tradingview import codec
@@ -25,7 +25,7 @@ from providers.trendlyne.parse import parse_expiries, parse_oi, parse_stock_id
 from providers.trendlyne.query import parse_time_str
 from storage.journal import read_journal
 
-#: TradingView frames per exported connection: a case shows one behaviour, not a day.
+#: TradingView messages per exported connection: a case shows one behaviour, not a day.
 MAX_FRAMES = 40
 _SAFE_NAME = re.compile(r"[^a-z0-9_-]+")
 
@@ -125,9 +125,32 @@ def stream_expect(frames: list[str]) -> dict[str, Any]:
     return {"error": error, "events": events}
 
 
-def _scrub(text: str) -> str:
+def stream_frames(rows: list[str], limit: int = MAX_FRAMES) -> list[str]:
+    """A connection's journal rows -> at most `limit` frames of one message each.
+
+    A live connection's row holds many frames back to back; its messages are re-framed one
+    per frame (`~m~<len>~m~<payload>` is exactly what the server sent for a well-formed
+    message). Where the stream does not decode (the case worth exporting), the rows are kept
+    as they are, cut at `limit` rows: the reader meets the same bytes in the same order.
+    """
+    decoder = codec.FrameDecoder()
+    frames: list[str] = []
+    try:
+        for text in rows:
+            for payload in decoder.feed(text):
+                codec.parse_payload(payload)  # a message the codec refuses: keep the rows
+                frames.append(codec.encode_frame(payload))
+            if len(frames) >= limit:
+                return frames[:limit]
+    except ProviderError:
+        return rows[:limit]
+    if decoder.buffered:  # a message cut off at the end: keep the stream as received
+        return rows[:limit]
+    return frames
+
+
+def _scrub(text: str, token: str) -> str:
     """Belt and braces: nothing we send is journaled, but a server could echo the token."""
-    token = settings.tv_auth_token()
     if token and token != codec.ANONYMOUS_TOKEN:
         text = text.replace(token, "***")
     return text
@@ -141,8 +164,13 @@ def export_cases(
     operation: str | None = None,
     limit: int | None = None,
     data_dir: Path | None = None,
+    settings: Settings | None = None,
 ) -> list[ExportedCase]:
-    """Write up to `limit` corpus files for `day`'s journal under `out_dir/<provider>/`."""
+    """Write up to `limit` corpus files for `day`'s journal under `out_dir/<provider>/`.
+
+    `settings` (default: read now) give the TradingView token to scrub from what is written.
+    """
+    token = (settings or load_settings()).tv_auth_token.get_secret_value()
     journal = read_journal(
         day,
         provider=provider,
@@ -172,7 +200,7 @@ def export_cases(
         if known is None or not (200 <= (e["status"] or 0) < 300):
             continue
         try:
-            payload = json.loads(_scrub(e["payload"].decode("utf-8")))
+            payload = json.loads(_scrub(e["payload"].decode("utf-8"), token))
         except ValueError:
             continue  # not JSON: no reader takes it
         kind, reader = known
@@ -181,8 +209,9 @@ def export_cases(
         cases.append((e["provider"], e["operation"], kind, {**case, "expect": expect}))
     for (prov, op, _), frames in streams.items():
         frames.sort(key=lambda f: f["seq"])
-        texts = [_scrub(f["payload"].decode("utf-8", "surrogatepass")) for f in frames]
-        texts = texts[:MAX_FRAMES]
+        texts = stream_frames(
+            [_scrub(f["payload"].decode("utf-8", "surrogatepass"), token) for f in frames]
+        )
         described = json.loads(frames[0]["request"] or "{}")
         series = described.get("series") or (
             {described["series_id"]: [described["symbol"], described["interval"]]}

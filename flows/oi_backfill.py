@@ -17,10 +17,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import clock, config
+from flows import clock
 from flows.gaps import missing_slots
 from flows.lake_rows import option_chain_table
-from flows.runtime import RunContext, holiday_skip, run_context
+from flows.runtime import RunContext, holiday_skip, run_context, run_settings
+from flows.settings import load_settings
 from providers.calendar import IST, snapshot_slots
 from providers.errors import AllProvidersFailedError, NoCapableProviderError, ProviderError
 from storage.queries import existing_snapshot_times
@@ -105,7 +106,7 @@ def _run_name() -> str:
 
     params = flow_run.parameters or {}
     day = params.get("day") or datetime.now(IST).date()
-    return f"oi-backfill {','.join(params.get('underlyings') or config.underlyings())} {day}"
+    return f"oi-backfill {','.join(params.get('underlyings') or load_settings().underlyings)} {day}"
 
 
 @flow(name="oi-backfill", flow_run_name=_run_name)
@@ -116,6 +117,7 @@ async def oi_backfill(
     only_on_trading_days: bool = False,
 ) -> list[SlotFill]:
     logger = get_run_logger()
+    settings = run_settings()
     today = clock.now().astimezone(IST).date()
     day = day or today
     if day != today:
@@ -125,8 +127,8 @@ async def oi_backfill(
     if only_on_trading_days and (skipped := holiday_skip(day, "oi-backfill", logger)):
         return skipped  # type: ignore[return-value]
     every = timedelta(minutes=every_minutes)
-    names = [u.upper() for u in (underlyings or config.underlyings())]
-    async with run_context() as ctx:
+    names = [u.upper() for u in (underlyings or settings.underlyings)]
+    async with run_context(settings) as ctx:
         results = [await fill_underlying(u, day, every, ctx) for u in names]
     await acreate_table_artifact(
         key="oi-backfill",

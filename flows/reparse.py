@@ -429,17 +429,24 @@ async def reparse(
     """Rebuild a day's rows (default today, IST) from the journal with today's parsers."""
     from prefect.artifacts import acreate_table_artifact
 
-    from flows import clock
-    from flows.runtime import RunWriter, registry_factory
+    from flows import clock, runtime
 
     logger = get_run_logger()
     target = day or clock.now().astimezone(IST).date()
-    registry = registry_factory()
+    settings = runtime.run_settings()
+    registry = runtime.registry_factory(settings.providers)
     try:
         # The run's writer: option-chain rows get the same provider rank and spot as ever.
-        writer = RunWriter(registry)
+        writer = runtime.RunWriter(
+            registry, settings.data_path, risk_free_rate=settings.risk_free_rate
+        )
         report = await asyncio.to_thread(
-            reparse_day, target, writer, dataset=dataset, provider=provider
+            reparse_day,
+            target,
+            writer,
+            dataset=dataset,
+            provider=provider,
+            data_dir=settings.data_path,
         )
     finally:
         await registry.aclose()

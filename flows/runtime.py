@@ -4,6 +4,9 @@ A registry is built per flow run, inside the run's event loop: providers hold lo
 sessions bound to the loop that created them, and `protrade serve` runs each flow run in its own
 process anyway. Provider health across runs is read back from `provider_attempts`.
 
+Settings are read once per run (`run_settings`, at the flow's start) and carried by the run
+context; the registry is built from them, the writer writes to their data dir.
+
 While a run context is open, the `providers` loggers (registry retries and failovers, provider
 warnings) also go to the run's logs in the Prefect UI.
 """
@@ -17,16 +20,20 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from flows.config import live_symbol
-from flows.journal_log import JournalLog, attach, journal_on
+from flows.greeks import DEFAULT_RISK_FREE_RATE, with_greeks
+from flows.journal_log import JournalLog, attach
 from flows.lake_rows import attempt_rows, spot_minutes, with_source_rank, with_spot_source
+from flows.settings import Settings, activate, load_settings
 from providers.calendar import is_trading_day
 from providers.records import AttemptRecord
 from providers.registry import ProviderRegistry, initialize_default_providers
+from providers.settings import ProviderSettings
 from storage.catalog import ensure_catalog
 from storage.queries import Spot, spot_by_minute
 from storage.validation import Rows
@@ -81,17 +88,31 @@ class RunContext:
     registry: ProviderRegistry
     writer: LakeWriter
     attempts: AttemptLog
+    #: The settings the run was started with (read once, at its start).
+    settings: Settings
     #: The raw journal of what the providers received; None when it is turned off.
     journal: JournalLog | None = None
 
 
-def default_registry() -> ProviderRegistry:
-    """The built-in providers in their configured order (`PROTRADE_*_PROVIDERS`)."""
-    return initialize_default_providers(ProviderRegistry())
+def run_settings() -> Settings:
+    """The settings of the run starting now: read once, and made the process's store and
+    holiday file (storage calls without `data_dir=`, the trading calendar)."""
+    settings = load_settings()
+    activate(settings)
+    return settings
 
 
-#: How flow runs get their registry. Replaced only by tests that need a tuned retry policy.
-registry_factory: Callable[[], ProviderRegistry] = default_registry
+def default_registry(settings: ProviderSettings | None = None) -> ProviderRegistry:
+    """The installed providers, built from `settings` (default: the run's settings, read now)
+    and in their configured order (`PROTRADE_*_PROVIDERS`)."""
+    return initialize_default_providers(
+        ProviderRegistry(settings=settings or run_settings().providers)
+    )
+
+
+#: How flow runs get their registry from the run's provider settings. Replaced only by tests
+#: that need a tuned retry policy.
+registry_factory: Callable[[ProviderSettings], ProviderRegistry] = default_registry
 
 
 #: Loggers of code that knows nothing of Prefect whose records belong in a run's logs.
@@ -158,18 +179,30 @@ class RunWriter(LakeWriter):
       chain row's, else the last tick or the 1-minute candle of the underlying's live symbol
       (`flows.config.live_symbol`), with that source; null when nothing is held.
 
+    - IV and greeks (`flows.greeks`, Black-Scholes on spot at `risk_free_rate`) from the
+      price and the spot, after the spot is filled, so failover rows get them too.
+
     The spot is filled here, not in the views: a view-level fill needs a window over
-    (underlying, minute), which keeps DuckDB from pushing a time filter into the scan.
+    (underlying, minute), which keeps DuckDB from pushing a time filter into the scan. The
+    greeks too: the catalog's SQL runs in an analyst's DuckDB CLI, which has no Python.
     """
 
-    def __init__(self, registry: ProviderRegistry) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        registry: ProviderRegistry,
+        data_dir: Path | None = None,
+        *,
+        risk_free_rate: float = DEFAULT_RISK_FREE_RATE,
+    ) -> None:
+        super().__init__(data_dir=data_dir)
         self._registry = registry
+        self.risk_free_rate = risk_free_rate
 
     def write(self, dataset: str, rows: Rows) -> WriteResult:
         if dataset == "option_chain" and isinstance(rows, pa.Table):
             order = [name for name, _ in self._registry.providers("options")]
             rows = with_spot_source(with_source_rank(rows, order), self._held_spots(rows))
+            rows = with_greeks(rows, self.risk_free_rate)
         return super().write(dataset, rows)
 
     def _held_spots(self, rows: pa.Table) -> dict[str, dict[datetime, Spot]]:
@@ -196,24 +229,28 @@ class RunWriter(LakeWriter):
 
 
 @asynccontextmanager
-async def run_context() -> AsyncIterator[RunContext]:
+async def run_context(settings: Settings | None = None) -> AsyncIterator[RunContext]:
     """A fresh registry wired to the lake for one flow run; attempts flushed, sessions closed.
 
+    `settings` are the run's (`run_settings()`, read at its start); None reads them now.
     The analysts' catalog is made sure of first (created if missing): every command that
     writes the lake comes through here. It never fails the run (a warning at most).
     """
-    registry = registry_factory()
-    writer = RunWriter(registry)
+    settings = settings or run_settings()
+    registry = registry_factory(settings.providers)
+    writer = RunWriter(registry, settings.data_path, risk_free_rate=settings.risk_free_rate)
     await asyncio.to_thread(ensure_catalog, writer.root.parent)
     attempts = AttemptLog(writer, current_flow_run_id())
     registry.add_sink(attempts)
-    journal = JournalLog(writer, attempts.flow_run_id) if journal_on() else None
+    journal = (
+        JournalLog(writer, attempts.flow_run_id) if settings.journal_retention_days > 0 else None
+    )
     if journal is not None:
         attach(registry, journal)
     failure: Exception | None = None
     try:
         with library_logs_in_run():
-            yield RunContext(registry=registry, writer=writer, attempts=attempts, journal=journal)
+            yield RunContext(registry, writer, attempts, settings, journal)
     except Exception as exc:
         failure = exc
         raise

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable
@@ -16,8 +15,9 @@ from types import FrameType
 from typing import Any
 
 from deployments.schedules import SCHEDULES, TIMEZONE
+from flows.prefect_env import api_url, use_api_url
 from flows.server import DEFAULT_HOST, LocalPrefectServer, PortInUseError, port_in_use_message
-from storage.paths import data_dir
+from flows.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -199,16 +199,20 @@ def finish_flow_runs(
             process.kill()
 
 
-def serve_all(port: int, say: Callable[[str], None]) -> None:
+def serve_all(port: int, say: Callable[[str], None], settings: Settings | None = None) -> None:
     """Start the local server unless `PREFECT_API_URL` is set, serve every deployment until
     Ctrl-C or SIGTERM, then stop the runner and the server it started.
 
     A stop is honoured at any moment of start-up: each step is short or watches `stop`, and
     the server dies with this process even if it is SIGKILLed (see `flows.server`).
+    `settings` (default: read now) place the local server's files; every flow run reads its
+    own at its start.
     """
+    settings = settings or load_settings()
     server: LocalPrefectServer | None = None
-    if not os.environ.get("PREFECT_API_URL"):
-        server = LocalPrefectServer(home=data_dir() / "prefect", host=DEFAULT_HOST, port=port)
+    if not api_url():
+        home = settings.data_path / "prefect"
+        server = LocalPrefectServer(home=home, host=DEFAULT_HOST, port=port)
         if message := port_in_use_message(server.host, server.port, server.home):
             raise PortInUseError(message)
     stop = StopRequest()
@@ -219,15 +223,15 @@ def serve_all(port: int, say: Callable[[str], None]) -> None:
             server.start(interrupted=stop.event)
             if stop.requested:
                 return
-            os.environ["PREFECT_API_URL"] = server.api_url
-        ui = server.ui_url if server else os.environ["PREFECT_API_URL"].removesuffix("/api")
+            use_api_url(server.api_url)  # the flow-run processes report to it
+        ui = server.ui_url if server else str(api_url()).removesuffix("/api")
 
         from deployments.definitions import build_deployments
         from storage.catalog import refresh_catalog
         from storage.errors import CatalogLockedError
 
         try:
-            refresh_catalog()
+            refresh_catalog(settings.data_path)
         except CatalogLockedError as exc:
             say(f"views not refreshed: {exc}")
         if stop.requested:
@@ -235,8 +239,8 @@ def serve_all(port: int, say: Callable[[str], None]) -> None:
         say(f"Prefect UI: {ui}")
         for name, when in asyncio.run(next_runs(datetime.now().astimezone())):
             say(f"  next {name:<22} {when:%a %Y-%m-%d %H:%M} {TIMEZONE}")
-        say(f"registering {len(SCHEDULES)} deployments ...")
         deployments = build_deployments()
+        say(f"registering {len(deployments)} deployments ...")
         if stop.requested:
             return
         _serve(deployments, server.process.pid if server and server.process else None, stop, say)

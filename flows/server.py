@@ -166,13 +166,9 @@ class LocalPrefectServer:
         if message := port_in_use_message(self.host, self.port, self.home):
             raise PortInUseError(message)
         self.home.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env.pop("PREFECT_API_URL", None)
-        env.update(
-            PREFECT_HOME=str(self.home),
-            PREFECT_SERVER_ANALYTICS_ENABLED="false",
-            DO_NOT_TRACK="1",
-        )
+        from flows.prefect_env import server_env
+
+        env = server_env(self.home)
         prefect_bin = Path(sys.executable).with_name("prefect")
         command = [str(prefect_bin), "server", "start"]
         command += ["--host", self.host, "--port", str(self.port)]

@@ -17,9 +17,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows import clock, config
+from flows import clock
 from flows.lake_rows import option_chain_table
-from flows.runtime import RunContext, holiday_skip, run_context
+from flows.runtime import RunContext, holiday_skip, run_context, run_settings
+from flows.settings import load_settings
 from providers.calendar import IST
 from providers.errors import AllProvidersFailedError, ProviderError, ProviderFailure
 from providers.records import AttemptRecord
@@ -120,7 +121,7 @@ def _run_name() -> str:
     from prefect.runtime import flow_run
 
     params = flow_run.parameters or {}
-    names = params.get("underlyings") or config.underlyings()
+    names = params.get("underlyings") or load_settings().underlyings
     stamp = datetime.now(IST).strftime("%Y-%m-%d %H:%M")
     return f"oi-snapshot {','.join(names)} {stamp} IST"
 
@@ -196,11 +197,12 @@ async def oi_snapshot(
 ) -> list[UnderlyingSnapshot]:
     """Snapshot each underlying's full chain; Failed if any underlying got no data at all."""
     logger = get_run_logger()
+    settings = run_settings()
     today = clock.now().astimezone(IST).date()
     if only_on_trading_days and (skipped := holiday_skip(today, "snapshot", logger)):
         return skipped  # type: ignore[return-value]
-    names = [u.strip().upper() for u in (underlyings or config.underlyings())]
-    async with run_context() as ctx:
+    names = [u.strip().upper() for u in (underlyings or settings.underlyings)]
+    async with run_context(settings) as ctx:
         # States, not values: a failed underlying must not cancel or hide the others.
         states = await asyncio.gather(
             *(snapshot_underlying(u, ctx, return_state=True) for u in names)

@@ -53,12 +53,27 @@ _CALENDAR_NAME = "XBOM"
 HOLIDAYS_FILE_NAME = "nse_holidays.json"
 
 
+#: The holidays file of this process: set by the flows' settings (`PROTRADE_HOLIDAYS_FILE`, else
+#: the data dir's file); None until then, meaning `./data/nse_holidays.json`. The calendar never
+#: reads the environment.
+_configured_file: Path | None = None
+
+
+def configure_holidays_file(path: Path | None) -> Path | None:
+    """Make `path` the published-holidays file the process-wide calendar reads and saves;
+    returns the previous one. A different file drops the cached calendar, so the next lookup
+    reads the new one."""
+    global _configured_file
+    previous = _configured_file
+    if path != previous:
+        _configured_file = path
+        get_calendar.cache_clear()
+    return previous
+
+
 def holidays_file() -> Path:
-    """Where published holidays are kept: `PROTRADE_HOLIDAYS_FILE`, else the data dir's file."""
-    explicit = os.environ.get("PROTRADE_HOLIDAYS_FILE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("PROTRADE_DATA_DIR", "./data")) / HOLIDAYS_FILE_NAME
+    """Where published holidays are kept (`configure_holidays_file`, else the default)."""
+    return _configured_file or Path("./data") / HOLIDAYS_FILE_NAME
 
 
 def load_published_holidays(path: Path | None = None) -> frozenset[date]:

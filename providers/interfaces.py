@@ -5,6 +5,7 @@ announces itself to the registry (`ProviderPlugin`, through the `protrade.provid
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from providers.records import Bar, LiveMessage, OptionChainRow
+from providers.errors import ProviderError
+from providers.journal import PayloadSink
+from providers.records import Bar, Disconnect, LiveMessage, LiveStats, OptionChainRow
 
 LiveCallback = Callable[[LiveMessage], Awaitable[None] | None]
 
@@ -90,15 +93,28 @@ class ProviderPlugin:
 
     #: The name operators use in `PROTRADE_<KIND>_PROVIDERS`, and the `provider` of its records.
     name: str
-    #: Builds the provider, with no arguments: configuration comes from the environment.
-    factory: Callable[[], Any]
+    #: Builds the provider: with no arguments, or with the registry's
+    #: `providers.settings.ProviderSettings` when it has one required positional parameter.
+    factory: Callable[..., Any]
     priority: int = 0
     #: The kinds to register it for; None: every kind whose interface the instance implements.
     kinds: tuple[str, ...] | None = None
 
 
 class ILiveStreamProvider(ABC):
-    """A streaming source of quotes (`live_feed`) and bar updates (`chart_update`)."""
+    """A streaming source of quotes (`live_feed`) and bar updates (`chart_update`).
+
+    Besides streaming, a live provider reports its health in provider-neutral records, which is
+    all a caller (the capture flow) may rely on, so a second live provider plugs in without the
+    caller knowing its protocol:
+    - `disconnects`: every outage (`Disconnect`, with start and, once over, end), oldest first;
+      the caller backfills the bars of each;
+    - `stats`: lifetime counters (`LiveStats`);
+    - `failure`: the terminal error once the stream gave up by itself, else None;
+    - `wait_closed()`: returns when the stream ended, by `stop` or by giving up.
+    The defaults describe a stream that never disconnects, counts nothing and never gives up; a
+    provider that supervises a connection overrides them.
+    """
 
     #: What this stream delivers: `QUOTES`, `BARS` or both. A provider without `BARS` is never
     #: handed a subscription with an interval by a caller that asks the registry for `BARS`.
@@ -118,11 +134,41 @@ class ILiveStreamProvider(ABC):
 
     @abstractmethod
     async def start(self) -> None:
-        """Connect and keep the stream alive until `stop`."""
+        """Connect and keep the stream alive until `stop`; returns once started."""
 
     @abstractmethod
     async def stop(self) -> None:
-        """Close the stream and release its resources."""
+        """Close the stream, hand what it already received to the callback, release resources."""
+
+    async def aclose(self) -> None:
+        """Same as `stop`, under the name the other provider kinds use."""
+        await self.stop()
+
+    async def wait_closed(self) -> None:
+        """Returns when the stream has ended: after `stop`, or when it gave up (`failure`).
+
+        By default it never returns by itself (a stream that cannot give up); a caller waits
+        on it alongside its own stop condition and cancels the wait.
+        """
+        await asyncio.get_running_loop().create_future()
+
+    @property
+    def disconnects(self) -> Sequence[Disconnect]:
+        """Every outage so far, oldest first; the last has `end=None` while it lasts."""
+        return ()
+
+    @property
+    def stats(self) -> LiveStats:
+        """Lifetime counters; all zero by default."""
+        return LiveStats()
+
+    @property
+    def failure(self) -> ProviderError | None:
+        """Why the stream gave up by itself (terminal), or None while it runs or was stopped."""
+        return None
+
+    def set_payload_sink(self, sink: PayloadSink) -> None:  # noqa: B027 - optional hook
+        """Journal every payload received into `sink`; a no-op for a provider without a journal."""
 
 
 class IOptionsDataProvider(ABC):

@@ -5,6 +5,8 @@ kept. Providers record every payload they receive (an HTTP body handed to a pars
 text frame) as a `JournalEntry`; the flows plug in a sink that writes them to the lake, and
 re-parse them later with fixed parsers. Providers know nothing of storage: they only call
 `sink.record(entry)`, which must be cheap (an append; the sink batches and writes elsewhere).
+A stream's hot path calls `sink.record_frame(...)` instead: plain arguments, no tuple per frame,
+and the sink may keep a connection's consecutive frames as one entry (see `record_frame`).
 
 Secrets: an entry holds what was *received* and a request description built from the method,
 path and query parameters only — never headers, cookies, or anything sent over a WebSocket
@@ -43,15 +45,46 @@ class JournalEntry(NamedTuple):
 
 
 class PayloadSink(Protocol):
-    """Where providers hand what they received. `record` runs on the receive path: no I/O."""
+    """Where providers hand what they received. Both run on the receive path: no I/O."""
 
     def record(self, entry: JournalEntry) -> None: ...
+
+    def record_frame(
+        self,
+        provider: str,
+        operation: str,
+        request: str,
+        connection_id: str,
+        seq: int,
+        received_at_us: int,
+        text: str | bytes,
+    ) -> None:
+        """One text frame of a stream, `seq` counting the connection's frames from 1.
+
+        A sink may store consecutive frames of one connection (same request, seq + 1 each) as
+        ONE entry: TradingView frames are self-delimiting (`~m~<len>~m~<payload>`), so their
+        concatenation is a stream the decoder reads exactly as it read the frames one by one.
+        Such an entry keeps the first frame's seq and received time.
+        """
+        ...
 
 
 class NullSink:
     """The default: journaling off."""
 
     def record(self, entry: JournalEntry) -> None:
+        return None
+
+    def record_frame(
+        self,
+        provider: str,
+        operation: str,
+        request: str,
+        connection_id: str,
+        seq: int,
+        received_at_us: int,
+        text: str | bytes,
+    ) -> None:
         return None
 
 
@@ -66,6 +99,21 @@ class ListSink:
 
     def record(self, entry: JournalEntry) -> None:
         self.entries.append(entry)
+
+    def record_frame(
+        self,
+        provider: str,
+        operation: str,
+        request: str,
+        connection_id: str,
+        seq: int,
+        received_at_us: int,
+        text: str | bytes,
+    ) -> None:
+        # One entry per frame: tests see exactly what the provider handed over.
+        self.entries.append(
+            JournalEntry(received_at_us, provider, operation, request, text, connection_id, seq)
+        )
 
 
 def now_us() -> int:

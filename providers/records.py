@@ -7,7 +7,7 @@ storage writer without renaming. Every timestamp is timezone-aware.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, Literal, NamedTuple
 from uuid import uuid4
@@ -195,3 +195,62 @@ class AttemptRecord:
     flow_run_id: str | None = None
     # The key that lets compaction and views keep each attempt exactly once.
     attempt_id: str = field(default_factory=lambda: uuid4().hex)
+
+
+# --------------------------------------------------------------------------------------------
+# Live stream health: what every `ILiveStreamProvider` reports, whatever its wire protocol
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Disconnect:
+    """One outage of a live stream: from losing the connection to the moment its subscriptions
+    were replayed on a new one. `end` is None while the outage lasts.
+
+    Mutable on purpose: the provider appends the record when the outage begins (so a capture
+    can see an open gap) and sets `end` when it is over.
+    """
+
+    start: datetime
+    reason: str
+    end: datetime | None = None
+    #: Connect attempts that failed during this outage.
+    failed_attempts: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.end - self.start).total_seconds() if self.end else None
+
+
+@dataclass(slots=True)
+class LiveStats:
+    """Counters of one live provider's lifetime (all connections).
+
+    Provider-neutral: a counter a protocol has no use for stays 0 (a stream without heartbeats
+    never counts one). Mutable and updated in place on the receive path, where building a new
+    record per frame would cost more than the frame's own work.
+    """
+
+    frames: int = 0
+    messages: int = 0
+    heartbeats: int = 0
+    quotes: int = 0
+    bars: int = 0
+    final_bars: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    stalls: int = 0
+    resubscribes: int = 0
+    symbol_errors: int = 0
+    #: Messages that found the queue full and waited in the bounded overflow.
+    deferred: int = 0
+    #: Times the receive loop stopped reading because queue and overflow were both full.
+    backpressure_waits: int = 0
+    queue_high_water: int = 0
+    callback_errors: int = 0
+    #: Messages still undelivered when `stop` gave up waiting for the consumer.
+    undelivered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

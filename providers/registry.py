@@ -33,7 +33,6 @@ from datetime import UTC, date, datetime
 from importlib.metadata import entry_points
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from providers import settings
 from providers.errors import (
     AllProvidersFailedError,
     NoCapableProviderError,
@@ -51,6 +50,7 @@ from providers.interfaces import (
     historical_limits_of,
 )
 from providers.records import AttemptRecord, Bar, OptionChainRow
+from providers.settings import DEFAULT_PROVIDER_SETTINGS, ProviderSettings
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,10 @@ class ProviderRegistry:
         policy: RetryPolicy | None = None,
         breaker_policy: BreakerPolicy | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        settings: ProviderSettings | None = None,
     ) -> None:
+        #: What the plugin factories are built with and the providers' order comes from.
+        self.settings = settings or DEFAULT_PROVIDER_SETTINGS
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -293,8 +296,8 @@ class ProviderRegistry:
     def providers(self, kind: str) -> list[tuple[str, Any]]:
         """The enabled providers of `kind`, in the order a call tries them.
 
-        `PROTRADE_<KIND>_PROVIDERS`, read now, overrides priority: its order wins and names it
-        leaves out are disabled.
+        The settings' order (`PROTRADE_<KIND>_PROVIDERS`) overrides priority: its order wins
+        and names it leaves out are disabled.
         """
         if kind not in PROVIDER_KINDS:
             raise ValueError(f"unknown provider kind {kind!r}; expected one of {[*PROVIDER_KINDS]}")
@@ -302,7 +305,7 @@ class ProviderRegistry:
             (e for (k, _), e in self._entries.items() if k == kind),
             key=lambda e: (-e.priority, e.seq),
         )
-        override = settings.provider_order(kind)
+        override = self.settings.provider_order(kind)
         if override is None:
             return [(e.name, e.provider) for e in registered]
         by_name = {e.name: e for e in registered}
@@ -326,8 +329,15 @@ class ProviderRegistry:
         return ordered
 
     def register_plugin(self, plugin: ProviderPlugin) -> None:
-        """Build `plugin`'s provider and register it under its name and priority."""
-        self.register(plugin.name, plugin.factory(), plugin.priority, kinds=plugin.kinds)
+        """Build `plugin`'s provider and register it under its name and priority.
+
+        A factory with a required positional parameter is handed the registry's
+        `ProviderSettings` (the built-ins take their URLs and token from it); one without
+        (a third-party plugin) is called with no arguments, as before.
+        """
+        factory = plugin.factory
+        provider = factory(self.settings) if _wants_settings(factory) else factory()
+        self.register(plugin.name, provider, plugin.priority, kinds=plugin.kinds)
 
     def capable_providers(
         self,
@@ -628,6 +638,18 @@ def _bounded(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
 
 
+def _wants_settings(factory: Callable[..., Any]) -> bool:
+    """Whether `factory` takes an argument it must be given (the settings)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        for p in params
+    )
+
+
 class PluginEntryPoint(Protocol):
     """What discovery needs of an entry point (`importlib.metadata.EntryPoint` fits)."""
 
@@ -673,14 +695,18 @@ def initialize_default_providers(
     registry: ProviderRegistry | None = None,
     *,
     plugins: Sequence[PluginEntryPoint] | None = None,
+    settings: ProviderSettings | None = None,
 ) -> ProviderRegistry:
     """Register every provider plugin installed (`protrade.providers` entry points).
 
     A plugin whose import or factory fails is reported once and skipped; the others register.
-    `plugins` replaces discovery (tests).
+    `plugins` replaces discovery (tests). `settings`, when given, configures the registry
+    (its order) and the providers its plugins build.
     """
     if registry is None:
         registry = ProviderRegistry()
+    if settings is not None:
+        registry.settings = settings
     found = plugin_entry_points() if plugins is None else list(plugins)
     if not found:
         log.error(

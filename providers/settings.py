@@ -1,11 +1,17 @@
-"""Provider configuration from the environment (the README's "Configuration" table).
+"""What the providers are configured with: typed values handed in, never read here.
 
-Read at call time, not import time, so tests and the demo can point providers at emulators.
+The flows' settings module (`flows.settings`) reads the README's "Configuration" table once per
+run and builds a `ProviderSettings`; the registry hands it to the plugin factories that take
+one (the built-ins) and orders providers by it. Nothing in `providers` reads the environment,
+so a test or the demo points providers at emulators by building a value, not by editing the
+process environment.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
+
+from pydantic import SecretStr
 
 DEFAULT_NSE_BASE_URL = "https://www.nseindia.com"
 DEFAULT_TRENDLYNE_BASE_URL = "https://smartoptions.trendlyne.com/phoenix/api"
@@ -19,26 +25,31 @@ BROWSER_USER_AGENT = (
 )
 
 
-def nse_base_url() -> str:
-    return os.environ.get("PROTRADE_NSE_BASE_URL", DEFAULT_NSE_BASE_URL).rstrip("/")
+_ANONYMOUS = SecretStr(ANONYMOUS_TV_TOKEN)  # immutable, so one shared default is safe
 
 
-def trendlyne_base_url() -> str:
-    return os.environ.get("PROTRADE_TRENDLYNE_BASE_URL", DEFAULT_TRENDLYNE_BASE_URL).rstrip("/")
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """The provider-facing settings; the defaults are the real sites and built-in order.
+
+    `tv_auth_token` is a `SecretStr`: its repr (and so this object's) shows `**********`;
+    call `.get_secret_value()` only where the token goes on the wire.
+    """
+
+    nse_base_url: str = DEFAULT_NSE_BASE_URL
+    trendlyne_base_url: str = DEFAULT_TRENDLYNE_BASE_URL
+    tv_ws_url: str = DEFAULT_TV_WS_URL
+    tv_auth_token: SecretStr = _ANONYMOUS
+    #: `PROTRADE_<KIND>_PROVIDERS`: names in the order tried; None keeps the built-in order.
+    options_providers: tuple[str, ...] | None = None
+    historical_providers: tuple[str, ...] | None = None
+    live_providers: tuple[str, ...] | None = None
+
+    def provider_order(self, kind: str) -> list[str] | None:
+        """The configured order of `kind`'s providers, or None (priority order)."""
+        order: tuple[str, ...] | None = getattr(self, f"{kind}_providers", None)
+        return None if order is None else list(order)
 
 
-def tv_ws_url() -> str:
-    return os.environ.get("PROTRADE_TV_WS_URL", DEFAULT_TV_WS_URL)
-
-
-def tv_auth_token() -> str:
-    """The TradingView token: a secret. Never log it or put it in an error message."""
-    return os.environ.get("PROTRADE_TV_AUTH_TOKEN") or ANONYMOUS_TV_TOKEN
-
-
-def provider_order(kind: str) -> list[str] | None:
-    """`PROTRADE_<KIND>_PROVIDERS` as a list of names, or None when unset (built-in order)."""
-    raw = os.environ.get(f"PROTRADE_{kind.upper()}_PROVIDERS")
-    if raw is None or not raw.strip():
-        return None
-    return [name.strip() for name in raw.split(",") if name.strip()]
+#: The defaults: what a registry built without settings uses.
+DEFAULT_PROVIDER_SETTINGS = ProviderSettings()

@@ -196,7 +196,8 @@ def _has_parquet(folder: Path) -> bool:
 def define_views(
     conn: duckdb.DuckDBPyConnection, lake: Path, *, write_seeds: bool = True
 ) -> list[str]:
-    """Create both views of every dataset on `conn`; the view names.
+    """Create both views of every dataset, then the analysis views and macros, on `conn`;
+    the view names.
 
     `write_seeds=False` (readers): nothing is written; a dataset without any file gets a
     typed, empty view.
@@ -216,7 +217,193 @@ def define_views(
         for sql in view_sql(spec, lake, empty=empty):
             conn.execute(sql)
         names += [spec.name, f"{spec.name}_raw"]
-    return names
+    for sql in analysis_sql(lake):
+        conn.execute(sql)
+    return [*names, *ANALYSIS_VIEWS]
+
+
+# ---------------------------------------------------------------------------- analysis views
+#
+# Views over the deduplicating `option_chain` / `candles` views (same freshness, same winning
+# row per key) for the questions analysts ask every day. Plain SQL that DuckDB 1.1 binds: no
+# Python UDFs (an analyst's CLI has none), no ICU-dependent casts (the IST arithmetic is done
+# on epoch microseconds, so the answer never depends on the session's TimeZone).
+
+#: IST is UTC+05:30 all year (no daylight saving).
+_IST_OFFSET_US = 19_800_000_000
+#: The NSE session opens at 09:15 IST: seconds after IST midnight.
+_SESSION_OPEN_S = 9 * 3600 + 15 * 60
+
+
+def _ist_date(column: str) -> str:
+    """The IST calendar date of a TIMESTAMPTZ column, whatever the session time zone."""
+    return f"CAST(make_timestamp(epoch_us({column}) + {_IST_OFFSET_US}) AS DATE)"
+
+
+def _latest_chain_sql(lake: Path) -> str:
+    """Newest snapshot per (underlying, expiry) on the underlying's newest day of data.
+
+    The newest day comes from the folder names (`date=<IST date>/underlying=<name>/`, listed
+    by `glob()`, no file read), and its start is a lower bound on `snapshot_ts` that DuckDB
+    pushes into the scans as a filter: only that day's files are read (row groups of other
+    days are skipped by their statistics), never a month. The newest time per expiry is taken
+    from the raw rows (every version of a key has the key's time, so no dedup is needed for
+    it); the rows at that time then come from `option_chain`, deduplicated as usual. An
+    expiry with no row on the newest day (expired, or no longer listed) is not shown.
+    """
+    files = _literal(dataset_glob(DATASETS["option_chain"], lake))
+    return f"""CREATE OR REPLACE VIEW option_chain_latest AS
+WITH newest_day AS MATERIALIZED (
+    SELECT url_decode(regexp_extract(file, '/underlying=([^/]*)/[^/]*$', 1)) AS underlying,
+           CAST(CAST(max(try_cast(regexp_extract(file, '/date=([0-9-]+)/', 1) AS DATE))
+                AS VARCHAR) || ' 00:00:00+05:30' AS TIMESTAMPTZ) AS since
+    FROM glob({files})
+    GROUP BY 1
+    HAVING max(try_cast(regexp_extract(file, '/date=([0-9-]+)/', 1) AS DATE)) IS NOT NULL
+), newest AS MATERIALIZED (
+    SELECT r.underlying, r.expiry, max(r.snapshot_ts) AS snapshot_ts
+    FROM option_chain_raw AS r JOIN newest_day AS d ON r.underlying = d.underlying
+    WHERE r.snapshot_ts >= d.since AND r.snapshot_ts >= (SELECT min(since) FROM newest_day)
+    GROUP BY r.underlying, r.expiry
+)
+SELECT o.* FROM option_chain AS o
+JOIN newest AS n
+  ON o.underlying = n.underlying AND o.expiry = n.expiry AND o.snapshot_ts = n.snapshot_ts
+WHERE o.snapshot_ts >= (SELECT min(snapshot_ts) FROM newest)"""
+
+
+def _oi_summary_sql() -> str:
+    """One row per (underlying, expiry, snapshot_ts): totals, PCR, max pain, ATM, changes.
+
+    Max pain is the strike S minimising what option writers pay at expiry,
+    sum over strikes K of CE_OI(K) * max(0, S - K) + PE_OI(K) * max(0, K - S). Written with
+    running sums over the strikes in order, so it costs one sorted pass per snapshot instead
+    of a strikes x strikes join: CE part = S * sum(CE_OI, K <= S) - sum(CE_OI * K, K <= S),
+    PE part = sum(PE_OI * K, K > S) - S * sum(PE_OI, K > S). Ties go to the lower strike.
+    """
+    ce, pe = "option_type = 'CE'", "option_type = 'PE'"
+    return f"""CREATE OR REPLACE VIEW oi_summary AS
+WITH strikes AS (
+    SELECT underlying, expiry, snapshot_ts, strike,
+           max(underlying_value) AS spot,
+           sum(open_interest) FILTER (WHERE {ce}) AS ce_oi,
+           sum(open_interest) FILTER (WHERE {pe}) AS pe_oi,
+           sum(volume) FILTER (WHERE {ce}) AS ce_volume,
+           sum(volume) FILTER (WHERE {pe}) AS pe_volume,
+           max(iv) FILTER (WHERE {ce}) AS ce_iv,
+           max(iv) FILTER (WHERE {pe}) AS pe_iv,
+           max(iv_calc) FILTER (WHERE {ce}) AS ce_iv_calc,
+           max(iv_calc) FILTER (WHERE {pe}) AS pe_iv_calc
+    FROM option_chain
+    GROUP BY underlying, expiry, snapshot_ts, strike
+), running AS (
+    SELECT *,
+           max(spot) OVER snap AS snapshot_spot,
+           sum(coalesce(ce_oi, 0)) OVER upto AS ce_oi_upto,
+           sum(coalesce(ce_oi, 0) * strike) OVER upto AS ce_value_upto,
+           sum(coalesce(pe_oi, 0)) OVER upto AS pe_oi_upto,
+           sum(coalesce(pe_oi, 0) * strike) OVER upto AS pe_value_upto,
+           sum(coalesce(pe_oi, 0)) OVER snap AS pe_oi_all,
+           sum(coalesce(pe_oi, 0) * strike) OVER snap AS pe_value_all
+    FROM strikes
+    WINDOW snap AS (PARTITION BY underlying, expiry, snapshot_ts),
+           upto AS (PARTITION BY underlying, expiry, snapshot_ts ORDER BY strike
+                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+), snapshots AS (
+    SELECT underlying, expiry, snapshot_ts,
+           any_value(snapshot_spot) AS underlying_value,
+           sum(ce_oi) AS ce_oi, sum(pe_oi) AS pe_oi,
+           sum(ce_volume) AS ce_volume, sum(pe_volume) AS pe_volume,
+           arg_min(strike, (strike * ce_oi_upto - ce_value_upto + (pe_value_all - pe_value_upto)
+                            - strike * (pe_oi_all - pe_oi_upto), strike)) AS max_pain,
+           arg_min(strike, (abs(strike - snapshot_spot), strike)) AS atm_strike,
+           arg_min((coalesce(ce_iv, pe_iv) + coalesce(pe_iv, ce_iv)) / 2,
+                   (abs(strike - snapshot_spot), strike)) AS atm_iv,
+           arg_min((coalesce(ce_iv_calc, pe_iv_calc) + coalesce(pe_iv_calc, ce_iv_calc)) / 2,
+                   (abs(strike - snapshot_spot), strike)) AS atm_iv_calc
+    FROM running
+    GROUP BY underlying, expiry, snapshot_ts
+), ratios AS (
+    SELECT *, pe_oi / nullif(ce_oi, 0) AS pcr_oi, pe_volume / nullif(ce_volume, 0) AS pcr_volume
+    FROM snapshots
+)
+SELECT underlying, expiry, snapshot_ts, {_ist_date("snapshot_ts")} AS trade_date,
+       underlying_value, ce_oi, pe_oi, ce_volume, pe_volume, pcr_oi, pcr_volume,
+       max_pain, atm_strike, atm_iv, atm_iv_calc,
+       lag(snapshot_ts) OVER prev AS prev_snapshot_ts,
+       ce_oi - lag(ce_oi) OVER prev AS ce_oi_change,
+       pe_oi - lag(pe_oi) OVER prev AS pe_oi_change,
+       pcr_oi - lag(pcr_oi) OVER prev AS pcr_oi_change,
+       underlying_value - lag(underlying_value) OVER prev AS underlying_change
+FROM ratios
+WINDOW prev AS (PARTITION BY underlying, expiry ORDER BY snapshot_ts)"""
+
+
+#: Price and OI both moved between two consecutive snapshots of one contract: the classic
+#: reading. Either unchanged (or unknown): null.
+_BUILDUP_CASES = (
+    ("ltp > prev_ltp AND open_interest > prev_open_interest", "long build-up"),
+    ("ltp < prev_ltp AND open_interest > prev_open_interest", "short build-up"),
+    ("ltp > prev_ltp AND open_interest < prev_open_interest", "short covering"),
+    ("ltp < prev_ltp AND open_interest < prev_open_interest", "long unwinding"),
+)
+
+
+def _oi_buildup_sql() -> str:
+    """Per contract (underlying, expiry, strike, option_type) and snapshot after its first:
+    the change of price and OI since the contract's previous snapshot, and their reading."""
+    cases = " ".join(f"WHEN {cond} THEN {_literal(label)}" for cond, label in _BUILDUP_CASES)
+    return f"""CREATE OR REPLACE VIEW oi_buildup AS
+SELECT underlying, expiry, strike, option_type, snapshot_ts, prev_snapshot_ts,
+       ltp, prev_ltp, ltp - prev_ltp AS price_change,
+       open_interest, prev_open_interest, open_interest - prev_open_interest AS oi_change,
+       CASE {cases} END AS buildup
+FROM (
+    SELECT underlying, expiry, strike, option_type, snapshot_ts, ltp, open_interest,
+           lag(snapshot_ts) OVER contract AS prev_snapshot_ts,
+           lag(ltp) OVER contract AS prev_ltp,
+           lag(open_interest) OVER contract AS prev_open_interest
+    FROM option_chain
+    WINDOW contract AS (PARTITION BY underlying, expiry, strike, option_type ORDER BY snapshot_ts)
+) AS pairs
+WHERE prev_snapshot_ts IS NOT NULL"""
+
+
+def _candles_resampled_sql() -> str:
+    """`candles_resampled(symbol, interval, minutes)`: stored bars of one interval regrouped
+    into `minutes`-minute bars aligned to each IST day's 09:15 session open (a 5-minute bar
+    starts at 09:15, 09:20, ...; a 60-minute one at 09:15, 10:15, ...): open of the first bar,
+    highest high, lowest low, close of the last bar, summed volume, and how many bars made it.
+    The last bar of a day (or the forming one) may hold fewer bars than a full one."""
+    day_us = 86_400_000_000
+    local = f"(epoch_us(ts) + {_IST_OFFSET_US})"
+    since_open = f"({local} % {day_us} - {_SESSION_OPEN_S * 1_000_000})"
+    width = "(CAST(minutes AS BIGINT) * 60000000)"
+    bucket = (
+        f"(epoch_us(ts) - {since_open} + CAST(floor({since_open} / {width}) AS BIGINT) * {width})"
+    )
+    return f"""CREATE OR REPLACE MACRO candles_resampled(sym, itv, minutes) AS TABLE
+SELECT symbol, resampled AS interval, to_timestamp(bucket_us / 1000000) AS ts,
+       arg_min(open, ts) AS open, max(high) AS high, min(low) AS low,
+       arg_max(close, ts) AS close, sum(volume) AS volume, count(*) AS bars
+FROM (
+    SELECT *, {bucket} AS bucket_us, CAST(minutes AS VARCHAR) AS resampled
+    FROM candles
+    WHERE symbol = sym AND interval = itv
+) AS bars
+GROUP BY symbol, resampled, bucket_us
+ORDER BY ts"""
+
+
+#: The analysis views, in the order they are created (each reads only earlier ones).
+ANALYSIS_VIEWS = ("option_chain_latest", "oi_summary", "oi_buildup")
+#: The table macros (not views: no comment, not in `duckdb_views()`).
+ANALYSIS_MACROS = ("candles_resampled",)
+
+
+def analysis_sql(lake: Path) -> list[str]:
+    """The statements creating the analysis views and macros over the base views."""
+    return [_latest_chain_sql(lake), _oi_summary_sql(), _oi_buildup_sql(), _candles_resampled_sql()]
 
 
 # ---------------------------------------------------------------------------- the catalog file
@@ -237,7 +424,11 @@ class CatalogState(StrEnum):
 def catalog_fingerprint(lake: Path) -> str:
     """Identifies the views the current code defines over `lake` (stored as view comments)."""
     text = "\n".join(
-        [CATALOG_STORAGE_VERSION, *(sql for s in DATASETS.values() for sql in view_sql(s, lake))]
+        [
+            CATALOG_STORAGE_VERSION,
+            *(sql for s in DATASETS.values() for sql in view_sql(s, lake)),
+            *analysis_sql(lake),
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -332,7 +523,10 @@ def refresh_catalog(data_dir: Path | None = None) -> CatalogRefresh:
         _replace_unheld(path, lake)
     elif not _install_new(_build_catalog(path, lake), path):
         _replace_unheld(path, lake)  # another process created one meanwhile: make it ours
-    views = tuple(name for spec in DATASETS.values() for name in (spec.name, f"{spec.name}_raw"))
+    views = (
+        *(name for spec in DATASETS.values() for name in (spec.name, f"{spec.name}_raw")),
+        *ANALYSIS_VIEWS,
+    )
     return CatalogRefresh(path=path, views=views, seeded=tuple(seeded))
 
 

@@ -6,7 +6,6 @@ written by the ordinary writer; this module only adds what is particular to it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -28,23 +27,28 @@ class JournalSettingError(ValueError):
     """`PROTRADE_JOURNAL_RETENTION_DAYS` is not a whole number of days >= 0."""
 
 
+#: Set by the flows' settings (`PROTRADE_JOURNAL_RETENTION_DAYS`, read there once per run or
+#: command); storage never reads the environment.
+_retention_days = DEFAULT_RETENTION_DAYS
+
+
+def configure_retention_days(days: int) -> int:
+    """Make `days` the retention `retention_days()` reports; returns the previous one."""
+    global _retention_days
+    if days < 0:
+        raise JournalSettingError(
+            f"{RETENTION_ENV}={days!r}: expected a whole number of days (0 turns the journal off)"
+        )
+    previous, _retention_days = _retention_days, days
+    return previous
+
+
 def retention_days() -> int:
-    """Days of journal kept (`PROTRADE_JOURNAL_RETENTION_DAYS`, default 30), read now.
+    """Days of journal kept (`PROTRADE_JOURNAL_RETENTION_DAYS`, default 30), as configured.
 
     0 turns the journal off: nothing is recorded, and compaction removes every closed day.
     """
-    raw = os.environ.get(RETENTION_ENV, "").strip()
-    if not raw:
-        return DEFAULT_RETENTION_DAYS
-    try:
-        days = int(raw)
-    except ValueError:
-        days = -1
-    if days < 0:
-        raise JournalSettingError(
-            f"{RETENTION_ENV}={raw!r}: expected a whole number of days (0 turns the journal off)"
-        )
-    return days
+    return _retention_days
 
 
 def journal_enabled() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -22,15 +21,34 @@ _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 _SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
 
 
-def data_dir() -> Path:
-    """`$PROTRADE_DATA_DIR` (default `./data`) as an absolute path, read at call time.
+#: The store of this process: set by the flows' settings (`PROTRADE_DATA_DIR`, read there once
+#: per run or command); None until then, meaning `DEFAULT_DATA_DIR`. Storage never reads the
+#: environment: a caller that knows its store passes `data_dir=` and skips this altogether.
+_configured: Path | None = None
 
-    A path or a `file://` URI. The setting is URI-shaped so that a shared or object store can
-    follow; until the writer and views speak one, any other scheme is refused clearly rather
-    than taken for a relative folder named `s3:`.
+
+def configure_data_dir(location: Path | str | None) -> Path | None:
+    """Make `location` (a path or a `file://` URI; None: the default) the store that calls
+    without `data_dir=` use. Returns the previous setting, for a caller that restores it."""
+    global _configured
+    previous = _configured
+    _configured = None if location is None else resolve_location(location)
+    return previous
+
+
+def data_dir() -> Path:
+    """The configured store (`configure_data_dir`), else `./data`, as an absolute path."""
+    return _configured if _configured is not None else resolve_location(DEFAULT_DATA_DIR)
+
+
+def resolve_location(location: Path | str) -> Path:
+    """A store location (a path or a `file://` URI) as an absolute path.
+
+    The setting is URI-shaped so that a shared or object store can follow; until the writer
+    and views speak one, any other scheme is refused clearly rather than taken for a relative
+    folder named `s3:`.
     """
-    raw = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(_path_of(raw)).expanduser().resolve()
+    return Path(_path_of(str(location) or DEFAULT_DATA_DIR)).expanduser().resolve()
 
 
 def _path_of(location: str) -> str:

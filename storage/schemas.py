@@ -104,6 +104,18 @@ OPTION_CHAIN = DatasetSpec(
         # live capture of the underlying's symbol in that minute); null: no spot found. Stored,
         # not derived in the view: a view-level fill needs a window that blocks the time filter.
         ("underlying_value_source", STR),
+        # Greeks computed by the writer from ltp, spot and time to expiry, whatever the
+        # provider (Black-Scholes on spot; `iv` above stays the provider's own): IV in percent
+        # like `iv`, delta, gamma per point of spot, theta per calendar day, vega per IV point.
+        # Null with the reason in `greeks_note` where they cannot be computed.
+        ("iv_calc", F64),
+        ("delta", F64),
+        ("gamma", F64),
+        ("theta", F64),
+        ("vega", F64),
+        # The annual risk-free rate (continuous) the greeks were computed with.
+        ("risk_free_rate", F64),
+        ("greeks_note", STR),
         ("provider", STR),
         # The provider's place in the flow's provider order when the row was written (0:
         # first). One key fetched from two providers keeps the better-ranked provider's row.

@@ -10,13 +10,36 @@ prepare(prefix="protrade-prefect-home-")
 
 import pytest  # noqa: E402
 
+from flows.settings import activate, read_settings  # noqa: E402
+
+# As the CLI does at start: the sandbox's settings (no holiday file, ...) configure the layers
+# below the flows; each test starts from this baseline (`_settings_restored`).
+activate(read_settings())
+
+
+@pytest.fixture(autouse=True)
+def _settings_restored(monkeypatch):
+    """The process-wide values a run's settings configure (store, journal retention, holiday
+    file) are put back after each test: one test's run never configures the next test."""
+    import providers.calendar
+    import storage.journal
+    import storage.paths
+
+    monkeypatch.setattr(storage.paths, "_configured", storage.paths._configured)
+    monkeypatch.setattr(storage.journal, "_retention_days", storage.journal._retention_days)
+    monkeypatch.setattr(providers.calendar, "_configured_file", providers.calendar._configured_file)
+
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
-    """An empty PROTRADE_DATA_DIR for one test."""
+    """An empty PROTRADE_DATA_DIR for one test: in the environment (what a run reads at its
+    start) and as the store of storage calls made without `data_dir=`."""
+    from storage.paths import configure_data_dir
+
     root = tmp_path / "data"
     root.mkdir()
     monkeypatch.setenv("PROTRADE_DATA_DIR", str(root))
+    configure_data_dir(root)
     return root
 
 

@@ -2,8 +2,14 @@
 
 from providers.interfaces import ProviderPlugin
 from providers.nse.provider import NseOptionsProvider
+from providers.settings import ProviderSettings
+
+
+def _from_settings(settings: ProviderSettings) -> NseOptionsProvider:
+    return NseOptionsProvider(settings.nse_base_url)
+
 
 #: The `protrade.providers` entry point (pyproject.toml): first choice for option chains.
-plugin = ProviderPlugin(name="nse", factory=NseOptionsProvider, priority=100, kinds=("options",))
+plugin = ProviderPlugin(name="nse", factory=_from_settings, priority=100, kinds=("options",))
 
 __all__ = ["NseOptionsProvider", "plugin"]

@@ -27,7 +27,7 @@ from providers.nse.parse import (
     parse_trading_holidays,
 )
 from providers.records import OptionChainRow
-from providers.settings import nse_base_url
+from providers.settings import DEFAULT_NSE_BASE_URL
 
 PROVIDER = "nse"
 
@@ -58,7 +58,7 @@ class NseOptionsProvider(IOptionsDataProvider):
         limiter: Limiter | None = None,
         timeout: httpx.Timeout | float | None = None,
     ) -> None:
-        self.base_url = (base_url or nse_base_url()).rstrip("/")
+        self.base_url = (base_url or DEFAULT_NSE_BASE_URL).rstrip("/")
         self._session = HttpSession(
             provider=PROVIDER,
             base_url=self.base_url,

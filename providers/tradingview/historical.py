@@ -1,4 +1,5 @@
-"""Historical candles from TradingView's WebSocket: one connection per call.
+"""Historical candles from TradingView's WebSocket: one connection per call, an asyncio loop
+around the sans-IO `HistorySession` (setup, paging and errors live there).
 
 One connection per call keeps this simple and robust: history is a batch job (a backfill asks for
 a few symbols, minutes apart), so the ~1 s handshake is noise, and no state can leak between calls
@@ -19,31 +20,22 @@ The auth token is read at call time and never stored, logged or put into an erro
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import uuid
-from collections import deque
-from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from providers import settings
-from providers.errors import (
-    InvalidRequestError,
-    ProtocolError,
-    ProviderError,
-    SchemaChangedError,
-    TransientError,
-    UnknownSymbolError,
-)
+from providers.errors import InvalidRequestError, ProviderError, TransientError
 from providers.interfaces import HistoricalLimits, IHistoricalDataProvider
 from providers.journal import NULL_SINK, JournalEntry, PayloadSink, now_us
 from providers.records import Bar
 from providers.tradingview import codec
 from providers.tradingview.bars import to_bar
+from providers.tradingview.session import HistorySession
 from providers.tradingview.symbols import (
     INTERVAL_ALIASES,
     INTERVALS,
@@ -57,9 +49,6 @@ log = logging.getLogger(__name__)
 #: Bars per request: a free account's limit (paid plans allow more); longer history is paged.
 PAGE_SIZE = 5000
 MAX_COUNT = 100_000
-_SYMBOL_ID = "sds_sym_1"
-_SERIES_ID = "sds_1"
-_TURNAROUND = "s1"
 
 
 class TradingViewHistoricalProvider(IHistoricalDataProvider):
@@ -76,6 +65,7 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
         self,
         *,
         url: str | None = None,
+        token: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         page_size: int = PAGE_SIZE,
@@ -83,7 +73,8 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
         max_message_size: int = codec.DEFAULT_MAX_MESSAGE_SIZE,
         rng: random.Random | None = None,
     ) -> None:
-        self._url = url  # None: read PROTRADE_TV_WS_URL at call time
+        self._url = url  # None: the real site (the registry passes the settings' URL)
+        self._auth_token = token  # None: anonymous; a secret, never logged
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.page_size = page_size
@@ -99,7 +90,7 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
         self.payload_sink = sink
 
     def __repr__(self) -> str:
-        return f"TradingViewHistoricalProvider(url={self._url or settings.tv_ws_url()!r})"
+        return f"TradingViewHistoricalProvider(url={self._url or settings.DEFAULT_TV_WS_URL!r})"
 
     def _validate_count(self, count: object) -> int:
         if isinstance(count, bool) or not isinstance(count, int):
@@ -123,8 +114,8 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
             exc.provider = self.name
             raise
         count = self._validate_count(count)
-        url = self._url or settings.tv_ws_url()
-        token = settings.tv_auth_token()
+        url = self._url or settings.DEFAULT_TV_WS_URL
+        token = self._auth_token or settings.ANONYMOUS_TV_TOKEN
         log.debug("tradingview history %s %s count=%d", symbol, interval, count)
         try:
             ws = await self._connect(url)
@@ -161,7 +152,8 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
 
 
 class _HistoryRequest:
-    """One history download on an open socket; answers heartbeats as soon as they arrive."""
+    """One history download on an open socket: what arrives goes to the session, what it
+    queues (heartbeat echoes first) goes out at once."""
 
     def __init__(
         self, provider: TradingViewHistoricalProvider, ws: ClientConnection, token: str
@@ -169,82 +161,27 @@ class _HistoryRequest:
         self._p = provider
         self._ws = ws
         self._token = token
-        self._conn = codec.Connection(provider.max_message_size)
-        self._pending: deque[codec.Event] = deque()
-        self._bars: dict[float, codec.RawBar] = {}
-        self._cs = codec.new_session_id("cs", provider._rng)
         self._sink = provider.payload_sink
         self._journal_conn = uuid.uuid4().hex
         self._journal_seq = 0
-        self._journal_request = ""
 
     async def run(self, symbol: str, interval: str, count: int) -> list[codec.RawBar]:
-        page = self._p.page_size
-        # What a replay needs to turn the frames back into bars; never the token.
-        self._journal_request = json.dumps(
-            {
-                "symbol": symbol,
-                "interval": interval,
-                "count": count,
-                "cs": self._cs,
-                "series_id": _SERIES_ID,
-            },
-            separators=(",", ":"),
+        p = self._p
+        session = HistorySession(
+            symbol,
+            interval,
+            count,
+            page_size=p.page_size,
+            cs=codec.new_session_id("cs", p._rng),
+            max_message_size=p.max_message_size,
         )
-        await self._send(
-            codec.set_auth_token(self._token),
-            codec.set_locale(),
-            codec.chart_create_session(self._cs),
-            codec.resolve_symbol(self._cs, _SYMBOL_ID, symbol),
-            codec.create_series(
-                self._cs, _SERIES_ID, _TURNAROUND, _SYMBOL_ID, interval, min(count, page)
-            ),
-        )
-        await self._wait_for_page(symbol)
-        while len(self._bars) < count:
-            oldest = min(self._bars, default=None)
-            want = min(page, count - len(self._bars))
-            await self._send(codec.request_more_data(self._cs, _SERIES_ID, want))
-            await self._wait_for_page(symbol)
-            if min(self._bars, default=None) == oldest:
-                break  # the page reached no further back: the server has no older bars
-        ordered = [self._bars[ts] for ts in sorted(self._bars)]
-        return ordered[-count:]
-
-    async def _send(self, *frames: str) -> None:
-        # Several messages in one WebSocket frame, as the browser client does.
-        await self._ws.send("".join(frames))
-
-    async def _wait_for_page(self, symbol: str) -> None:
-        """Collect bars until `series_completed`; one deadline for the whole page."""
+        session.start(self._token)
+        await self._flush(session)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._p.read_timeout
-        while True:
-            event = await self._next_event(deadline)
-            if isinstance(event, codec.TimescaleUpdate | codec.DataUpdate):
-                if event.session == self._cs:
-                    self._add(event.series.get(_SERIES_ID, ()))
-            elif isinstance(event, codec.SeriesCompleted):
-                if event.session == self._cs and event.series_id == _SERIES_ID:
-                    return
-            elif isinstance(event, codec.SymbolError):
-                raise UnknownSymbolError(f"TradingView does not know {symbol}: {event.reason}")
-            elif isinstance(event, codec.SeriesError):
-                raise SchemaChangedError(
-                    f"TradingView refused the series for {symbol}: {event.reason}", key="series"
-                )
-            elif isinstance(event, codec.CriticalError):
-                raise TransientError(f"critical_error from TradingView: {event.reason}")
-            elif isinstance(event, codec.ProtocolErrorEvent):
-                raise ProtocolError(f"TradingView reported a protocol error: {event.reason}")
-
-    def _add(self, bars: Iterable[codec.RawBar]) -> None:
-        for bar in bars:
-            self._bars[bar.ts] = bar  # the last copy of a bar wins: `du` updates the forming bar
-
-    async def _next_event(self, deadline: float) -> codec.Event:
-        loop = asyncio.get_running_loop()
-        while not self._pending:
+        # One deadline per page, for the whole page.
+        pages = 0
+        deadline = loop.time() + p.read_timeout
+        while not session.done:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError
@@ -254,21 +191,28 @@ class _HistoryRequest:
                 self._sink.record(
                     JournalEntry(
                         now_us(),
-                        self._p.name,
+                        p.name,
                         "history",
-                        self._journal_request,
+                        session.description,
                         data,
                         self._journal_conn,
                         self._journal_seq,
                     )
                 )
-            events = self._conn.receive_data(data)
-            # Heartbeats first, before any processing: a late echo gets us disconnected.
-            for event in events:
-                if isinstance(event, codec.Heartbeat):
-                    await self._ws.send(event.reply)
-            self._pending.extend(e for e in events if not isinstance(e, codec.Heartbeat))
-        return self._pending.popleft()
+            session.receive(data)
+            await self._flush(session)  # the echoes before anything else
+            if session.error is not None:
+                raise session.error
+            if session.pages != pages:
+                pages = session.pages
+                deadline = loop.time() + p.read_timeout
+        return session.raw_bars()
+
+    async def _flush(self, session: HistorySession) -> None:
+        # Several messages in one WebSocket frame, as the browser client does.
+        data = session.data_to_send()
+        if data:
+            await self._ws.send(data)
 
 
 def _scrub(message: str, token: str) -> str:

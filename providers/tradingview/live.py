@@ -1,10 +1,12 @@
-"""TradingView live stream: a supervised asyncio loop around the pure codec.
+"""TradingView live stream: a supervised asyncio loop around the sans-IO `LiveSession`.
 
-Three concurrent parts per provider:
-- the **receive loop** reads frames, echoes heartbeats before anything else, turns the rest into
-  `Quote`/`ChartUpdate` records and puts them on a bounded queue, one list per WebSocket frame
-  (a busy feed packs many messages in a frame: one queue hand-off each, not one per message).
-  It never runs user code;
+The session (`providers.tradingview.session`) holds the protocol logic: subscriptions, quote
+merging, bar finality, the staleness watchdog's decisions. This module does the I/O around it,
+in three concurrent parts per provider:
+- the **receive loop** reads frames, feeds each to the session, sends the heartbeat echoes it
+  queued before anything else, and puts the frame's `Quote`/`ChartUpdate` records on a bounded
+  queue, one list per WebSocket frame (a busy feed packs many messages in a frame: one queue
+  hand-off each, not one per message). It never runs user code;
 - the **consumer** takes those lists off the queue and calls the callback once per record (sync
   or async);
 - the **supervisor** (re)connects with exponential backoff and full jitter, replays the *current*
@@ -30,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import random
 import time
@@ -44,27 +45,13 @@ from websockets.exceptions import ConnectionClosed
 
 from providers import settings
 from providers.calendar import get_calendar, is_market_open
-from providers.errors import (
-    ProtocolError,
-    ProviderError,
-    RateLimitedError,
-    TransientError,
-)
+from providers.errors import ProviderError, RateLimitedError, TransientError
 from providers.interfaces import Capability, ILiveStreamProvider, LiveCallback
-from providers.journal import NULL_SINK, JournalEntry, PayloadSink, now_us
-from providers.records import LiveMessage
+from providers.journal import NULL_SINK, PayloadSink, now_us
+from providers.records import Disconnect, LiveMessage, LiveStats
 from providers.tradingview import codec
-from providers.tradingview.bars import BarTracker
-from providers.tradingview.quotes import QuoteBook
-from providers.tradingview.supervisor import (
-    BackoffPolicy,
-    Disconnect,
-    LiveStats,
-    Subscriptions,
-    Watchdog,
-    series_frames,
-    setup_frames,
-)
+from providers.tradingview.session import LiveSession, Refused
+from providers.tradingview.supervisor import BackoffPolicy
 from providers.tradingview.transport import open_websocket
 
 log = logging.getLogger(__name__)
@@ -165,8 +152,8 @@ class TradingViewLiveProvider(ILiveStreamProvider):
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
-        self._url = url  # None: PROTRADE_TV_WS_URL, read at connect time
-        self._token = token  # None: PROTRADE_TV_AUTH_TOKEN, read at connect time
+        self._url = url  # None: the real site (the registry passes the settings' URL)
+        self._token = token  # None: anonymous (the registry passes the settings' token)
         self._connect = connect or default_connect(connect_timeout, max_message_size)
         self.connect_timeout = connect_timeout
         self._clock = clock
@@ -182,16 +169,17 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self._market_open = market_open
         self.max_message_size = max_message_size
 
-        self.stats = LiveStats()
-        #: Every outage, oldest first; the last one has `end=None` while it lasts.
-        self.disconnects: list[Disconnect] = []
-        #: Set when the provider gave up (outside market hours) or its supervisor crashed.
-        self.failure: ProviderError | None = None
-
-        self._subs = Subscriptions()
-        self._book = QuoteBook()
-        self._trackers: dict[str, BarTracker] = {}  # series id -> finality tracker
-        self._watchdog = Watchdog(stall_timeout, symbol_silence_timeout)
+        self._stats = LiveStats()
+        self._disconnects: list[Disconnect] = []
+        self._failure: ProviderError | None = None
+        self._session = LiveSession(
+            stats=self._stats,
+            history_bars=history_bars,
+            stall_timeout=stall_timeout,
+            symbol_timeout=symbol_silence_timeout,
+            max_message_size=max_message_size,
+            rng=self._rng,
+        )
         self._callback: LiveCallback | None = None
         self._callback_is_async = False
         self._queue: _BatchQueue | None = None
@@ -200,10 +188,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self._backlog = 0  # records emitted and not yet handed to the callback
         self._send_lock = asyncio.Lock()
         self._ws: WebSocketLike | None = None
-        self._qs = ""
-        self._cs = ""
         self._outage: Disconnect | None = None
-        self._healthy = False
         self._blocked = False
         self._connected = asyncio.Event()
         self._closed = asyncio.Event()
@@ -213,10 +198,9 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self.payload_sink: PayloadSink = NULL_SINK
         self._journal_conn = ""
         self._journal_seq = 0
-        self._journal_request = ""
 
     def __repr__(self) -> str:
-        return f"TradingViewLiveProvider(url={self._url or settings.tv_ws_url()!r})"
+        return f"TradingViewLiveProvider(url={self._url or settings.DEFAULT_TV_WS_URL!r})"
 
     # ---------------------------------------------------------------- public API
 
@@ -231,28 +215,27 @@ class TradingViewLiveProvider(ILiveStreamProvider):
     @property
     def subscriptions(self) -> tuple[list[str], list[tuple[str, str]]]:
         """(quoted symbols, (symbol, interval) series): the set replayed on a reconnect."""
-        return list(self._subs.quotes), list(self._subs.series)
+        subs = self._session.subs
+        return list(subs.quotes), list(subs.series)
+
+    @property
+    def stats(self) -> LiveStats:
+        return self._stats
+
+    @property
+    def disconnects(self) -> list[Disconnect]:
+        """Every outage, oldest first; the last one has `end=None` while it lasts."""
+        return self._disconnects
+
+    @property
+    def failure(self) -> ProviderError | None:
+        """Set when the provider gave up (outside market hours) or its supervisor crashed."""
+        return self._failure
 
     def set_payload_sink(self, sink: PayloadSink) -> None:
         """Journal every text frame received, as received, into `sink` (never what is sent:
         the first frame sent carries the auth token)."""
         self.payload_sink = sink
-
-    def _describe_subscriptions(self) -> None:
-        """The journal's `request` of this connection's frames: the session ids and which
-        series id is which (symbol, interval), so a replay can map the frames to bars.
-        Rebuilt when the subscriptions change, never per frame."""
-        self._journal_request = json.dumps(
-            {
-                "qs": self._qs,
-                "cs": self._cs,
-                "quotes": list(self._subs.quotes),
-                "series": {
-                    ids.series_id: [ids.symbol, ids.interval] for ids in self._subs.series.values()
-                },
-            },
-            separators=(",", ":"),
-        )
 
     def set_callback(self, callback: LiveCallback) -> None:
         self._callback = callback
@@ -263,34 +246,13 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         if isinstance(symbols, str):
             symbols = [symbols]
         async with self._send_lock:
-            new_quotes, new_series = self._subs.add(symbols, interval)
-            now = self._clock()
-            for symbol in new_quotes:
-                self._watchdog.watch(symbol, now)
-            for ids in new_series:
-                self._trackers[ids.series_id] = BarTracker(ids.symbol, ids.interval)
-            frames: list[str] = []
-            if new_quotes:
-                frames.append(codec.quote_add_symbols(self._qs, new_quotes))
-            for ids in new_series:
-                frames += series_frames(self._cs, ids, self.history_bars)
-            self._describe_subscriptions()
-            await self._send_if_connected(frames)
+            self._session.subscribe(symbols, interval, self._clock())
+            await self._send_if_connected(self._session.data_to_send())
 
     async def unsubscribe(self, symbol: str, interval: str | None = None) -> None:
         async with self._send_lock:
-            had_quote, gone = self._subs.remove(symbol, interval)
-            symbol = symbol.strip().upper()
-            frames: list[str] = []
-            if had_quote:
-                self._book.forget(symbol)
-                self._watchdog.forget(symbol)
-                frames.append(codec.quote_remove_symbols(self._qs, [symbol]))
-            for ids in gone:
-                self._trackers.pop(ids.series_id, None)
-                frames.append(codec.remove_series(self._cs, ids.series_id))
-            self._describe_subscriptions()
-            await self._send_if_connected(frames)
+            self._session.unsubscribe(symbol, interval)
+            await self._send_if_connected(self._session.data_to_send())
 
     async def start(self) -> None:
         """Start the supervisor and the consumer; returns at once (see `wait_connected`)."""
@@ -303,7 +265,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         self._pending.clear()
         self._pending_records = 0
         self._backlog = 0
-        self.failure = None
+        self._failure = None
         self._closed.clear()
         self._consumer = asyncio.create_task(self._consume(), name="tv-live-consumer")
         self._supervisor = asyncio.create_task(self._supervise(), name="tv-live-supervisor")
@@ -340,10 +302,10 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     self._pending_records -= len(self._pending.popleft())
                 await queue.join()
         except TimeoutError:
-            self.stats.undelivered = self._backlog
+            self._stats.undelivered = self._backlog
             log.error(
                 "tradingview live: %d received messages were not delivered within %.0f s of stop",
-                self.stats.undelivered,
+                self._stats.undelivered,
                 self.stop_drain_timeout,
             )
         finally:
@@ -362,12 +324,12 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             raise
         except Exception as exc:  # a bug must surface as a failure, not a silent dead stream
             log.exception("tradingview live supervisor crashed")
-            self.failure = TransientError(
+            self._failure = TransientError(
                 f"live supervisor crashed: {type(exc).__name__}", provider=self.name
             )
         finally:
             self._connected.clear()
-            if self._outage is not None and self._outage.end is None and self.failure is None:
+            if self._outage is not None and self._outage.end is None and self._failure is None:
                 # Stopped during an outage: close the record so it is complete.
                 self._outage.end = self._wall_clock()
                 self._outage = None
@@ -386,7 +348,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 ws = await self._open()
             except ProviderError as exc:
                 failures += 1
-                self.stats.connect_failures += 1
+                self._stats.connect_failures += 1
                 if isinstance(exc, RateLimitedError) and exc.retry_after:
                     retry_after = exc.retry_after
                 self._begin_outage(f"connect failed: {exc.message}")
@@ -394,36 +356,37 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 self._outage.failed_attempts += 1
                 log.warning("tradingview live: connect attempt %d failed: %s", failures, exc)
                 if self.backoff.gives_up(failures, self._market_open(self._wall_clock())):
-                    self.failure = TransientError(
+                    self._failure = TransientError(
                         f"gave up after {failures} failed connects outside market hours "
                         f"(last: {exc.message})",
                         provider=self.name,
                     )
-                    log.error("tradingview live: %s", self.failure)
+                    log.error("tradingview live: %s", self._failure)
                     return
                 continue
             reason = await self._run_connection(ws)
-            failures = 0 if self._healthy else failures + 1
+            healthy = self._session.healthy
+            failures = 0 if healthy else failures + 1
             self._begin_outage(reason)
             log.warning("tradingview live: disconnected (%s); reconnecting", reason)
-            if not self._healthy and self.backoff.gives_up(
+            if not healthy and self.backoff.gives_up(
                 failures, self._market_open(self._wall_clock())
             ):
-                self.failure = TransientError(
+                self._failure = TransientError(
                     f"gave up after {failures} failed connections outside market hours "
                     f"(last: {reason})",
                     provider=self.name,
                 )
-                log.error("tradingview live: %s", self.failure)
+                log.error("tradingview live: %s", self._failure)
                 return
 
     def _begin_outage(self, reason: str) -> None:
         if self._outage is None:
             self._outage = Disconnect(start=self._wall_clock(), reason=reason)
-            self.disconnects.append(self._outage)
+            self._disconnects.append(self._outage)
 
     async def _open(self) -> WebSocketLike:
-        url = self._url or settings.tv_ws_url()
+        url = self._url or settings.DEFAULT_TV_WS_URL
         try:
             async with asyncio.timeout(self.connect_timeout):
                 return await self._connect(url)
@@ -438,44 +401,38 @@ class TradingViewLiveProvider(ILiveStreamProvider):
 
     async def _run_connection(self, ws: WebSocketLike) -> str:
         """Subscribe on `ws` and serve it until it fails; returns why it ended."""
-        conn = codec.Connection(self.max_message_size)
-        self._healthy = False
+        session = self._session
         try:
             async with self._send_lock:
-                self._qs = codec.new_session_id("qs", self._rng)
-                self._cs = codec.new_session_id("cs", self._rng)
-                self._book.clear()
-                for tracker in self._trackers.values():
-                    tracker.reset()  # the new series resends its history
                 self._journal_conn = uuid.uuid4().hex
                 self._journal_seq = 0
-                self._describe_subscriptions()
-                token = self._token or settings.tv_auth_token()
-                frames = setup_frames(token, self._qs, self._cs, self._subs, self.history_bars)
-                await ws.send("".join(frames))
+                session.connect(self._token or settings.ANONYMOUS_TV_TOKEN)
+                await ws.send(session.data_to_send())
                 self._ws = ws
         except (ConnectionClosed, OSError) as exc:
+            session.disconnect()
             await self._close_quietly(ws)
             return f"connection lost during setup: {type(exc).__name__}"
-        self.stats.connects += 1
+        self._stats.connects += 1
         if self._outage is not None:
             self._outage.end = self._wall_clock()
             self._outage = None
-            self.stats.reconnects += 1
+            self._stats.reconnects += 1
             log.info(
                 "tradingview live: reconnected; %d symbols and %d series resubscribed",
-                len(self._subs.quotes),
-                len(self._subs.series),
+                len(session.subs.quotes),
+                len(session.subs.series),
             )
-        self._watchdog.reset(self._clock(), self._subs.quotes)
+        session.ready(self._clock())
         self._connected.set()
-        receive = asyncio.create_task(self._receive(ws, conn), name="tv-live-receive")
+        receive = asyncio.create_task(self._receive(ws), name="tv-live-receive")
         watch = asyncio.create_task(self._watch(), name="tv-live-watchdog")
         try:
             done, _ = await asyncio.wait({receive, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._connected.clear()
             self._ws = None
+            session.disconnect()
             for task in (receive, watch):
                 task.cancel()
             await asyncio.gather(receive, watch, return_exceptions=True)
@@ -492,51 +449,37 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         while True:
             # Real time, not the injected `sleep` (that one paces reconnects only).
             await asyncio.sleep(self.watchdog_interval)
-            verdict = self._watchdog.check(
+            verdict = self._session.check(
                 self._clock(),
                 market_open=self._market_open(self._wall_clock()),
                 reading=not self._blocked,
             )
             if verdict.reconnect:
-                if "stall" in verdict.reconnect:
-                    self.stats.stalls += 1
                 raise _Reconnect(verdict.reconnect)
+            if not verdict.resubscribe:
+                continue
+            # Taken at once, before any await: the receive loop's next echo must not find
+            # these frames ahead of it.
+            data = self._session.data_to_send()
             for symbol in verdict.resubscribe:
-                await self._resubscribe(symbol)
+                log.warning(
+                    "tradingview live: %s went silent while others ticked; resubscribing", symbol
+                )
+            async with self._send_lock:
+                await self._send_if_connected(data)
 
-    async def _resubscribe(self, symbol: str) -> None:
-        async with self._send_lock:
-            if symbol not in self._subs.quotes:
-                return
-            frames = [
-                codec.quote_remove_symbols(self._qs, [symbol]),
-                codec.quote_add_symbols(self._qs, [symbol]),
-            ]
-            for ids in self._subs.series_of(symbol):
-                frames.append(codec.remove_series(self._cs, ids.series_id))
-                frames += series_frames(self._cs, ids, self.history_bars)
-                tracker = self._trackers.get(ids.series_id)
-                if tracker is not None:
-                    tracker.reset()
-            self._book.forget(symbol)
-            self.stats.resubscribes += 1
-            log.warning(
-                "tradingview live: %s went silent while others ticked; resubscribing", symbol
-            )
-            await self._send_if_connected(frames)
-
-    async def _send_if_connected(self, frames: list[str]) -> None:
+    async def _send_if_connected(self, data: str) -> None:
         """Send on the live connection, if any; a failure is left to the reconnect, which
         replays the whole current set anyway. Call with `_send_lock` held."""
         ws = self._ws
-        if ws is None or not frames:
+        if ws is None or not data:
             return
         with contextlib.suppress(ConnectionClosed, OSError):
-            await ws.send("".join(frames))
+            await ws.send(data)
 
     # ---------------------------------------------------------------- receiving
 
-    async def _receive(self, ws: WebSocketLike, conn: codec.Connection) -> None:
+    async def _receive(self, ws: WebSocketLike) -> None:
         assert self._queue is not None
         queue = self._queue
         pending = self._pending
@@ -549,7 +492,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                         data = await ws.recv()
                     else:
                         data, recv_task = await recv_task, None
-                    await self._on_frame(ws, conn, data)
+                    await self._on_frame(ws, data)
                     continue
                 # The queue is full. Wait for room and, while the overflow has space, for the
                 # next frame too: heartbeats keep being echoed while the consumer catches up.
@@ -560,7 +503,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                         recv_task = asyncio.create_task(ws.recv())
                     waits.add(recv_task)
                 else:
-                    self.stats.backpressure_waits += 1
+                    self._stats.backpressure_waits += 1
                     self._blocked = True
                 try:
                     done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -576,7 +519,7 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                         self._pending_records -= len(pending.popleft())
                 if recv_task is not None and recv_task in done:
                     data, recv_task = recv_task.result(), None
-                    await self._on_frame(ws, conn, data)
+                    await self._on_frame(ws, data)
         finally:
             if recv_task is not None:
                 recv_task.cancel()
@@ -589,96 +532,36 @@ class TradingViewLiveProvider(ILiveStreamProvider):
             self._pending_records -= len(batch)
             queue.put_nowait(batch)
 
-    async def _on_frame(self, ws: WebSocketLike, conn: codec.Connection, data: Any) -> None:
+    async def _on_frame(self, ws: WebSocketLike, data: Any) -> None:
         now = self._clock()
+        session = self._session
         sink = self.payload_sink
         if sink is not NULL_SINK:
             # As received, before decoding: a frame the codec rejects is kept too.
             self._journal_seq += 1
-            sink.record(
-                JournalEntry(
-                    now_us(),
-                    PROVIDER,
-                    "live",
-                    self._journal_request,
-                    data,
-                    self._journal_conn,
-                    self._journal_seq,
-                )
+            sink.record_frame(
+                PROVIDER,
+                "live",
+                session.description,
+                self._journal_conn,
+                self._journal_seq,
+                now_us(),
+                data,
             )
-        self.stats.frames += 1
-        self._watchdog.frame(now)
-        events = conn.receive_data(data)  # ProtocolError -> reconnect
-        # Heartbeats first, before any other work: a late echo gets us disconnected.
-        replies = [e.reply for e in events if isinstance(e, codec.Heartbeat)]
+        self._stats.frames += 1
+        records = session.receive(data, now, self._wall_clock())  # ProtocolError -> reconnect
+        # The heartbeat echoes first, before the records go anywhere: a late echo gets us
+        # disconnected. (Decoding the rest of the frame took microseconds.)
+        replies = session.data_to_send()
         if replies:
-            self.stats.heartbeats += len(replies)
-            self._healthy = True
-            await ws.send("".join(replies))
-            if len(replies) == len(events):
-                return
-        received_at = self._wall_clock()
-        out: list[LiveMessage] = []
-        stats = self.stats
-        try:
-            for event in events:
-                if type(event) is codec.QuoteData:  # the hot path first
-                    stats.messages += 1
-                    self._healthy = True
-                    self._on_quote(event, received_at, now, out)
-                elif not isinstance(event, codec.Heartbeat | codec.Hello):
-                    stats.messages += 1
-                    self._healthy = True
-                    self._on_event(event, received_at, now, out)
-        finally:
-            # One queue item per frame; records decoded before an error event still go out.
-            if out:
-                self._emit(out)
-
-    def _on_quote(
-        self, event: codec.QuoteData, received_at: datetime, now: float, out: list[LiveMessage]
-    ) -> None:
-        if event.session != self._qs or event.symbol not in self._subs.quotes:
-            return  # a late message of an old session or a removed symbol
-        quote = self._book.apply(event, received_at)
-        if quote is None:
-            self.stats.symbol_errors += 1
-            self._watchdog.forget(event.symbol)
-            log.warning("tradingview live: the server does not know %s", event.symbol)
-            return
-        self._watchdog.quote(event.symbol, now)
-        self.stats.quotes += 1
-        out.append(quote)
-
-    def _on_event(
-        self, event: codec.Event, received_at: datetime, now: float, out: list[LiveMessage]
-    ) -> None:
-        if isinstance(event, codec.QuoteData):
-            self._on_quote(event, received_at, now, out)
-        elif isinstance(event, codec.TimescaleUpdate | codec.DataUpdate):
-            if event.session != self._cs:
-                return
-            for series_id, raw_bars in event.series.items():
-                tracker = self._trackers.get(series_id)
-                if tracker is None:
-                    continue
-                for update in tracker.apply(raw_bars, received_at):
-                    self.stats.bars += 1
-                    if update.is_final:
-                        self.stats.final_bars += 1
-                    out.append(update)
-        elif isinstance(event, codec.SymbolError | codec.SeriesError):
-            self.stats.symbol_errors += 1
-            log.warning(
-                "tradingview live: %s for %s: %s",
-                type(event).__name__,
-                getattr(event, "symbol_id", getattr(event, "series_id", "?")),
-                event.reason,
-            )
-        elif isinstance(event, codec.CriticalError):
-            raise TransientError(f"critical_error from TradingView: {event.reason}")
-        elif isinstance(event, codec.ProtocolErrorEvent):
-            raise ProtocolError(f"TradingView reported a protocol error: {event.reason}")
+            await ws.send(replies)
+        if records:
+            self._emit(records)  # one queue item per frame
+        if session.refusals:
+            for refused in session.take_refusals():
+                _log_refusal(refused)
+        if session.error is not None:
+            raise session.error
 
     def _emit(self, batch: list[LiveMessage]) -> None:
         """Queue one frame's records (in the overflow while the queue is full)."""
@@ -690,10 +573,11 @@ class TradingViewLiveProvider(ILiveStreamProvider):
         else:
             self._pending.append(batch)
             self._pending_records += len(batch)
-            self.stats.deferred += len(batch)
+            self._stats.deferred += len(batch)
         depth = queue.records + self._pending_records
-        if depth > self.stats.queue_high_water:
-            self.stats.queue_high_water = depth
+        stats = self._stats
+        if depth > stats.queue_high_water:
+            stats.queue_high_water = depth
 
     # ---------------------------------------------------------------- delivery
 
@@ -721,9 +605,18 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                 queue.task_done()
 
     def _callback_failed(self, message: LiveMessage) -> None:
-        self.stats.callback_errors += 1
-        if self.stats.callback_errors <= _LOGGED_CALLBACK_ERRORS:
+        self._stats.callback_errors += 1
+        if self._stats.callback_errors <= _LOGGED_CALLBACK_ERRORS:
             log.exception("tradingview live: the callback failed on a %s", message.kind)
+
+
+def _log_refusal(refused: Refused) -> None:
+    if refused.what == "quote":
+        log.warning("tradingview live: the server does not know %s", refused.name)
+    else:
+        log.warning(
+            "tradingview live: %s_error for %s: %s", refused.what, refused.name, refused.reason
+        )
 
 
 def _reason(task: asyncio.Task[Any]) -> str:

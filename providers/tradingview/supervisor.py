@@ -5,7 +5,9 @@ The pieces the live client's asyncio loop (`providers.tradingview.live`) decides
 - `Subscriptions`: the *current* symbol set (quotes and chart series) with stable series ids,
   and the frames that (re)create it on a fresh connection;
 - `Watchdog`: staleness decisions (reconnect on a silent socket, resubscribe a silent symbol);
-- `Disconnect` and `LiveStats`: what an operator sees afterwards.
+- `Disconnect` and `LiveStats` (from `providers.records`): what an operator sees afterwards.
+
+`providers.tradingview.session.LiveSession` puts these together with the codec.
 
 No sockets, no clock: times are passed in, so every decision is unit-tested with plain numbers.
 """
@@ -14,9 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import dataclass, field
 
+# The provider-neutral health records every live provider reports; re-exported from here, where
+# they were first defined.
+from providers.records import Disconnect as Disconnect
+from providers.records import LiveStats as LiveStats
 from providers.tradingview import codec
 from providers.tradingview.symbols import validate_interval, validate_symbol
 
@@ -45,55 +50,6 @@ class BackoffPolicy:
 
     def gives_up(self, failures: int, market_open: bool) -> bool:
         return not market_open and failures >= self.max_attempts_off_hours
-
-
-# --------------------------------------------------------------------------------------------
-# Records and counters
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Disconnect:
-    """One outage: from losing a connection to the moment subscriptions were replayed."""
-
-    start: datetime
-    reason: str
-    end: datetime | None = None
-    #: Connect attempts that failed during this outage.
-    failed_attempts: int = 0
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.end - self.start).total_seconds() if self.end else None
-
-
-@dataclass(slots=True)
-class LiveStats:
-    """Counters of one provider's lifetime (all connections)."""
-
-    frames: int = 0
-    messages: int = 0
-    heartbeats: int = 0
-    quotes: int = 0
-    bars: int = 0
-    final_bars: int = 0
-    connects: int = 0
-    reconnects: int = 0
-    connect_failures: int = 0
-    stalls: int = 0
-    resubscribes: int = 0
-    symbol_errors: int = 0
-    #: Messages that found the queue full and waited in the bounded overflow.
-    deferred: int = 0
-    #: Times the receive loop stopped reading because queue and overflow were both full.
-    backpressure_waits: int = 0
-    queue_high_water: int = 0
-    callback_errors: int = 0
-    #: Messages still undelivered when `stop` gave up waiting for the consumer.
-    undelivered: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 # --------------------------------------------------------------------------------------------

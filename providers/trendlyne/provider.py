@@ -12,7 +12,7 @@ from providers.http import HttpSession, Limiter, json_or_error, normalize_underl
 from providers.interfaces import Capability, IOptionsDataProvider
 from providers.journal import PayloadSink
 from providers.records import OptionChainRow
-from providers.settings import trendlyne_base_url
+from providers.settings import DEFAULT_TRENDLYNE_BASE_URL
 from providers.trendlyne import query
 from providers.trendlyne.parse import parse_expiries, parse_oi, parse_stock_id
 from providers.trendlyne.query import PROVIDER
@@ -36,7 +36,7 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
         timeout: httpx.Timeout | float | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.base_url = (base_url or trendlyne_base_url()).rstrip("/")
+        self.base_url = (base_url or DEFAULT_TRENDLYNE_BASE_URL).rstrip("/")
         self._session = HttpSession(
             provider=PROVIDER,
             base_url=self.base_url,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from deployments.schedules import OI_SNAPSHOT_CRONS, SCHEDULES, TIMEZONE
+from deployments.schedules import OI_SNAPSHOT_CRONS, ON_DEMAND, SCHEDULES, TIMEZONE
 
 REPO = Path(__file__).resolve().parents[2]
 IST = ZoneInfo("Asia/Kolkata")
@@ -30,8 +30,31 @@ def served_deployments() -> dict[str, Any]:
     return {d.name: d for d in build_deployments()}
 
 
-def test_prefect_yaml_defines_exactly_the_scheduled_deployments(yaml_deployments):
-    assert list(yaml_deployments) == [spec.deployment for spec in SCHEDULES]
+def test_prefect_yaml_defines_exactly_the_scheduled_then_the_on_demand_deployments(
+    yaml_deployments,
+):
+    assert list(yaml_deployments) == [spec.deployment for spec in (*SCHEDULES, *ON_DEMAND)]
+
+
+def test_serve_registers_exactly_the_deployments_of_prefect_yaml(
+    yaml_deployments, served_deployments
+):
+    assert sorted(served_deployments) == sorted(yaml_deployments)
+
+
+def test_reparse_runs_on_demand_with_a_day_the_ui_asks_for(yaml_deployments, served_deployments):
+    declared, served = yaml_deployments["reparse"], served_deployments["reparse"]
+    assert "schedules" not in declared and not served.schedules
+    assert declared["entrypoint"] == "flows/reparse.py:reparse"
+    # The UI's run form is built from the flow's parameter schema: a date, default today.
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.reparse import reparse
+
+    assert served.entrypoint.endswith("reparse.py:reparse")
+    day = parameter_schema(reparse).model_dump()["properties"]["day"]
+    assert day.get("default") is None
+    assert {"type": "string", "format": "date"} in day["anyOf"]
 
 
 def test_prefect_yaml_crons_and_timezone_equal_schedules_py(yaml_deployments):
@@ -43,14 +66,16 @@ def test_prefect_yaml_crons_and_timezone_equal_schedules_py(yaml_deployments):
 
 
 def test_prefect_yaml_matches_what_serve_registers(yaml_deployments, served_deployments):
+    scheduled = {spec.deployment for spec in SCHEDULES}
     for name, served in served_deployments.items():
         declared = yaml_deployments[name]
         assert declared["parameters"] == served.parameters, name
-        assert declared["parameters"]["only_on_trading_days"] is True, name
+        if name in scheduled:
+            assert declared["parameters"]["only_on_trading_days"] is True, name
         assert declared["description"] == served.description, name
         assert sorted(declared["tags"]) == sorted(served.tags), name
         assert [s.schedule.cron for s in served.schedules] == [
-            s["cron"] for s in declared["schedules"]
+            s["cron"] for s in declared.get("schedules", [])
         ], name
         # Same flow: the YAML entrypoint (relative to the checkout) names the served function.
         path, function = declared["entrypoint"].split(":")
@@ -103,6 +128,7 @@ async def test_every_other_job_fires_once_per_weekday_in_ist():
         "oi-backfill": "15:40",
         "live-capture": "09:10",
         "historical-backfill": "16:15",
+        "daily-report": "16:30",
         "compact": "21:30",
     }
     for spec in SCHEDULES:

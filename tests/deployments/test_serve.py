@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from deployments.schedules import SCHEDULES, TIMEZONE
+from deployments.schedules import ON_DEMAND, SCHEDULES, TIMEZONE
 
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -113,7 +113,7 @@ def test_serve_starts_a_server_registers_every_schedule_and_stops_cleanly_on_sig
     try:
         deadline = time.monotonic() + START_TIMEOUT
         deployments: list[dict] = []
-        while len(deployments) < len(SCHEDULES):
+        while len(deployments) < len(SCHEDULES) + len(ON_DEMAND):
             assert process.poll() is None, f"serve exited early:\n{output.read_text()}"
             assert time.monotonic() < deadline, f"not serving in time:\n{output.read_text()}"
             time.sleep(0.5)
@@ -124,7 +124,7 @@ def test_serve_starts_a_server_registers_every_schedule_and_stops_cleanly_on_sig
         assert (data / "prefect" / "prefect.db").exists()
 
         by_name = {d["name"]: d for d in deployments}
-        assert sorted(by_name) == sorted(spec.deployment for spec in SCHEDULES)
+        assert sorted(by_name) == sorted(s.deployment for s in (*SCHEDULES, *ON_DEMAND))
         for spec in SCHEDULES:
             deployment = by_name[spec.deployment]
             schedules = [s["schedule"] for s in deployment["schedules"]]

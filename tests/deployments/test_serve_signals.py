@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from deployments.schedules import ON_DEMAND, SCHEDULES
 from flows.server import port_in_use_message
 
 PROTRADE = str(Path(sys.executable).with_name("protrade"))
@@ -129,7 +130,7 @@ def serving(tmp_path: Path) -> Iterator[tuple[Serve, list[psutil.Process]]]:
     "moment",
     [
         "starting a local Prefect server",  # the server is being spawned / is starting
-        "registering 6 deployments",  # the deployments are built and registered
+        f"registering {len(SCHEDULES) + len(ON_DEMAND)} deployments",  # built and registered
         "serving; Ctrl-C or SIGTERM stops",  # the runner is starting
     ],
 )
@@ -257,7 +258,7 @@ def test_a_sigint_during_a_duckdb_step_of_start_up_stops_serve_cleanly(data_dir,
 
     import flows.serve as serve_module
 
-    def slow_refresh() -> None:
+    def slow_refresh(*_args: object, **_kwargs: object) -> None:
         with duckdb.connect() as conn:
             # ~0.7 s of hashing on this machine; the Ctrl-C lands early in it.
             timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))

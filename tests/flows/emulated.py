@@ -15,6 +15,7 @@ from providers.emulators.tradingview import TradingViewEmulator
 from providers.emulators.trendlyne import TrendlyneEmulator
 from providers.nse import NseOptionsProvider
 from providers.registry import ProviderRegistry, RetryPolicy
+from providers.settings import ProviderSettings
 from providers.tradingview.historical import TradingViewHistoricalProvider
 from providers.trendlyne import TrendlyneOptionsProvider
 
@@ -45,14 +46,27 @@ def running_emulators(
         yield Emulators(nse, trendlyne, tradingview)
 
 
-def fast_registry() -> ProviderRegistry:
+def fast_registry(settings: ProviderSettings) -> ProviderRegistry:
     """The built-in providers with test timings: no 3 req/s pacing, millisecond backoff.
 
-    Everything else (classification, failover, breakers, attempts) is the product's own path.
+    Everything else (classification, failover, breakers, attempts, the run's settings) is the
+    product's own path.
     """
-    registry = ProviderRegistry(policy=RetryPolicy(base_delay=0.01, max_delay=0.05, budget=3.0))
+    registry = ProviderRegistry(
+        policy=RetryPolicy(base_delay=0.01, max_delay=0.05, budget=3.0), settings=settings
+    )
     limiter = AsyncLimiter(10_000, 1)
-    registry.register("nse", NseOptionsProvider(limiter=limiter, timeout=2.0), 100)
-    registry.register("trendlyne", TrendlyneOptionsProvider(limiter=limiter, timeout=2.0), 50)
-    registry.register("tradingview", TradingViewHistoricalProvider(read_timeout=5.0), 100)
+    registry.register(
+        "nse", NseOptionsProvider(settings.nse_base_url, limiter=limiter, timeout=2.0), 100
+    )
+    registry.register(
+        "trendlyne",
+        TrendlyneOptionsProvider(settings.trendlyne_base_url, limiter=limiter, timeout=2.0),
+        50,
+    )
+    registry.register(
+        "tradingview",
+        TradingViewHistoricalProvider(url=settings.tv_ws_url, read_timeout=5.0),
+        100,
+    )
     return registry

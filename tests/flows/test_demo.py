@@ -10,20 +10,12 @@ import pytest
 
 from flows.demo import QUERIES, run_demo
 
-ENV = (
-    "PROTRADE_DATA_DIR",
-    "PROTRADE_NSE_BASE_URL",
-    "PROTRADE_TRENDLYNE_BASE_URL",
-    "PROTRADE_TV_WS_URL",
-)
-
 
 @pytest.mark.slow
 def test_demo_collects_from_the_emulators_and_prints_real_query_results(
-    tmp_path: Path, prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, prefect_harness: None
 ) -> None:
-    for name in ENV:  # run_demo points the providers at its emulators; restore afterwards
-        monkeypatch.setenv(name, os.environ.get(name, ""))
+    environment = dict(os.environ)
     said: list[str] = []
     shown: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {}
 
@@ -47,7 +39,8 @@ def test_demo_collects_from_the_emulators_and_prints_real_query_results(
     from storage.catalog import run_readonly_query
 
     _, by_provider = run_readonly_query(
-        "select provider, count(*) from option_chain_raw where underlying = 'NIFTY' group by 1"
+        "select provider, count(*) from option_chain_raw where underlying = 'NIFTY' group by 1",
+        result.data_dir,
     )
     assert {"nse", "trendlyne"} <= {row[0] for row in by_provider}
     assert [s for s in result.steps if s[0] == "oi-snapshot"][-1][1].endswith("from trendlyne")
@@ -77,5 +70,7 @@ def test_demo_collects_from_the_emulators_and_prints_real_query_results(
     assert report.datasets["option_chain"].unchanged > 0
     assert report.datasets["candles"].unchanged > 0
     # Nothing but loopback: every provider URL the demo used was 127.0.0.1.
-    for name in ENV[1:]:
-        assert os.environ[name].split("//")[1].startswith("127.0.0.1:")
+    urls = next(line for line in said if line.startswith("emulators:")).split()[2::2]
+    assert len(urls) == 3 and all(u.split("//")[1].startswith("127.0.0.1:") for u in urls)
+    # It pointed the flows at its emulators with a settings object, not the environment.
+    assert dict(os.environ) == environment

@@ -145,7 +145,7 @@ async def test_bars_from_the_future_or_with_a_high_below_the_close_are_refused_a
     tomorrow = Bar(datetime(2026, 1, 28, 9, 15, tzinfo=IST), 100, 101, 99, 100.5, 10)
     registry = ProviderRegistry(policy=RetryPolicy(base_delay=0.01, max_delay=0.05))
     registry.register("stub", ImpossibleBars([*good, bad_high, tomorrow]), kinds=["historical"])
-    monkeypatch.setattr("flows.runtime.registry_factory", lambda: registry)
+    monkeypatch.setattr("flows.runtime.registry_factory", lambda _settings: registry)
     monkeypatch.setattr("flows.clock.now", lambda: NOW.astimezone(UTC))
 
     with caplog.at_level(logging.WARNING):

@@ -223,11 +223,11 @@ async def test_refresh_holidays_saves_what_nse_publishes_for_the_calendar(
     from datetime import date
 
     from flows.holidays import refresh_holidays
-    from providers.calendar import get_calendar, is_trading_day
+    from providers.calendar import configure_holidays_file, get_calendar, is_trading_day
     from providers.emulators.nse import PUBLISHED_HOLIDAYS
 
     monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "holidays.json"))
-    get_calendar.cache_clear()
+    configure_holidays_file(tmp_path / "holidays.json")  # the flow run reads it from the env
     try:
         assert is_trading_day(date(2027, 3, 22))  # beyond the packaged calendar: a weekday
         result = await refresh_holidays()

@@ -20,6 +20,7 @@ from flows.lake_rows import option_chain_table
 from providers.interfaces import IOptionsDataProvider
 from providers.records import OptionChainRow
 from providers.registry import ProviderRegistry
+from providers.settings import ProviderSettings
 from storage.catalog import connect
 from storage.writer import LakeWriter
 
@@ -44,7 +45,7 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> ProviderRegistry:
     registry = ProviderRegistry()
     registry.register("nse", Options(), 100)
     registry.register("trendlyne", Options(), 50)
-    monkeypatch.setattr(runtime, "registry_factory", lambda: registry)
+    monkeypatch.setattr(runtime, "registry_factory", lambda _settings: registry)
     monkeypatch.delenv("PROTRADE_OPTIONS_PROVIDERS", raising=False)
     return registry
 
@@ -106,7 +107,7 @@ async def test_option_rows_are_ranked_by_the_registry_order_at_write_time(
 ) -> None:
     async with runtime.run_context() as ctx:
         ctx.writer.write("option_chain", option_chain_table(rows("nse") + rows("trendlyne", 1.0)))
-        monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "trendlyne,nse")
+        registry.settings = ProviderSettings(options_providers=("trendlyne", "nse"))
         ctx.writer.write("option_chain", option_chain_table(rows("nse", 2.0) + rows("yahoo", 3.0)))
     got = (
         connect(data_dir)

@@ -243,9 +243,14 @@ def test_the_process_calendar_is_built_once():
 
 
 def test_published_holidays_cover_years_the_package_does_not(tmp_path, monkeypatch, caplog):
-    from providers.calendar import get_calendar, is_trading_day, save_published_holidays
+    from providers.calendar import (
+        configure_holidays_file,
+        get_calendar,
+        is_trading_day,
+        save_published_holidays,
+    )
 
-    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "h.json"))
+    configure_holidays_file(tmp_path / "h.json")
     get_calendar.cache_clear()
     try:
         assert is_trading_day(date(2027, 1, 26))  # unknown: weekday fallback
@@ -261,9 +266,14 @@ def test_published_holidays_cover_years_the_package_does_not(tmp_path, monkeypat
 
 
 def test_a_published_holiday_overrides_a_session_the_package_lists(tmp_path, monkeypatch):
-    from providers.calendar import get_calendar, is_trading_day, save_published_holidays
+    from providers.calendar import (
+        configure_holidays_file,
+        get_calendar,
+        is_trading_day,
+        save_published_holidays,
+    )
 
-    monkeypatch.setenv("PROTRADE_HOLIDAYS_FILE", str(tmp_path / "h.json"))
+    configure_holidays_file(tmp_path / "h.json")
     get_calendar.cache_clear()
     try:
         assert is_trading_day(date(2026, 11, 23))

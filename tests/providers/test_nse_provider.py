@@ -392,9 +392,13 @@ async def test_malformed_underlyings_are_refused_before_any_request(
     assert not respx_mock.calls
 
 
-def test_base_url_comes_from_settings_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROTRADE_NSE_BASE_URL", "http://127.0.0.1:5555/")
-    assert NseOptionsProvider().base_url == "http://127.0.0.1:5555"
+def test_the_plugin_builds_the_provider_on_the_settings_base_url() -> None:
+    from providers.nse import plugin
+    from providers.settings import DEFAULT_NSE_BASE_URL, ProviderSettings
+
+    built = plugin.factory(ProviderSettings(nse_base_url="http://127.0.0.1:5555/"))
+    assert built.base_url == "http://127.0.0.1:5555"
+    assert NseOptionsProvider().base_url == DEFAULT_NSE_BASE_URL
     assert NseOptionsProvider("https://other.test/").base_url == "https://other.test"
     assert NseOptionsProvider.name == "nse"
 

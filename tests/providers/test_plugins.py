@@ -26,6 +26,7 @@ from providers.registry import (
     initialize_default_providers,
     plugin_entry_points,
 )
+from providers.settings import ProviderSettings
 
 API = "https://example-api.test"
 EXPIRY = date(2026, 11, 24)
@@ -51,6 +52,11 @@ def example_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.delenv("PROTRADE_OPTIONS_PROVIDERS", raising=False)
     yield
     forget_example_plugin()
+
+
+def order(*names: str) -> ProviderSettings:
+    """Settings whose `PROTRADE_OPTIONS_PROVIDERS` lists `names`."""
+    return ProviderSettings(options_providers=names)
 
 
 def fast_registry() -> ProviderRegistry:
@@ -110,8 +116,7 @@ def test_an_installed_plugin_is_registered_with_its_priority_between_the_built_i
 
 @pytest.mark.usefixtures("example_plugin")
 async def test_a_chain_snapshot_is_served_by_the_plugin(monkeypatch) -> None:
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "example,trendlyne")
-    registry = initialize_default_providers(fast_registry())
+    registry = initialize_default_providers(fast_registry(), settings=order("example", "trendlyne"))
     try:
         with respx.mock(assert_all_called=True) as router:
             mock_example_api(router, httpx.Response(200, json=CHAIN))
@@ -131,8 +136,7 @@ async def test_a_chain_snapshot_is_served_by_the_plugin(monkeypatch) -> None:
 async def test_when_the_plugin_is_blocked_the_call_fails_over_to_the_next_provider(
     monkeypatch,
 ) -> None:
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "example,backup")
-    registry = initialize_default_providers(fast_registry())
+    registry = initialize_default_providers(fast_registry(), settings=order("example", "backup"))
     registry.register("backup", Backup(), 10)
     try:
         with respx.mock(assert_all_called=False) as router:
@@ -150,14 +154,13 @@ async def test_when_the_plugin_is_blocked_the_call_fails_over_to_the_next_provid
 
 @pytest.mark.usefixtures("example_plugin")
 async def test_protrade_options_providers_disables_the_plugin_by_name(monkeypatch) -> None:
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "backup")
-    registry = initialize_default_providers(fast_registry())
+    registry = initialize_default_providers(fast_registry(), settings=order("backup"))
     registry.register("backup", Backup(), 10)
     with respx.mock(assert_all_called=False) as router:
         chain = mock_example_api(router, httpx.Response(200, json=CHAIN))
         fetched = await registry.get_option_chain("NIFTY")
     assert fetched.provider == "backup" and not chain.called
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "nse,trendlyne")
+    registry.settings = order("nse", "trendlyne")
     assert [n for n, _ in registry.providers("options")] == ["nse", "trendlyne"]
 
 

@@ -39,6 +39,7 @@ from providers.registry import (
     RetryPolicy,
     failure_action,
 )
+from providers.settings import ProviderSettings
 
 WALL = datetime(2026, 1, 27, 4, 0, tzinfo=UTC)
 
@@ -194,33 +195,38 @@ def test_registering_an_object_without_any_interface_is_refused(fake):
         make_registry(fake).register("junk", object(), 1)
 
 
-def test_environment_order_overrides_priority_and_disables_absent_names(fake, monkeypatch):
+def options_order(names: str) -> ProviderSettings:
+    """Settings whose `PROTRADE_OPTIONS_PROVIDERS` is `names`."""
+    return ProviderSettings(options_providers=tuple(n.strip() for n in names.split(",")))
+
+
+def test_the_configured_order_overrides_priority_and_disables_absent_names(fake, monkeypatch):
     registry = make_registry(fake)
     for name, prio in (("nse", 100), ("trendlyne", 50), ("other", 10)):
         registry.register(name, ScriptedOptions(), prio)
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "other, trendlyne")
+    registry.settings = options_order("other, trendlyne")
     assert [n for n, _ in registry.providers("options")] == ["other", "trendlyne"]
-    monkeypatch.delenv("PROTRADE_OPTIONS_PROVIDERS")
+    registry.settings = ProviderSettings()
     assert [n for n, _ in registry.providers("options")] == ["nse", "trendlyne", "other"]
 
 
-def test_unknown_names_in_the_environment_order_are_ignored_with_a_warning(
+def test_unknown_names_in_the_configured_order_are_ignored_with_a_warning(
     fake, monkeypatch, caplog
 ):
     registry = make_registry(fake)
     registry.register("nse", ScriptedOptions(), 100)
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "bogus,nse")
+    registry.settings = options_order("bogus,nse")
     with caplog.at_level(logging.WARNING, logger="providers.registry"):
         assert [n for n, _ in registry.providers("options")] == ["nse"]
     assert any("bogus" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_call_skips_providers_the_environment_disabled(fake, monkeypatch):
+async def test_a_call_skips_providers_the_configured_order_disabled(fake, monkeypatch):
     registry = make_registry(fake)
     nse, trendlyne = ScriptedOptions(), ScriptedOptions()
     registry.register("nse", nse, 100)
     registry.register("trendlyne", trendlyne, 50)
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "trendlyne")
+    registry.settings = options_order("trendlyne")
     result = await expiries(registry)
     assert result.provider == "trendlyne"
     assert nse.calls == 0
@@ -425,7 +431,7 @@ async def test_with_no_enabled_provider_the_error_says_so(fake, monkeypatch):
     with pytest.raises(AllProvidersFailedError, match="no provider is enabled"):
         await expiries(registry)
     registry.register("nse", ScriptedOptions(), 100)
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "nobody")
+    registry.settings = options_order("nobody")
     with pytest.raises(AllProvidersFailedError, match="no provider is enabled"):
         await expiries(registry)
 
@@ -508,7 +514,7 @@ async def test_disabling_the_only_capable_provider_leaves_no_one_to_ask_as_of(fa
     registry = make_registry(fake)
     registry.register("nse", ScriptedOptions(), 100)
     registry.register("trendlyne", AsOfOptions(), 50)
-    monkeypatch.setenv("PROTRADE_OPTIONS_PROVIDERS", "nse")
+    registry.settings = options_order("nse")
     with pytest.raises(NoCapableProviderError, match=r"oi_as_of.*enabled: nse\)"):
         await registry.get_oi_data("NIFTY", date(2026, 1, 29), "10:30")
     assert registry.capable_providers("options", [Capability.OI_AS_OF]) == []

@@ -295,9 +295,13 @@ async def test_requests_carry_a_browser_identity(
     assert json.loads(search.calls.last.response.content)["body"]["data"]
 
 
-def test_base_url_comes_from_settings_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROTRADE_TRENDLYNE_BASE_URL", "http://127.0.0.1:7/phoenix/api/")
-    assert TrendlyneOptionsProvider().base_url == "http://127.0.0.1:7/phoenix/api"
+def test_the_plugin_builds_the_provider_on_the_settings_base_url() -> None:
+    from providers.settings import DEFAULT_TRENDLYNE_BASE_URL, ProviderSettings
+    from providers.trendlyne import plugin
+
+    built = plugin.factory(ProviderSettings(trendlyne_base_url="http://127.0.0.1:7/phoenix/api/"))
+    assert built.base_url == "http://127.0.0.1:7/phoenix/api"
+    assert TrendlyneOptionsProvider().base_url == DEFAULT_TRENDLYNE_BASE_URL
     assert TrendlyneOptionsProvider.name == "trendlyne"
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from providers.emulators.tradingview import TradingViewEmulator, bar_values
 from providers.errors import (
@@ -177,27 +178,31 @@ async def test_protocol_faults_raise_protocol_error(fault: str) -> None:
             await task
 
 
-async def test_url_comes_from_settings_at_call_time(
-    emu: TradingViewEmulator, monkeypatch: pytest.MonkeyPatch
+async def test_the_plugin_builds_the_provider_on_the_settings_url_and_token(
+    emu: TradingViewEmulator,
 ) -> None:
-    monkeypatch.setenv("PROTRADE_TV_WS_URL", emu.url)
-    bars = await TradingViewHistoricalProvider().get_hist_candles("NSE:NIFTY", "1", 5)
+    from providers.settings import ProviderSettings
+    from providers.tradingview import plugins
+
+    historical = next(p for p in plugins if p.kinds == ("historical",))
+    settings = ProviderSettings(tv_ws_url=emu.url, tv_auth_token=SecretStr(SECRET))
+    bars = await historical.factory(settings).get_hist_candles("NSE:NIFTY", "1", 5)
     assert len(bars) == 5
+    assert emu.commands[1][0] == ("set_auth_token", [SECRET])
 
 
 async def test_token_is_sent_but_never_logged_or_shown(
     emu: TradingViewEmulator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("PROTRADE_TV_AUTH_TOKEN", SECRET)
     caplog.set_level(logging.DEBUG)
-    tv = provider(emu)
+    tv = provider(emu, token=SECRET)
     await tv.get_hist_candles("NSE:NIFTY", "1", 5)
     errors: list[BaseException] = []
     for symbol in ("NSE:UNKNOWNX", "NSE:NIFTY"):
         if symbol == "NSE:NIFTY":
             emu.stall(0.5)
         try:
-            await provider(emu, read_timeout=0.2).get_hist_candles(symbol, "1", 5)
+            await provider(emu, read_timeout=0.2, token=SECRET).get_hist_candles(symbol, "1", 5)
         except Exception as exc:
             errors.append(exc)
     assert len(errors) == 2

@@ -73,7 +73,6 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
         "secrets", "TV token, NSE cookies at DEBUG, with faults", "absent from logs, errors, lake"
     )
     token = "tvtoken-" + secrets.token_hex(16)
-    monkeypatch.setenv("PROTRADE_TV_AUTH_TOKEN", token)
     for name in LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
     caplog.set_level(HTTPCORE_LEVEL, logger="httpcore")
@@ -98,7 +97,9 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
             50,
         )
         registry.register(
-            "tradingview", TradingViewHistoricalProvider(url=tv.url, read_timeout=2.0), 100
+            "tradingview",
+            TradingViewHistoricalProvider(url=tv.url, token=token, read_timeout=2.0),
+            100,
         )
         # The raw journal keeps every payload received: the cookies must not be among them.
         journal = JournalLog(writer)
@@ -109,6 +110,8 @@ async def test_tokens_and_cookies_never_appear_in_logs_errors_or_files(
         writer.write("option_chain", option_chain_rows(fetched.value))
         cookies |= {c.value for c in nse_provider._session.client.cookies.jar}
         await registry.get_hist_candles("NSE:NIFTY", "5", 300)
+        # The token really went on the wire (so the searches below can find a leak).
+        assert ("set_auth_token", [token]) in tv.commands[1]
         # Failing calls: errors travel through logs, attempts and exceptions.
         nse.revoke_cookies()  # a 401 page, then a re-prime with new cookies
         nse.set_fault("truncated", "v3", times=1)

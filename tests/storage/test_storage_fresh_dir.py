@@ -5,12 +5,13 @@ from __future__ import annotations
 from storage_samples import option_rows
 
 from storage.catalog import connect, refresh_catalog
+from storage.paths import configure_data_dir
 from storage.writer import LakeWriter
 
 
 def test_views_and_writer_create_a_missing_data_dir(tmp_path, monkeypatch) -> None:
     root = tmp_path / "not" / "yet" / "there"
-    monkeypatch.setenv("PROTRADE_DATA_DIR", str(root))
+    configure_data_dir(root)
     conn = connect()
     assert conn.execute("select count(*) from option_chain").fetchall() == [(0,)]
     LakeWriter().write("option_chain", option_rows())
@@ -19,7 +20,7 @@ def test_views_and_writer_create_a_missing_data_dir(tmp_path, monkeypatch) -> No
 
 def test_catalog_refresh_creates_a_missing_data_dir(tmp_path, monkeypatch) -> None:
     root = tmp_path / "fresh"
-    monkeypatch.setenv("PROTRADE_DATA_DIR", str(root))
+    configure_data_dir(root)
     result = refresh_catalog()
     assert result.path.exists()
     assert "option_chain" in result.views

@@ -104,29 +104,32 @@ def test_a_batch_with_an_unusable_symbol_writes_nothing(lake: Path) -> None:
     assert parquet_files(lake) == []
 
 
-def test_data_dir_is_read_from_the_environment_at_call_time(tmp_path, monkeypatch) -> None:
+def test_the_store_is_the_configured_one_else_data_under_the_working_dir(
+    tmp_path, monkeypatch
+) -> None:
+    from storage.paths import configure_data_dir
+
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PROTRADE_DATA_DIR", raising=False)
+    configure_data_dir(None)
     assert data_dir() == tmp_path.resolve() / "data"
-    monkeypatch.setenv("PROTRADE_DATA_DIR", "rel/store")
+    configure_data_dir("rel/store")
     assert data_dir() == tmp_path.resolve() / "rel" / "store"
     assert data_dir().is_absolute()
     assert lake_root() == tmp_path.resolve() / "rel" / "store" / "lake"
     assert catalog_path(tmp_path / "x") == tmp_path.resolve() / "x" / "protrade.duckdb"
 
 
-def test_the_data_dir_may_be_a_file_uri(tmp_path, monkeypatch) -> None:
-    from storage.paths import data_dir, lake_root
+def test_the_data_dir_may_be_a_file_uri(tmp_path) -> None:
+    from storage.paths import configure_data_dir, data_dir, lake_root
 
-    monkeypatch.setenv("PROTRADE_DATA_DIR", f"file://{tmp_path}/my%20lake")
+    configure_data_dir(f"file://{tmp_path}/my%20lake")
     assert data_dir() == tmp_path / "my lake"
     assert lake_root() == tmp_path / "my lake" / "lake"
 
 
-def test_an_object_store_uri_is_refused_clearly(monkeypatch) -> None:
+def test_an_object_store_uri_is_refused_clearly() -> None:
     from storage.errors import UnsupportedLocationError
-    from storage.paths import data_dir
+    from storage.paths import resolve_location
 
-    monkeypatch.setenv("PROTRADE_DATA_DIR", "s3://bucket/lake")
     with pytest.raises(UnsupportedLocationError, match="only local paths and file:// URIs"):
-        data_dir()
+        resolve_location("s3://bucket/lake")
