@@ -40,6 +40,8 @@ from flows.capture_core import CaptureSettings, LiveCapture
 from providers.records import LiveMessage
 from providers.tradingview import codec
 from providers.tradingview.live import TradingViewLiveProvider
+from storage.catalog import ensure_seeds
+from storage.paths import lake_root
 from storage.writer import LakeWriter
 
 NAME = "live-ingest"
@@ -311,7 +313,10 @@ def _latency_run(
         target=_probe, args=(str(data_dir), capture_id, PROBE_POLL_S, stop, child), daemon=True
     )
     try:
-        LakeWriter(data_dir=data_dir)  # the lake folder exists before the probe defines views
+        # The probe defines its views once, at start: a dataset without any file then gets a
+        # fixed, empty view (readers write nothing), so the seeds must exist first, as they
+        # do in any lake a writer has touched.
+        ensure_seeds(lake_root(data_dir))
         probe.start()
 
         def probe_ready() -> None:

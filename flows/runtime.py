@@ -266,10 +266,31 @@ async def run_context(settings: Settings | None = None) -> AsyncIterator[RunCont
             # raises, the handled exception is no longer set (observed: __context__ is None).
             failure.add_note(str(exc))
         finally:
-            await registry.aclose()
-            if journal is not None:
-                # After the sessions closed: nothing can arrive any more. Never raises.
-                await journal.aflush()
+            try:
+                await registry.aclose()
+            finally:
+                if journal is not None:
+                    # After the sessions closed: nothing can arrive any more. Never raises.
+                    await journal.aflush()
+                    _report_unwritten(journal.take())
+
+
+def _report_unwritten(entries: list[Any]) -> None:
+    """The run's last journal write failed: the entries are lost with the run. It never
+    fails ingestion (the rows themselves were written), but operators must see it in the
+    run's logs, not only in the process log."""
+    if not entries:
+        return
+    message = (
+        f"{len(entries)} raw journal entries could not be written and are lost; "
+        "re-parse cannot rebuild their rows (see the log for the cause)"
+    )
+    try:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().error(message)
+    except Exception:  # outside a run (a plain function call): the process log only
+        log.error(message)
 
 
 def holiday_skip(

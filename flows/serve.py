@@ -116,8 +116,12 @@ class StopRequest:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.event.set()
-        if self.wake is not None:
-            self.wake()
+        wake = self.wake
+        if wake is not None:
+            # A second signal can land after the event loop closed but before `wake` is
+            # cleared: the request is recorded above, and the cleanup must still run.
+            with contextlib.suppress(RuntimeError):
+                wake()
 
 
 def _serve(

@@ -61,7 +61,9 @@ def dataset_glob(spec: DatasetSpec, lake: Path) -> str:
     folder = str(lake / spec.name)
     if _GLOB_CHARS.search(folder):
         raise ValueError(f"the data directory {folder} must not contain glob characters *?[]{{}}")
-    return f"{folder}/**/*.parquet"
+    # Only files inside `date=` folders: a lake written before the seed moved there still has
+    # one at the dataset's root, whose missing partition levels hive reading refuses.
+    return f"{folder}/date=*/**/*.parquet"
 
 
 # The view SQL is stored as text in the catalog and bound again by whichever DuckDB opens it,
@@ -71,22 +73,20 @@ def dataset_glob(spec: DatasetSpec, lake: Path) -> str:
 
 
 def _scan(spec: DatasetSpec, lake: Path) -> str:
-    # hive_partitioning off: the views expose their own columns only (no `date`), and take the
-    # instrument from the path themselves. union_by_name: files written before a column was
-    # added (or while the instrument was still a file column) read as null / are ignored.
+    # hive_partitioning: the instrument comes from its folder (`underlying=NIFTY`,
+    # percent-decoded by DuckDB), and a filter on it prunes whole files when the query is
+    # planned; without autocast a name like `1234` stays text. The views select their own
+    # columns, so hive's `date` never shows. union_by_name: files written before a column was
+    # added read it as null; in a file of the old layout, which still holds the instrument
+    # column, the folder's value wins (the same name either way).
     return (
-        f"read_parquet({_literal(dataset_glob(spec, lake))}, hive_partitioning = false, "
-        "union_by_name = true, filename = true)"
+        f"read_parquet({_literal(dataset_glob(spec, lake))}, hive_partitioning = true, "
+        "hive_types_autocast = false, union_by_name = true, filename = true)"
     )
 
 
 def _column_sql(spec: DatasetSpec, name: str) -> str:
-    if name != spec.instrument_column:
-        return _ident(name)
-    # The folder `<column>=<percent-encoded name>` holds the instrument (storage/paths.py);
-    # the innermost such level, so a data dir path containing `symbol=` cannot match.
-    pattern = f"/{re.escape(name)}=([^/]*)/[^/]*$"
-    return f"url_decode(regexp_extract(filename, {_literal(pattern)}, 1)) AS {_ident(name)}"
+    return _ident(name)
 
 
 def _source(spec: DatasetSpec, lake: Path) -> str:

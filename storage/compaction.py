@@ -14,7 +14,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from storage.errors import InvalidInstrumentName
-from storage.partitioning import parse_date_folder
+from storage.partitioning import IST, parse_date_folder
 from storage.paths import decode_segment, lake_root
 from storage.publish import ROW_GROUP_SIZE, fsync_dir, write_parquet_atomically
 from storage.schemas import COMPACTED_PREFIX, INGESTED_AT, JOURNAL, DatasetSpec, get_spec
@@ -269,17 +269,29 @@ def compact_journal_partition(folder: Path, dataset_root: Path) -> PartitionComp
     return PartitionCompaction(folder, len(files), rows_in, rows_out, output)
 
 
-def expire_journal(dataset_root: Path, before: date, keep_days: int) -> list[date]:
-    """Remove the journal's day folders older than `keep_days` days (counted back from
-    `before`, compaction's cutoff, normally today); today's folder is never touched."""
+def expire_journal(
+    dataset_root: Path, before: date, keep_days: int, *, today: date | None = None
+) -> list[date]:
+    """Remove the journal's day folders that are both closed (older than `before`,
+    compaction's cutoff, and than today) and older than `keep_days` days counted back from
+    today (IST), never from `before`: a `before` in the future must not reach into the
+    retention window. `keep_days <= 0` (the journal is off) removes nothing: turning the
+    journal off does not delete what it kept. The days removed; a folder that cannot be
+    removed is logged and not listed."""
     removed: list[date] = []
-    if not dataset_root.is_dir():
+    if keep_days <= 0 or not dataset_root.is_dir():
         return removed
+    today = today or datetime.now(IST).date()
+    closed_before = min(before, today)
     for folder in sorted(dataset_root.iterdir()):
         day = parse_date_folder(folder.name)
-        if day is None or day >= before or (before - day).days < keep_days:
+        if day is None or day >= closed_before or (today - day).days < keep_days:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            log.warning("could not remove expired journal day %s: %s", folder, exc)
+            continue
         removed.append(day)
     if removed:
         fsync_dir(dataset_root)

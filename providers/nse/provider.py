@@ -101,14 +101,31 @@ class NseOptionsProvider(IOptionsDataProvider):
                 return parse_chain(payload, symbol)
         rows: list[OptionChainRow] = []
         legacy: Any = None
+        empty: list[date] = []
         for each in expiries:
             try:
                 rows.extend(await self._chain_v3(symbol, each))
             except _FallBack as fallback:
                 # v3 is gone or empty: the legacy payload holds every expiry; fetch it once.
-                if legacy is None:
-                    legacy = await self._legacy_or_raise(symbol, reason=fallback.reason)
-                rows.extend(parse_chain(legacy, symbol, expiry=each))
+                try:
+                    if legacy is None:
+                        legacy = await self._legacy_or_raise(symbol, reason=fallback.reason)
+                    rows.extend(parse_chain(legacy, symbol, expiry=each))
+                except EmptyPayloadError:
+                    if expiry is not None:
+                        raise
+                    # One listed expiry with no contracts (e.g. expiry day after the close)
+                    # must not cost the others theirs: skip it, say so, and fail only when
+                    # every expiry is empty.
+                    empty.append(each)
+        if empty:
+            listed = ", ".join(e.isoformat() for e in empty)
+            if not rows:
+                raise EmptyPayloadError(
+                    f"NSE answered no contracts for any expiry of {symbol} ({listed})",
+                    provider=PROVIDER,
+                )
+            logger.warning("NSE answered no contracts for %s expiry %s; skipped", symbol, listed)
         return rows
 
     async def get_oi_data(

@@ -280,3 +280,18 @@ def test_a_sigint_during_a_duckdb_step_of_start_up_stops_serve_cleanly(data_dir,
     assert served == [], "serve went on to serve after a Ctrl-C"
     assert said == ["stopping ..."]
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_signal_after_the_event_loop_closed_is_recorded_and_never_raises() -> None:
+    import asyncio
+
+    from flows.serve import StopRequest
+
+    stop = StopRequest()
+    loop = asyncio.new_event_loop()
+    stop.wake = lambda: loop.call_soon_threadsafe(lambda: None)
+    loop.close()
+
+    stop(signal.SIGINT, None)  # the old handler raised "Event loop is closed" here
+
+    assert stop.requested

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,25 @@ def test_compaction_merges_each_closed_journal_day_and_drops_days_past_retention
     assert sizes == {kept: 1, day: 2}  # today stays open
     assert read_journal(kept).num_rows == 5
     assert all(d.bytes > 0 for d in journal_days())
+
+
+def test_a_future_compaction_cutoff_never_expires_journal_days_within_retention() -> None:
+    """`protrade compact --before` accepts any date: retention counts back from today, and
+    neither today nor an open day is ever removed, whatever the cutoff."""
+    from storage.compaction import expire_journal
+
+    day = today()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        days = [day - timedelta(days=n) for n in (0, 1, 2, 40)]
+        for d in days:
+            (root / f"date={d.isoformat()}").mkdir()
+
+        removed = expire_journal(root, day + timedelta(days=60), 30, today=day)
+
+        assert removed == [day - timedelta(days=40)]
+        left = sorted(p.name for p in root.iterdir())
+        assert left == sorted(f"date={d.isoformat()}" for d in days[:3])
+        # The journal switched off (0 days) deletes nothing it kept.
+        assert expire_journal(root, day + timedelta(days=60), 0, today=day) == []
+        assert len(list(root.iterdir())) == 3

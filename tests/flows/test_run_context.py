@@ -255,3 +255,16 @@ def test_an_underlyings_live_symbol_is_its_index_symbol_or_nse_and_its_name(
     underlying: str, symbol: str
 ) -> None:
     assert live_symbol(underlying) == symbol
+
+
+def test_journal_entries_a_run_could_not_write_are_reported_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flows.runtime import _report_unwritten
+
+    with caplog.at_level(logging.ERROR, logger="flows.runtime"):
+        _report_unwritten(["entry"] * 3)
+        _report_unwritten([])
+
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().startswith("3 raw journal entries")

@@ -143,6 +143,48 @@ async def test_option_chain_for_all_expiries_calls_v3_once_per_expiry(
     assert all(r.provider == "nse" for r in rows)
 
 
+async def test_one_empty_expiry_is_skipped_with_a_warning_and_the_others_are_kept(
+    nse: NseOptionsProvider,
+    page: respx.Route,
+    respx_mock: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    gone = NIFTY_EXPIRIES[1]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        expiry = datetime.strptime(request.url.params["expiry"], "%d-%b-%Y").date()
+        if expiry == gone:  # e.g. an expiry whose contracts ended at today's close
+            return httpx.Response(200, json={"records": {"data": []}, "filtered": {}})
+        return httpx.Response(200, json=v3_json(expiry))
+
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=answer)
+    respx_mock.get(f"{BASE}/api/option-chain-indices").mock(return_value=httpx.Response(404))
+
+    with caplog.at_level(logging.WARNING, logger="providers.nse.provider"):
+        rows = await nse.get_option_chain("NIFTY")
+
+    assert {r.expiry for r in rows} == set(NIFTY_EXPIRIES) - {gone}
+    assert any(gone.isoformat() in r.getMessage() for r in caplog.records)
+
+
+async def test_every_expiry_empty_is_an_empty_payload(
+    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(
+        return_value=httpx.Response(200, json={"records": {"data": []}, "filtered": {}})
+    )
+    respx_mock.get(f"{BASE}/api/option-chain-indices").mock(return_value=httpx.Response(404))
+
+    with pytest.raises(EmptyPayloadError, match="any expiry"):
+        await nse.get_option_chain("NIFTY")
+
+
 async def test_reprimes_once_on_403_then_succeeds(
     nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
 ) -> None:
