@@ -211,11 +211,23 @@ def _reject(report: ReparseReport, what: str, exc: BaseException) -> None:
     log.info("reparse: %s refused an entry: %s", what, exc)
 
 
+_NSE_V3 = ("nse", "option-chain-v3")
+_NSE_LEGACY = {("nse", "option-chain-indices"), ("nse", "option-chain-equities")}
+
+
 def _rebuild_chains(
     journal: pa.Table, parsers: Mapping[str, ChainParser], report: ReparseReport
 ) -> list[OptionChainRow]:
-    cols = journal.select(["received_at", "provider", "operation", "request", "status", "payload"])
-    rows: list[OptionChainRow] = []
+    """Every chain entry's rows, as the flow that received them kept them.
+
+    NSE's legacy all-expiries payload stood in only for the expiries whose v3 call failed or
+    came back empty (or for all, when the expiry listing was gone): of a flow run's legacy
+    payloads only the (underlying, expiry) pairs no v3 entry of the same run answered are
+    kept. Entries without a flow run id are not matched up: their legacy payloads keep all.
+    """
+    cols = journal.select(
+        ["received_at", "provider", "operation", "request", "status", "payload", "flow_run_id"]
+    )
     stock_names: dict[str, str] = {}
     entries = cols.to_pylist()
     # Trendlyne's stock ids first: its OI entries name the stock only by id.
@@ -227,11 +239,15 @@ def _rebuild_chains(
                 stock_names[str(parse_stock_id(json.loads(e["payload"]), name))] = name
             except Exception:
                 continue
+    parsed: list[tuple[tuple[str, str], str | None, list[OptionChainRow]]] = []
+    # (flow run, underlying, expiry) that a v3 entry of the run answered.
+    answered: set[tuple[str, str, date]] = set()
     for e in entries:
         what = f"{e['provider']}:{e['operation']}"
         parser = parsers.get(what)
         if parser is None or not (200 <= (e["status"] or 0) < 300):
             continue
+        run = e["flow_run_id"]
         try:
             params = json.loads(e["request"]).get("params", {})
             payload = HttpPayload(
@@ -242,9 +258,24 @@ def _rebuild_chains(
                 received_at=e["received_at"],
                 underlying=params.get("symbol") or stock_names.get(params.get("stockId", "")),
             )
-            rows.extend(parser(payload))
+            got = parser(payload)
         except Exception as exc:  # a parser's refusal is what this tool is for: count it
             _reject(report, what, exc)
+            continue
+        op = (e["provider"], e["operation"])
+        if op == _NSE_V3 and run is not None:
+            answered.update((run, r.underlying, r.expiry) for r in got)
+            try:
+                expiry = parse_nse_date(params["expiry"], key="expiry")
+                answered.add((run, params["symbol"], expiry))
+            except Exception:
+                pass  # the rows name what it answered
+        parsed.append((op, run, got))
+    rows: list[OptionChainRow] = []
+    for op, run, got in parsed:
+        if op in _NSE_LEGACY and run is not None:
+            got = [r for r in got if (run, r.underlying, r.expiry) not in answered]
+        rows.extend(got)
     return rows
 
 

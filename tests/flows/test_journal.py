@@ -18,11 +18,13 @@ from flows.journal_log import JournalLog, attach, journal_on
 from flows.lake_rows import option_chain_table
 from flows.reparse import DEFAULT_CHAIN_PARSERS, HttpPayload, _nse_v3, reparse_day
 from providers.calendar import IST
-from providers.emulators.nse import NseEmulator
+from providers.emulators.chains import chain_at, expiries
+from providers.emulators.nse import NseEmulator, legacy_payload, nse_date, v3_payload
 from providers.emulators.tradingview import TradingViewEmulator
 from providers.emulators.trendlyne import TrendlyneEmulator
 from providers.journal import JournalEntry, ListSink
 from providers.nse import NseOptionsProvider
+from providers.nse.parse import parse_chain
 from providers.records import OptionChainRow
 from providers.registry import ProviderRegistry
 from providers.tradingview.historical import TradingViewHistoricalProvider
@@ -195,6 +197,66 @@ async def test_reparse_with_a_fixed_parser_restores_exactly_the_rows_a_buggy_one
     # Idempotent: the restored rows are now simply there.
     again = reparse_day(today(), writer, chain_parsers=parsers)
     assert again.changes == 0
+
+
+def _nse_entry(seq: int, operation: str, params: dict[str, str], payload: Any) -> JournalEntry:
+    request = {"method": "GET", "path": f"/api/{operation}", "params": params}
+    return JournalEntry(
+        int(datetime.now(UTC).timestamp() * 1e6) + seq,
+        "nse",
+        operation,
+        json.dumps(request),
+        json.dumps(payload).encode(),
+        "nse-session",
+        seq,
+        200,
+    )
+
+
+def _v3_and_legacy() -> tuple[list[date], dict[str, Any], dict[str, Any]]:
+    """NIFTY's nearest expiry from v3 at 11:00, and the legacy payload (both expiries) of
+    11:01, fetched because v3 failed for the second."""
+    e1, e2 = sorted(expiries("NIFTY", NOW.astimezone(IST).date()))[:2]
+    later = NOW + timedelta(minutes=1)
+    v3 = v3_payload(chain_at("NIFTY", e1, NOW), [e1, e2])
+    legacy = legacy_payload([chain_at("NIFTY", e1, later), chain_at("NIFTY", e2, later)])
+    return [e1, e2], v3, legacy
+
+
+def test_a_legacy_fallback_reparses_only_the_expiries_v3_did_not_answer(data_dir: Path) -> None:
+    writer = LakeWriter()
+    (e1, e2), v3, legacy = _v3_and_legacy()
+    # What the flow wrote: E1 from v3, E2 from the legacy payload.
+    written = parse_chain(v3, "NIFTY", expiry=e1) + parse_chain(legacy, "NIFTY", expiry=e2)
+    writer.write("option_chain", option_chain_table(written))
+    journal = JournalLog(writer, "run-1")
+    v3_params = {"type": "Indices", "symbol": "NIFTY", "expiry": nse_date(e1)}
+    journal.record(_nse_entry(1, "option-chain-v3", v3_params, v3))
+    journal.record(_nse_entry(2, "option-chain-indices", {"symbol": "NIFTY"}, legacy))
+    journal.flush()
+
+    report = reparse_day(today(), writer)
+
+    chain = report.datasets["option_chain"]
+    assert report.rejected == {}
+    assert chain.rebuilt == chain.unchanged == len(written)
+    assert report.changes == 0 and chain.written == 0
+
+
+def test_a_legacy_payload_without_v3_answers_reparses_every_expiry(data_dir: Path) -> None:
+    writer = LakeWriter()
+    (e1, e2), _, legacy = _v3_and_legacy()
+    journal = JournalLog(writer, "run-1")  # the expiry listing was gone: legacy for all
+    journal.record(_nse_entry(1, "option-chain-indices", {"symbol": "NIFTY"}, legacy))
+    journal.flush()
+
+    report = reparse_day(today(), writer)
+
+    expected = parse_chain(legacy, "NIFTY")
+    chain = report.datasets["option_chain"]
+    assert chain.added == chain.written == len(expected)
+    table = pq.ParquetDataset(data_dir / "lake" / "option_chain").read().to_pylist()
+    assert {r["expiry"] for r in table} == {e1, e2}
 
 
 async def test_journal_export_writes_corpus_cases_the_corpus_readers_accept(
