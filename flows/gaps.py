@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
 def missing_slots(
@@ -28,3 +31,15 @@ def missing_times(expected: Iterable[datetime], existing: Iterable[datetime]) ->
     """Expected bar opens that are absent, ascending."""
     have = set(existing)
     return sorted(t for t in expected if t not in have)
+
+
+def missing_by_slot(
+    slots: Sequence[datetime], present: Mapping[K, Iterable[datetime]], width: timedelta
+) -> dict[datetime, list[K]]:
+    """Per slot (ascending), the keys (e.g. expiries, in `present`'s order) with no time in
+    `[slot, slot + width)`: a slot filled for some expiries only still needs the others."""
+    out: dict[datetime, list[K]] = {}
+    for key, times in present.items():
+        for slot in missing_slots(slots, times, width):
+            out.setdefault(slot, []).append(key)
+    return dict(sorted(out.items()))

@@ -18,13 +18,13 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
-from flows.gaps import missing_slots
+from flows.gaps import missing_by_slot
 from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context, run_settings
 from flows.settings import load_settings
 from providers.calendar import IST, snapshot_slots
 from providers.errors import AllProvidersFailedError, NoCapableProviderError, ProviderError
-from storage.queries import existing_snapshot_times
+from storage.queries import existing_snapshot_times_by_expiry
 
 DEFAULT_EVERY = timedelta(minutes=3)
 
@@ -54,23 +54,31 @@ async def fill_underlying(
     now = clock.now()
     result = SlotFill(underlying)
     slots = [s for s in snapshot_slots(day, every) if s <= now]
-    present = await asyncio.to_thread(existing_snapshot_times, underlying, day)
-    missing = missing_slots(slots, present, every)
-    result.slots, result.missing = len(slots), len(missing)
-    if not missing:
-        logger.info("%s: all %d slots of %s present", underlying, len(slots), day)
-        return result
+    present = await asyncio.to_thread(existing_snapshot_times_by_expiry, underlying, day)
     try:
         expiries = (await ctx.registry.get_expiry_dates(underlying)).value
     except (AllProvidersFailedError, ProviderError) as exc:
-        result.error = f"no expiry list: {exc}"
-        logger.error("%s: %s", underlying, result.error)
+        if not present:
+            result.error = f"no expiry list: {exc}"
+            logger.error("%s: %s", underlying, result.error)
+            return result
+        # The expiries already stored today are the ones a slot can lack.
+        expiries = sorted(present)
+        logger.warning(
+            "%s: no expiry list (%s); using the %d stored today", underlying, exc, len(expiries)
+        )
+    # Per expiry: a slot whose snapshot holds only some expiries (the others failed then)
+    # still gets the missing ones; per underlying it would look filled and never be repaired.
+    todo = missing_by_slot(slots, {e: present.get(e, set()) for e in expiries}, every)
+    result.slots, result.missing = len(slots), len(todo)
+    if not todo:
+        logger.info("%s: all %d slots of %s present", underlying, len(slots), day)
         return result
     errors: list[str] = []
-    for slot in missing:
+    for slot, needed in todo.items():
         time_str = slot.astimezone(IST).strftime("%H:%M")
         records = []
-        for expiry in expiries:
+        for expiry in needed:
             try:
                 fetched = await ctx.registry.get_oi_data(underlying, expiry, time_str)
             except NoCapableProviderError as exc:

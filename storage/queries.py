@@ -142,6 +142,24 @@ def existing_snapshot_times(
     return _instants(rows)
 
 
+def existing_snapshot_times_by_expiry(
+    underlying: str, trading_date: date, data_dir: Path | None = None
+) -> dict[date, set[datetime]]:
+    """Per expiry, the snapshot times of `underlying` stored on an IST trading date (UTC): a
+    slot where some expiries failed holds the others, and only the missing ones need filling."""
+    start, end = ist_day_bounds(trading_date)
+    rows = _fetch(
+        f"SELECT DISTINCT expiry, epoch_us(snapshot_ts) FROM {OPTION_CHAIN.name}_raw "
+        "WHERE underlying = ? AND snapshot_ts >= ? AND snapshot_ts < ?",
+        [underlying, start, end],
+        data_dir,
+    )
+    out: dict[date, set[datetime]] = {}
+    for expiry, us in rows:
+        out.setdefault(expiry, set()).add(_EPOCH + timedelta(microseconds=us))
+    return out
+
+
 def recent_attempts(since: datetime, data_dir: Path | None = None) -> list[ProviderAttemptSummary]:
     """Per provider since `since`: attempts, errors, and the last error and success."""
     _require_aware("since", since)

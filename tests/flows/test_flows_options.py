@@ -217,6 +217,49 @@ async def test_intraday_backfill_fills_exactly_the_missing_slots(emulators: Emul
     ) == [(0,)]
 
 
+async def test_intraday_backfill_fills_the_expiries_a_partial_slot_lacks(
+    emulators: Emulators,
+) -> None:
+    from storage.catalog import connect
+    from storage.writer import LakeWriter
+
+    emulators.nse.clock = lambda: datetime(2026, 11, 20, 9, 30, 5, tzinfo=IST).astimezone(UTC)
+    await oi_snapshot(underlyings=["NIFTY"])
+    expiries = sorted({e for (e,) in rows_of("select distinct expiry from option_chain")})
+    assert len(expiries) > 1
+    # The 09:33 snapshot got only the nearest expiry (the others failed then).
+    partial = (
+        connect()
+        .sql(
+            "select * exclude (ingested_at) replace "
+            "(snapshot_ts + interval 3 minute as snapshot_ts) from option_chain_raw "
+            f"where expiry = '{expiries[0]}'"
+        )
+        .to_arrow_table()
+    )
+    LakeWriter().write("option_chain", partial)
+
+    results = await oi_backfill(underlyings=["NIFTY"])
+
+    assert results[0].missing == 35 and results[0].filled == 35  # 09:33 counts: it lacked some
+    per_slot = rows_of(
+        "select time_bucket(interval 3 minute, snapshot_ts, "
+        "timestamptz '2026-11-20 09:15:00+05:30') as slot, count(distinct expiry) "
+        "from option_chain group by 1"
+    )
+    assert len(per_slot) == 36 and {n for _, n in per_slot} == {len(expiries)}
+    # At 09:33 only the missing expiries were asked for.
+    asked_at_0933 = rows_of(
+        "select count(*) from option_chain where provider = 'trendlyne' "
+        "and snapshot_ts = '2026-11-20 09:33:00+05:30'"
+    )
+    nearest_from_trendlyne = rows_of(
+        "select count(*) from option_chain_raw where provider = 'trendlyne' "
+        f"and snapshot_ts = '2026-11-20 09:33:00+05:30' and expiry = '{expiries[0]}'"
+    )
+    assert asked_at_0933[0][0] > 0 and nearest_from_trendlyne == [(0,)]
+
+
 async def test_refresh_holidays_saves_what_nse_publishes_for_the_calendar(
     emulators: Emulators, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

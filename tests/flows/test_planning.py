@@ -14,7 +14,7 @@ from flows.candle_plan import (
     expected_in_range,
     final_bars,
 )
-from flows.gaps import missing_slots, missing_times
+from flows.gaps import missing_by_slot, missing_slots, missing_times
 from flows.status import assess, format_age, stale_sentences
 from flows.timespec import TimeSpecError, parse_clock, parse_duration
 from providers.calendar import IST
@@ -141,3 +141,16 @@ def test_stale_sentence_names_dataset_instrument_and_age() -> None:
     health = assess([_status_row("ticks", now - timedelta(minutes=45))], now, market_open=True)
     assert stale_sentences(health) == ["ticks NIFTY is stale: newest row is 45m old"]
     assert format_age(None) == "-"
+
+
+def test_a_slot_holding_only_some_expiries_still_needs_the_others() -> None:
+    slots = [datetime(2026, 11, 20, 9, 15 + 3 * i, tzinfo=IST) for i in range(3)]
+    near, far = date(2026, 11, 24), date(2026, 12, 29)
+    present = {
+        near: [slots[0] + timedelta(seconds=5), slots[1] + timedelta(seconds=7)],
+        far: [slots[0] + timedelta(seconds=5)],  # failed at the second slot
+    }
+    assert missing_by_slot(slots, present, timedelta(minutes=3)) == {
+        slots[1]: [far],
+        slots[2]: [near, far],
+    }

@@ -13,6 +13,7 @@ from storage.queries import (
     dataset_status,
     existing_candle_times,
     existing_snapshot_times,
+    existing_snapshot_times_by_expiry,
     recent_attempts,
 )
 from storage.writer import LakeWriter
@@ -67,6 +68,21 @@ def test_existing_snapshot_times_follow_the_ist_trading_date(data_dir: Path) -> 
     got = existing_snapshot_times("NIFTY", date(2026, 11, 23), data_dir)
     assert got == {ist_midnight, T0, T0 + timedelta(minutes=5)}
     assert all(t.tzinfo is UTC for t in got)
+
+
+def test_existing_snapshot_times_are_listed_per_expiry(data_dir: Path) -> None:
+    w = LakeWriter(data_dir=data_dir)
+    later = T0 + timedelta(minutes=3)
+    w.write("option_chain", option_rows(snapshot_ts=T0, strikes=1))
+    far = [
+        {**row, "expiry": date(2026, 12, 29)} for row in option_rows(snapshot_ts=later, strikes=1)
+    ]
+    w.write("option_chain", far)
+    w.write("option_chain", option_rows(underlying="BANKNIFTY", snapshot_ts=later, strikes=1))
+
+    got = existing_snapshot_times_by_expiry("NIFTY", date(2026, 11, 23), data_dir)
+
+    assert got == {date(2026, 11, 27): {T0}, date(2026, 12, 29): {later}}
 
 
 def test_recent_attempts_summarise_errors_per_provider(data_dir: Path) -> None:
