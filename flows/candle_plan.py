@@ -12,19 +12,8 @@ from datetime import date, datetime, timedelta
 
 from providers.calendar import IST, SESSION_CLOSE, expected_bar_opens, trading_days
 from providers.records import Bar
+from providers.symbols import INTRADAY_MINUTES
 
-INTRADAY_MINUTES = {
-    "1": 1,
-    "3": 3,
-    "5": 5,
-    "15": 15,
-    "30": 30,
-    "45": 45,
-    "60": 60,
-    "120": 120,
-    "180": 180,
-    "240": 240,
-}
 #: Intervals whose expected bars the calendar can list (weekly/monthly bars are not gap-checked).
 GAP_CHECKED = {*INTRADAY_MINUTES, "1D"}
 

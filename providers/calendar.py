@@ -26,25 +26,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from providers.symbols import INTRADAY_MINUTES
+
 log = logging.getLogger(__name__)
 
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_OPEN = time(9, 15)
 SESSION_CLOSE = time(15, 30)
 
-#: TradingView's intraday interval codes and their length in minutes.
-INTRADAY_MINUTES: dict[str, int] = {
-    "1": 1,
-    "3": 3,
-    "5": 5,
-    "15": 15,
-    "30": 30,
-    "45": 45,
-    "60": 60,
-    "120": 120,
-    "180": 180,
-    "240": 240,
-}
 DAILY_INTERVAL = "1D"
 
 _CALENDAR_NAME = "XBOM"

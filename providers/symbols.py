@@ -37,6 +37,13 @@ INTERVAL_SECONDS: dict[str, int | None] = {
     "1M": None,
 }
 INTERVALS: frozenset[str] = frozenset(INTERVAL_SECONDS)
+#: The intraday codes (shorter than a session) and their length in minutes: the one table the
+#: calendar and the candle planner read, derived so that a new code is added in one place.
+INTRADAY_MINUTES: dict[str, int] = {
+    code: seconds // 60
+    for code, seconds in INTERVAL_SECONDS.items()
+    if seconds is not None and seconds < 86_400
+}
 #: Other spellings of the same bars (TradingView's server accepts them too): stored under the
 #: canonical name, so `--interval D` and `--interval 1D` land in the same rows.
 INTERVAL_ALIASES: dict[str, str] = {"D": "1D", "W": "1W", "M": "1M"}

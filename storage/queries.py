@@ -132,14 +132,8 @@ def existing_snapshot_times(
     underlying: str, trading_date: date, data_dir: Path | None = None
 ) -> set[datetime]:
     """Snapshot times of `underlying` already stored on an IST trading date (UTC)."""
-    start, end = ist_day_bounds(trading_date)
-    rows = _fetch(
-        f"SELECT DISTINCT epoch_us(snapshot_ts) FROM {OPTION_CHAIN.name}_raw "
-        "WHERE underlying = ? AND snapshot_ts >= ? AND snapshot_ts < ?",
-        [underlying, start, end],
-        data_dir,
-    )
-    return _instants(rows)
+    by_expiry = existing_snapshot_times_by_expiry(underlying, trading_date, data_dir)
+    return set().union(*by_expiry.values())
 
 
 def existing_snapshot_times_by_expiry(

@@ -18,10 +18,12 @@ from flows import runtime
 from flows.config import live_symbol
 from flows.lake_rows import option_chain_table
 from providers.interfaces import IOptionsDataProvider
+from providers.journal import JournalEntry
 from providers.records import OptionChainRow
 from providers.registry import ProviderRegistry
 from providers.settings import ProviderSettings
 from storage.catalog import connect
+from storage.journal import journal_days
 from storage.writer import LakeWriter
 
 T = datetime(2026, 3, 4, 5, 30, tzinfo=UTC)
@@ -268,3 +270,45 @@ def test_journal_entries_a_run_could_not_write_are_reported_as_an_error(
 
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].getMessage().startswith("3 raw journal entries")
+
+
+def _journal_entry() -> JournalEntry:
+    return JournalEntry(1_795_000_000_000_000, "nse", "option-chain-v3", "{}", b"{}", "c1", 1, 200)
+
+
+async def test_a_run_whose_journal_write_fails_says_how_many_entries_were_lost(
+    data_dir: Path,
+    registry: ProviderRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    written = runtime.RunWriter.write
+
+    def full_disk_for_the_journal(self, dataset, rows, **kw):  # type: ignore[no-untyped-def]
+        if dataset == "journal":
+            raise OSError(28, "No space left on device")
+        return written(self, dataset, rows, **kw)
+
+    monkeypatch.setattr(runtime.RunWriter, "write", full_disk_for_the_journal)
+    with caplog.at_level(logging.ERROR):
+        async with runtime.run_context() as ctx:
+            assert ctx.journal is not None
+            ctx.journal.record(_journal_entry())
+
+    lost = [r.getMessage() for r in caplog.records if "raw journal entries" in r.getMessage()]
+    assert lost and lost[-1].startswith("1 raw journal entries could not be written")
+
+
+async def test_the_journal_is_flushed_even_when_closing_the_providers_fails(
+    data_dir: Path, registry: ProviderRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken_close() -> None:
+        raise RuntimeError("session close failed")
+
+    monkeypatch.setattr(registry, "aclose", broken_close)
+    with pytest.raises(RuntimeError, match="session close failed"):
+        async with runtime.run_context() as ctx:
+            assert ctx.journal is not None
+            ctx.journal.record(_journal_entry())
+
+    assert [d.files for d in journal_days(data_dir)] == [1]
