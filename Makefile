@@ -12,8 +12,12 @@ export PROTRADE_OLD_DUCKDB_PYTHON := $(CURDIR)/$(OLD_VENV)/bin/python
 # tests/flows/test_report_browser.py opens the daily report in headless Chromium (Debian's
 # package; installing it needs root, as CI runs). The test fails, never skips, without it.
 CHROMIUM_STAMP := $(VENV)/.chromium
+# PostgreSQL's server binaries for Prefect's database in tests/cluster and `make cluster`: from the
+# system (Debian's package, installed here if missing; root, as CI runs). Prefect's migrations
+# need its pg_trgm extension, which PyPI's bundled PostgreSQL (pgserver) lacks.
+POSTGRES_STAMP := $(VENV)/.postgresql
 
-.PHONY: run test lint demo bench reliability clean
+.PHONY: run test lint demo bench reliability cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +32,10 @@ $(OLD_STAMP):
 	$(OLD_VENV)/bin/python -m pip install --quiet duckdb==$(OLD_DUCKDB) pytz
 	touch $@
 
+$(POSTGRES_STAMP): | $(STAMP)
+	command -v initdb || ls /usr/lib/postgresql/*/bin/initdb || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql)
+	touch $@
+
 $(CHROMIUM_STAMP): | $(STAMP)
 	command -v chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	touch $@
@@ -35,7 +43,7 @@ $(CHROMIUM_STAMP): | $(STAMP)
 run: $(STAMP)
 	$(BIN)/protrade serve
 
-test: $(STAMP) $(OLD_STAMP) $(CHROMIUM_STAMP)
+test: $(STAMP) $(OLD_STAMP) $(CHROMIUM_STAMP) $(POSTGRES_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -52,6 +60,12 @@ bench: $(STAMP)
 reliability: $(STAMP) $(OLD_STAMP)
 	# The issue asks for 30 s of two writers and a reader; `make test` runs the same check for 5 s.
 	PROTRADE_RELIABILITY_SECONDS=30 $(BIN)/python -m pytest -q tests/reliability
+
+# Several hosts on one machine (deployments/cluster/__main__.py): SeaweedFS, PostgreSQL, a Prefect
+# server on it and two workers run the snapshot schedule for a few minutes, then it prints who ran
+# which slot and stops everything. Options: make cluster CLUSTER_ARGS="--minutes 5 --every 20".
+cluster: $(STAMP) $(POSTGRES_STAMP)
+	$(BIN)/python -m deployments.cluster $(CLUSTER_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLD_VENV) .pytest_cache .ruff_cache

@@ -41,7 +41,7 @@ from providers.records import LiveMessage
 from providers.tradingview import codec
 from providers.tradingview.live import TradingViewLiveProvider
 from storage.catalog import ensure_seeds
-from storage.paths import lake_root
+from storage.paths import store_for
 from storage.writer import LakeWriter
 
 NAME = "live-ingest"
@@ -316,7 +316,7 @@ def _latency_run(
         # The probe defines its views once, at start: a dataset without any file then gets a
         # fixed, empty view (readers write nothing), so the seeds must exist first, as they
         # do in any lake a writer has touched.
-        ensure_seeds(lake_root(data_dir))
+        ensure_seeds(store_for(data_dir))
         probe.start()
 
         def probe_ready() -> None:

@@ -153,7 +153,10 @@ def run(
         data_dir = Path(tmp) / "data"
         day, expiry = build_day(data_dir, shape)
         measure(data_dir, "small files", expiry, repeats, figures)
-        report = compact("option_chain", day + timedelta(days=1), data_dir)
+        # No grace: "compacted" is the lake once the merged files are gone.
+        report = compact(
+            "option_chain", day + timedelta(days=1), data_dir, delete_grace=timedelta(0)
+        )
         if not report.ok:
             raise RuntimeError(f"compaction failed: {report.failures}")
         measure(data_dir, "compacted", expiry, repeats, figures)

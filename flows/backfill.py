@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +27,7 @@ from flows.candle_plan import (
     bars_needed,
     classify_missing,
     expected_in_range,
-    final_bars,
+    final_mask,
 )
 from flows.gaps import missing_times
 from flows.lake_rows import candle_table
@@ -35,10 +35,13 @@ from flows.runtime import RunContext, holiday_skip, run_context, run_settings
 from flows.settings import load_settings
 from providers.calendar import IST, SESSION_OPEN, trading_days
 from providers.errors import AllProvidersFailedError, ProviderError
-from providers.records import Bar
+from providers.records import Bar, BarBatch
 from providers.tradingview.symbols import validate_interval
+from storage.catalog import connect, with_vanished_file_retry
+from storage.paths import DataDir
 from storage.queries import existing_candle_times
 from storage.sanity import add_counts, screen_candles
+from storage.schemas import CANDLES
 from storage.writer import LakeWriter
 
 DEFAULT_LOOKBACK_DAYS = 5
@@ -88,35 +91,73 @@ def write_new_bars(
     writer: LakeWriter,
     symbol: str,
     interval: str,
-    bars: Sequence[Bar],
+    bars: BarBatch | Sequence[Bar] | pa.Table,
     provider: str,
     now: datetime | None = None,
 ) -> BarWrite:
-    """Write the bars (ascending) that pass the door checks and the lake does not have yet.
+    """Write the bars that pass the door checks and the lake does not have yet.
+
+    `bars`: the series' bars as a provider answered (a `BarBatch` or `Bar` rows), or the
+    table `candle_table(symbol, interval, ..., provider)` made of them. Column-wise from there
+    on: the bar opens stay int64 epoch microseconds, the lake's are read as one int64 array,
+    and `pc.is_in` keeps the new ones (no datetime per bar, no Python set).
 
     Idempotent by construction: a re-run finds every bar present and writes no file at all.
     Bars that no market can produce (dated after `now` + one interval, high below the open or
     close, ...) are refused and counted, never written.
     """
-    if not bars:
+    if len(bars) == 0:
         return BarWrite()
-    screened = screen_candles(candle_table(symbol, interval, bars, provider), now or clock.now())
+    table = bars if isinstance(bars, pa.Table) else candle_table(symbol, interval, bars, provider)
+    screened = screen_candles(table, now or clock.now())
     kept = screened.kept
     refused = BarWrite(refused=screened.refused, warning=screened.warning("candles"))
     if kept.num_rows == 0:
         return refused
-    first, last = pc.min_max(kept["ts"]).values()
+    opens = pc.cast(kept["ts"], pa.int64())
+    first, last = (v.as_py() for v in pc.min_max(opens).values())
     # The lake's range is half-open [start, end): reach just past the newest bar.
-    present = existing_candle_times(
-        symbol, interval, first.as_py(), last.as_py() + timedelta(seconds=1), writer.root.parent
-    )
+    present = stored_bar_opens(symbol, interval, first, last + 1, writer.data_dir)
     new = kept
-    if present:
-        stored = pa.array(sorted(present), type=kept.schema.field("ts").type)
-        new = kept.filter(pc.invert(pc.is_in(kept["ts"], value_set=stored)))
+    if len(present):
+        new = kept.filter(pc.invert(pc.is_in(opens, value_set=present)))
     if new.num_rows:
         writer.write("candles", new)
     return BarWrite(new.num_rows, kept.num_rows - new.num_rows, refused.refused, refused.warning)
+
+
+_STORED_OPENS_SQL = (
+    f"SELECT DISTINCT epoch_us(ts) AS ts FROM {CANDLES.name}_raw "
+    "WHERE symbol = ? AND interval = ? AND ts >= make_timestamptz(?) AND ts < make_timestamptz(?)"
+)
+
+
+def stored_bar_opens(
+    symbol: str, interval: str, start_us: int, end_us: int, data_dir: DataDir = None
+) -> pa.Array:
+    """Bar opens of (symbol, interval) stored with start <= ts < end, as int64 epoch
+    microseconds: `storage.queries.existing_candle_times` without its set of datetimes.
+
+    The repeat of a 250,000-bar backfill reads them all: as Python tuples turned into a set
+    of datetimes that took ~0.6 s per symbol; as one Arrow column it is the query alone.
+    """
+
+    def run() -> pa.Array:
+        conn = connect(data_dir)
+        try:
+            result = conn.execute(_STORED_OPENS_SQL, [symbol, interval, start_us, end_us])
+            return result.to_arrow_table()["ts"].combine_chunks().cast(pa.int64())
+        finally:
+            conn.close()
+
+    return with_vanished_file_retry(run)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _instant(epoch_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=epoch_us)
 
 
 def _ist_start(day: date) -> datetime:
@@ -171,21 +212,23 @@ async def backfill_symbol(
         return result
 
     # The door first, on everything the provider sent: a bar dated in the future would
-    # otherwise just look "not final yet" and vanish uncounted.
-    screened = screen_candles(candle_table(symbol, interval, fetched.value, fetched.provider), now)
+    # otherwise just look "not final yet" and vanish uncounted. Column-wise from here.
+    table = candle_table(symbol, interval, fetched.value, fetched.provider)
+    screened = screen_candles(table, now)
     result.refused = dict(screened.refused)
     if warning := screened.warning("candles"):
         logger.warning("%s %s: %s", symbol, interval, warning)
-    sane = fetched.value
-    if screened.keep is not None:
-        sane = [b for b, keep in zip(fetched.value, screened.keep.to_pylist(), strict=True) if keep]
-    bars = final_bars(sane, interval, now)
+    bars = screened.kept
+    keep = final_mask(bars["ts"], interval, now)
     if since is not None:
-        bars = [b for b in bars if b.ts >= _ist_start(since)]
+        since_open = pa.scalar(_ist_start(since), type=bars.schema.field("ts").type)
+        keep = pc.and_(keep, pc.greater_equal(bars["ts"], since_open))
+    bars = bars.filter(keep)
     result.provider = fetched.provider
-    result.fetched = len(bars)
-    if bars:
-        result.first_ts, result.last_ts = bars[0].ts, bars[-1].ts
+    result.fetched = bars.num_rows
+    if bars.num_rows:
+        first, last = pc.min_max(pc.cast(bars["ts"], pa.int64())).values()
+        result.first_ts, result.last_ts = _instant(first.as_py()), _instant(last.as_py())
         outcome = await asyncio.to_thread(
             write_new_bars, ctx.writer, symbol, interval, bars, fetched.provider, now
         )
@@ -195,7 +238,8 @@ async def backfill_symbol(
             logger.warning("%s %s: %s", symbol, interval, outcome.warning)
 
     # Gap report over the range the request covered (or the lookback window).
-    gap_start = range_start or (bars[0].ts.astimezone(IST).date() if bars else today)
+    first_ts = result.first_ts
+    gap_start = range_start or (first_ts.astimezone(IST).date() if first_ts else today)
     expected = expected_in_range(interval, gap_start, today, now)
     present_after = await asyncio.to_thread(
         existing_candle_times, symbol, interval, _ist_start(gap_start), now
@@ -204,9 +248,7 @@ async def backfill_symbol(
     result.gaps.expected = len(expected)
     result.gaps.filled = max(result.gaps.missing_before - len(still), 0)
     result.gaps.still_missing = still
-    result.gaps.beyond_history, result.gaps.not_served = classify_missing(
-        still, bars[0].ts if bars else None
-    )
+    result.gaps.beyond_history, result.gaps.not_served = classify_missing(still, first_ts)
     logger.info(
         "%s %s: %d final bars from %s, %d new, %d already present, %d refused; gaps filled %d, "
         "still missing %d (%s)",

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from providers.calendar import IST, SESSION_CLOSE, expected_bar_opens, trading_days
 from providers.records import Bar
-from providers.symbols import INTRADAY_MINUTES
+from providers.symbols import INTRADAY_MINUTES, longest_bar_seconds
 
 #: Intervals whose expected bars the calendar can list (weekly/monthly bars are not gap-checked).
 GAP_CHECKED = {*INTRADAY_MINUTES, "1D"}
@@ -38,6 +41,27 @@ def bar_end(ts: datetime, interval: str) -> datetime:
 def final_bars(bars: Sequence[Bar], interval: str, now: datetime) -> list[Bar]:
     """Only bars that have closed by `now`: a forming bar would be stored with wrong values."""
     return [b for b in bars if bar_end(b.ts, interval) <= now]
+
+
+def final_mask(ts: pa.Array | pa.ChunkedArray, interval: str, now: datetime) -> pa.Array:
+    """`final_bars` on a column of bar opens (`timestamp[us, UTC]`): per bar, has it closed
+    by `now`?
+
+    No bar outlasts its interval's longest span (`bar_end(t) <= t + span`, the session close
+    cutting intraday and daily bars short), so every bar that opened a span or more before
+    `now` is final, decided in one comparison. Only the newer ones, a handful at the end of a
+    history, go through `bar_end` one by one.
+    """
+    if isinstance(ts, pa.ChunkedArray):
+        ts = ts.combine_chunks()
+    cutoff = now - timedelta(seconds=longest_bar_seconds(interval))
+    mask = pc.less_equal(ts, pa.scalar(cutoff, type=ts.type))
+    recent = pc.invert(mask)
+    opens = ts.filter(recent).to_pylist()
+    if not opens:
+        return mask
+    closed = pa.array([bar_end(t, interval) <= now for t in opens], pa.bool_())
+    return pc.replace_with_mask(mask, recent, closed)
 
 
 def expected_in_range(interval: str, start: date, end: date, now: datetime) -> list[datetime]:

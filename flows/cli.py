@@ -77,11 +77,15 @@ def settings() -> Settings:
     return _settings
 
 
-def existing_data_dir() -> Path:
-    """The data dir for a read command, which must find it, never create it: one line if not."""
+def existing_data_dir() -> Path | str:
+    """The data dir for a read command, which must find it, never create it: one line if not.
+    A local folder as a path; a lake on S3 as its `s3://` URL."""
     from storage.paths import DATA_DIR_ENV
 
-    root = settings().data_path
+    loc = settings().location
+    if loc.path is None:
+        return _existing_s3_lake(loc.url)
+    root = loc.path
     if not root.exists():
         raise fail(
             f"{DATA_DIR_ENV}: {root} does not exist; nothing has been collected there yet "
@@ -90,6 +94,33 @@ def existing_data_dir() -> Path:
     if not root.is_dir():
         raise fail(f"{DATA_DIR_ENV}: {root} is a file, not a directory")
     return root
+
+
+def _existing_s3_lake(url: str) -> str:
+    """`url` if its lake can be read and was ever written; else one line saying why."""
+    from storage.errors import StorageError
+    from storage.partitioning import seed_path
+    from storage.paths import DATA_DIR_ENV, dataset_prefix, store_for
+    from storage.schemas import DATASETS
+
+    # A prefix has no "folder" that exists or not. What any write leaves is its dataset's
+    # seed file, in a folder of its own: a lake with no seed at all was never written (the
+    # S3 form of a missing folder). One small listing per dataset, never the whole lake.
+    store = store_for(url)
+    try:
+        written = any(
+            store.list(f"{dataset_prefix(spec.name)}/{seed_path(spec)}")
+            for spec in DATASETS.values()
+        )
+    except (StorageError, OSError) as exc:
+        raise fail(f"{DATA_DIR_ENV}: cannot read {url}: {exc}") from None
+    if not written:
+        raise fail(
+            f"{DATA_DIR_ENV}: {url} holds no lake; nothing has been collected there yet "
+            "(check the bucket and prefix, or run a collecting command such as "
+            "`protrade snapshot`)"
+        )
+    return url
 
 
 def _jsonable(value: Any) -> Any:
@@ -168,7 +199,11 @@ def report(
     ] = None,
     out_path: Annotated[
         Path | None,
-        typer.Option("--out", help="File to write (default $PROTRADE_DATA_DIR/reports/)"),
+        typer.Option(
+            "--out",
+            help="File to write (default $PROTRADE_DATA_DIR/reports/; for a lake on S3, "
+            "reports/ beside the catalog)",
+        ),
     ] = None,
 ) -> None:
     """Write one self-contained HTML page of the day's charts (opens offline, no script).
@@ -185,14 +220,15 @@ def report(
         raise fail(f"{exc}, today or latest", 2) from exc
     names = [u.strip().upper() for u in underlying or settings().underlyings]
     data_dir = existing_data_dir()
-    from flows.report import build_report, newest_day, today_ist
+    from flows.report import build_report, newest_day, report_path, today_ist
 
     try:
         if choice == "latest":
             target = newest_day(data_dir, names)
             if target is None:
                 raise fail(f"--date latest: no option chains or candles of {', '.join(names)}")
-        result = build_report(data_dir, target or today_ist(), names, out_path)
+        out_file = out_path or report_path(settings().local_dir, target or today_ist())
+        result = build_report(data_dir, target or today_ist(), names, out_file)
     except OSError as exc:
         reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
         raise fail(f"report: {reason}") from exc
@@ -438,15 +474,16 @@ def serve(
 
 @app.command("refresh-catalog")
 def refresh_catalog_command() -> None:
-    """(Re)create the views in $PROTRADE_DATA_DIR/protrade.duckdb."""
+    """(Re)create the views in the catalog (PROTRADE_CATALOG, default
+    $PROTRADE_DATA_DIR/protrade.duckdb; for a lake on S3, ~/.protrade/catalogs/...)."""
     import duckdb
 
-    from storage.catalog import refresh_catalog
+    from storage.catalog import lake_uri, refresh_catalog
     from storage.errors import StorageError
     from storage.paths import DATA_DIR_ENV
 
     try:
-        result = refresh_catalog(settings().data_path)
+        result = refresh_catalog(settings().data_root)
     except (StorageError, ValueError) as exc:  # locked, unsupported location, bad path
         raise fail(str(exc)) from exc
     except OSError as exc:  # a read-only or full file system, a missing permission
@@ -454,7 +491,14 @@ def refresh_catalog_command() -> None:
         raise fail(f"cannot refresh the catalog ({DATA_DIR_ENV}): {reason}") from exc
     except duckdb.Error as exc:  # DuckDB could not create or open the catalog file
         raise fail(f"cannot refresh the catalog: {str(exc).splitlines()[0]}") from exc
-    out.print(f"views refreshed in {result.path}", highlight=False)
+    out.print(f"views refreshed in {result.path}", highlight=False, soft_wrap=True)
+    if not settings().location.is_local:
+        out.print(
+            f"they read {lake_uri(settings().data_root)}: open the catalog with httpfs and an "
+            'S3 secret (README, "Opening the catalog")',
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -499,13 +543,14 @@ def status(
     from flows.status import ProviderHealth, assess, format_time, stale_sentences
     from flows.status_gaps import gaps_today
     from providers.calendar import IST, is_market_open
-    from storage.queries import dataset_status, recent_attempts
+    from storage.queries import dataset_status, recent_attempts, shared_reads
 
     now = clock.now()
     try:
-        rows = dataset_status(now=lambda: now)
-        attempts = recent_attempts(now - timedelta(hours=hours))
-        gaps = gaps_today(rows, now)
+        with shared_reads():  # the views bound once for every question below
+            rows = dataset_status(now=lambda: now)
+            attempts = recent_attempts(now - timedelta(hours=hours))
+            gaps = gaps_today(rows, now)
     except Exception as exc:
         raise fail(f"could not read the lake: {str(exc).splitlines()[0]}") from exc
     market_open = is_market_open(now)
@@ -550,6 +595,7 @@ def status(
         )
     out.print(providers)
     _print_journal_sizes()
+    _print_where()
 
     problems = stale_sentences(health)
     if market_open:
@@ -762,6 +808,15 @@ def journal_export_command(
     for case in cases:
         out.print(f"{case.kind:20} {case.path}", highlight=False)
     out.print(f"{len(cases)} corpus files written to {out_dir}", highlight=False)
+
+
+def _print_where() -> None:
+    """Where the lake and the analysts' catalog are (the catalog may not exist yet)."""
+    from storage.catalog import lake_uri
+    from storage.paths import catalog_path
+
+    out.print(f"lake: {lake_uri()}", highlight=False, soft_wrap=True)
+    out.print(f"catalog: {catalog_path()}", highlight=False, soft_wrap=True)
 
 
 def _print_journal_sizes(days: int = 7) -> None:

@@ -24,6 +24,7 @@ from providers.tradingview import codec
 from providers.trendlyne.parse import parse_expiries, parse_oi, parse_stock_id
 from providers.trendlyne.query import parse_time_str
 from storage.journal import read_journal
+from storage.paths import DataDir
 
 #: TradingView messages per exported connection: a case shows one behaviour, not a day.
 MAX_FRAMES = 40
@@ -163,7 +164,7 @@ def export_cases(
     provider: str | None = None,
     operation: str | None = None,
     limit: int | None = None,
-    data_dir: Path | None = None,
+    data_dir: DataDir = None,
     settings: Settings | None = None,
 ) -> list[ExportedCase]:
     """Write up to `limit` corpus files for `day`'s journal under `out_dir/<provider>/`.

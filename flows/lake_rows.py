@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import accumulate, groupby
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from providers.records import AttemptRecord, Bar, OptionChainRow
-from storage.schemas import get_spec
+from providers.records import AttemptRecord, Bar, BarBatch, OptionChainRow
+from storage.schemas import CANDLES, INGESTED_AT, get_spec
 
 _OPTION_FIELDS = OptionChainRow._fields
 _ATTEMPT_FIELDS = tuple(f.name for f in fields(AttemptRecord))
@@ -136,48 +137,48 @@ def attempt_rows(records: Iterable[AttemptRecord]) -> list[dict[str, Any]]:
     return [{name: getattr(r, name) for name in _ATTEMPT_FIELDS} for r in records]
 
 
-_CANDLE_SCHEMA = pa.schema(
-    [get_spec("candles").schema.field(n) for n in ("symbol", "interval", *Bar._fields, "provider")]
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
+#: The `candles` columns the converter fills (`ingested_at` is stamped by the writer).
+CANDLE_SCHEMA = pa.schema([f for f in CANDLES.schema if f.name != INGESTED_AT])
+#: A label column's value: one for every bar, or one per bar.
+Labels = str | Sequence[str]
 
 
-def candle_table(symbol: str, interval: str, bars: Sequence[Bar], provider: str) -> pa.Table:
-    """Bars of one (symbol, interval) -> an Arrow table with the `candles` column types.
+def candle_table(
+    symbol: Labels, interval: Labels, bars: BarBatch | Sequence[Bar], provider: Labels
+) -> pa.Table:
+    """Bars -> an Arrow table with the `candles` column types: the one candle converter (the
+    backfill, the live capture and the journal re-parse all write through it).
 
-    Column-wise: one list per field and the bar times as epoch microseconds (exact integer
-    arithmetic, ~0.4 us a bar, about half of pyarrow's own aware-datetime conversion).
+    A `BarBatch` (the columnar answer of a provider that parses in bulk) goes in without a
+    copy: its epoch-microsecond column becomes the `timestamp[us, UTC]` column as it is, and
+    no datetime is built. `Bar` rows (another provider's list, the live stream's bars) become
+    columns first (`BarBatch.from_bars`: exact integer arithmetic, ~0.4 us a bar, about half
+    of pyarrow's own aware-datetime conversion); a naive `ts` or a value that is not a number
+    raises `ValueError` there. `symbol`, `interval` and `provider` are one value for every bar
+    (a backfill's series) or one per bar (the capture's mixed batch).
     """
-    n = len(bars)
-    ts = pa.array([(b.ts - _EPOCH) // _MICROSECOND for b in bars], type=pa.int64())
+    batch = bars if isinstance(bars, BarBatch) else BarBatch.from_bars(bars)
+    n = len(batch)
+    f = CANDLE_SCHEMA.field
     columns = [
-        pa.array([symbol] * n, type=pa.string()),
-        pa.array([interval] * n, type=pa.string()),
-        ts.cast(_CANDLE_SCHEMA.field("ts").type),
-        *(
-            pa.array([b[i] for b in bars], type=_CANDLE_SCHEMA.field(name).type)
-            for i, name in enumerate(Bar._fields[1:], start=1)
-        ),
-        pa.array([provider] * n, type=pa.string()),
+        _labels("symbol", symbol, n),
+        _labels("interval", interval, n),
+        _column(batch.ts_us, f("ts").type, n),
+        *(_column(getattr(batch, name), f(name).type, n) for name in Bar._fields[1:]),
+        _labels("provider", provider, n),
     ]
-    return pa.Table.from_arrays(columns, schema=_CANDLE_SCHEMA)
+    return pa.Table.from_arrays(columns, schema=CANDLE_SCHEMA)
 
 
-def candle_rows(
-    symbol: str, interval: str, bars: Sequence[Bar], provider: str
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "symbol": symbol,
-            "interval": interval,
-            "ts": bar.ts,
-            "open": bar.open,
-            "high": bar.high,
-            "low": bar.low,
-            "close": bar.close,
-            "volume": bar.volume,
-            "provider": provider,
-        }
-        for bar in bars
-    ]
+def _column(values: array[Any], type_: pa.DataType, n: int) -> pa.Array:
+    """A `BarBatch` column as an Arrow array over the same memory (int64 and float64 have
+    Arrow's layout already: the microseconds *are* a `timestamp[us]` array's values)."""
+    return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(values)])
+
+
+def _labels(name: str, value: Labels, n: int) -> pa.Array:
+    if isinstance(value, str):
+        return pa.repeat(pa.scalar(value, pa.string()), n)
+    if len(value) != n:
+        raise ValueError(f"{len(value)} {name} values for {n} bars")
+    return pa.array(value, pa.string())

@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -44,6 +43,7 @@ from providers.tradingview.bars import BarTracker, to_bar
 from providers.trendlyne.parse import parse_oi, parse_stock_id
 from providers.trendlyne.query import parse_time_str
 from storage.journal import read_journal
+from storage.paths import DataDir
 from storage.sanity import screen_candles
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def _diff(
 
 
 def _stored(
-    dataset: str, columns: Sequence[str], start: datetime, end: datetime, data_dir: Path | None
+    dataset: str, columns: Sequence[str], start: datetime, end: datetime, data_dir: DataDir
 ) -> pa.Table:
     """Every stored version in [start, end) of the dataset's time column, oldest write first."""
     from storage.catalog import connect, with_vanished_file_retry
@@ -390,7 +390,7 @@ def reparse_day(
     provider: str | None = None,
     chain_parsers: Mapping[str, ChainParser] | None = None,
     candle_replays: Mapping[str, CandleReplay] | None = None,
-    data_dir: Path | None = None,
+    data_dir: DataDir = None,
     write: bool = True,
 ) -> ReparseReport:
     """Rebuild `day`'s rows from its journal, compare with the lake, write what differs."""
@@ -469,7 +469,7 @@ async def reparse(
     try:
         # The run's writer: option-chain rows get the same provider rank and spot as ever.
         writer = runtime.RunWriter(
-            registry, settings.data_path, risk_free_rate=settings.risk_free_rate
+            registry, settings.data_root, risk_free_rate=settings.risk_free_rate
         )
         report = await asyncio.to_thread(
             reparse_day,
@@ -477,7 +477,7 @@ async def reparse(
             writer,
             dataset=dataset,
             provider=provider,
-            data_dir=settings.data_path,
+            data_dir=settings.data_root,
         )
     finally:
         await registry.aclose()

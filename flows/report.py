@@ -1,8 +1,9 @@
 """The daily report: one self-contained HTML page of charts per trading day.
 
 `build_report` reads the day from the views (flows/report_queries.py), draws inline SVG
-(flows/report_charts.py) and writes `<data dir>/reports/report-YYYY-MM-DD.html`. The page
-loads nothing: no script, no stylesheet, no font, no URL at all, so it opens offline, from a
+(flows/report_charts.py) and writes `<local dir>/reports/report-YYYY-MM-DD.html`: the local
+dir is the data dir, or for a lake on S3 the catalog's folder (a report is a local file). The
+page loads nothing: no script, no stylesheet, no font, no URL at all, so it opens offline, from a
 mail attachment or a file share alike. The `daily-report` flow runs it after the session and
 links the file from a Prefect artifact.
 """
@@ -34,6 +35,7 @@ from flows.report_charts import (
 from flows.report_queries import UnderlyingDay, latest_day, read_underlying_day
 from flows.runtime import holiday_skip, run_settings
 from storage.catalog import connect, with_vanished_file_retry
+from storage.paths import DataDir, catalog_path, data_location
 
 #: The chart kinds of each underlying's section, in page order (a test checks each is drawn).
 CHART_KINDS = ("oi-by-strike", "pcr-spot", "oi-change", "max-pain", "candles")
@@ -57,15 +59,23 @@ class ReportResult:
     charts_empty: int
 
 
-def report_path(data_dir: Path, day: date) -> Path:
-    return data_dir / "reports" / f"report-{day.isoformat()}.html"
+def local_dir(data_dir: DataDir = None) -> Path:
+    """This host's folder for the store's local files: the data dir when it is a folder, else
+    (a lake on S3) the catalog's folder, as `Settings.local_dir`."""
+    loc = data_location(data_dir)
+    return loc.path if loc.path is not None else catalog_path(data_dir).parent
+
+
+def report_path(folder: Path, day: date) -> Path:
+    """The report of `day` below `folder` (`local_dir`)."""
+    return folder / "reports" / f"report-{day.isoformat()}.html"
 
 
 def today_ist() -> date:
     return clock.now().astimezone(IST).date()
 
 
-def newest_day(data_dir: Path, underlyings: Sequence[str]) -> date | None:
+def newest_day(data_dir: DataDir, underlyings: Sequence[str]) -> date | None:
     """The newest day (IST) holding chains of the underlyings or candles of their symbols."""
 
     def read() -> date | None:
@@ -78,7 +88,7 @@ def newest_day(data_dir: Path, underlyings: Sequence[str]) -> date | None:
     return with_vanished_file_retry(read)
 
 
-def read_days(data_dir: Path, day: date, underlyings: Sequence[str]) -> list[UnderlyingDay]:
+def read_days(data_dir: DataDir, day: date, underlyings: Sequence[str]) -> list[UnderlyingDay]:
     """Each underlying's series for `day`, read in one sandboxed connection (read-only)."""
 
     def read() -> list[UnderlyingDay]:
@@ -190,11 +200,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def build_report(
-    data_dir: Path, day: date, underlyings: Sequence[str], out: Path | None = None
+    data_dir: DataDir, day: date, underlyings: Sequence[str], out: Path | None = None
 ) -> ReportResult:
-    """Read `day` for each underlying, draw the page and write it (default `report_path`)."""
+    """Read `day` for each underlying, draw the page and write it (default `report_path` in
+    `local_dir`)."""
     page = render_page(day, read_days(data_dir, day, underlyings), clock.now())
-    target = out or report_path(data_dir, day)
+    target = out or report_path(local_dir(data_dir), day)
     _write_atomically(target, page.html)
     return ReportResult(
         path=target.resolve(),
@@ -225,7 +236,8 @@ async def daily_report(
     if only_on_trading_days and (skipped := holiday_skip(target, "daily report", logger)):
         return skipped  # type: ignore[return-value]
     names = list(underlyings or settings.underlyings)
-    result = await asyncio.to_thread(build_report, settings.data_path, target, names)
+    out = report_path(settings.local_dir, target)
+    result = await asyncio.to_thread(build_report, settings.data_root, target, names, out)
     logger.info(
         "report for %s written to %s: %d charts drawn, %d without data",
         target,

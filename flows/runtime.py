@@ -19,8 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
-from pathlib import Path
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -32,10 +31,11 @@ from flows.lake_rows import attempt_rows, spot_minutes, with_source_rank, with_s
 from flows.settings import Settings, activate, load_settings
 from providers.calendar import is_trading_day
 from providers.records import AttemptRecord
-from providers.registry import ProviderRegistry, initialize_default_providers
+from providers.registry import BreakerSeed, ProviderRegistry, initialize_default_providers
 from providers.settings import ProviderSettings
 from storage.catalog import ensure_catalog
-from storage.queries import Spot, spot_by_minute
+from storage.paths import DataDir
+from storage.queries import PastAttempt, Spot, attempts_since, spot_by_minute
 from storage.validation import Rows
 from storage.writer import LakeWriter, WriteResult
 
@@ -190,7 +190,7 @@ class RunWriter(LakeWriter):
     def __init__(
         self,
         registry: ProviderRegistry,
-        data_dir: Path | None = None,
+        data_dir: DataDir = None,
         *,
         risk_free_rate: float = DEFAULT_RISK_FREE_RATE,
     ) -> None:
@@ -198,12 +198,13 @@ class RunWriter(LakeWriter):
         self._registry = registry
         self.risk_free_rate = risk_free_rate
 
-    def write(self, dataset: str, rows: Rows) -> WriteResult:
+    def write(self, dataset: str, rows: Rows, *, idempotency_key: str | None = None) -> WriteResult:
+        """`idempotency_key`: the same key writes at most once (a re-run slot's rows)."""
         if dataset == "option_chain" and isinstance(rows, pa.Table):
             order = [name for name, _ in self._registry.providers("options")]
             rows = with_spot_source(with_source_rank(rows, order), self._held_spots(rows))
             rows = with_greeks(rows, self.risk_free_rate)
-        return super().write(dataset, rows)
+        return super().write(dataset, rows, idempotency_key=idempotency_key)
 
     def _held_spots(self, rows: pa.Table) -> dict[str, dict[datetime, Spot]]:
         """Per underlying, the held spot of each minute of `rows` that lacks one.
@@ -215,7 +216,7 @@ class RunWriter(LakeWriter):
         for underlying, minutes in spot_minutes(rows).items():
             try:
                 out[underlying] = spot_by_minute(
-                    self.root.parent, underlying, live_symbol(underlying), minutes
+                    self.data_dir, underlying, live_symbol(underlying), minutes
                 )
             except Exception as exc:
                 log.warning(
@@ -228,6 +229,58 @@ class RunWriter(LakeWriter):
         return out
 
 
+#: The provider kind whose calls record attempts under each dataset.
+KIND_OF_DATASET = {"option_chain": "options", "candles": "historical", "ticks": "live"}
+
+
+def seed_breakers(
+    registry: ProviderRegistry, data_dir: DataDir, now: datetime | None = None
+) -> dict[str, BreakerSeed]:
+    """Start open the breakers that recent runs, on any host, opened: their attempts are in
+    `provider_attempts` (`ProviderRegistry.seed_breakers` decides). Keyed "kind:name".
+
+    Reading the lake must never fail a run: on an error every breaker starts closed, as before.
+    """
+    now = now or datetime.now(UTC)
+    since = now - timedelta(seconds=registry.breaker_policy.cooldown)
+    try:
+        attempts = attempts_since(since, data_dir)
+    except Exception as exc:
+        log.warning("could not read recent provider attempts; breakers start closed: %s", exc)
+        return {}
+    grouped: dict[str, dict[str, list[PastAttempt]]] = {}
+    for attempt in attempts:
+        kind = KIND_OF_DATASET.get(attempt.dataset)
+        if kind is not None:
+            grouped.setdefault(kind, {}).setdefault(attempt.provider, []).append(attempt)
+    seeded: dict[str, BreakerSeed] = {}
+    for kind, by_provider in grouped.items():
+        for name, seed in registry.seed_breakers(kind, by_provider, now).items():
+            seeded[f"{kind}:{name}"] = seed
+            log.warning(
+                "%s provider %s starts with its circuit open for %.0fs: %d errors in a row in "
+                "recent runs (last: %s)",
+                kind,
+                name,
+                seed.open_for,
+                seed.failures,
+                seed.last_error,
+            )
+    return seeded
+
+
+def share_provider_limits(registry: ProviderRegistry, settings: Settings) -> None:
+    """With `PROTRADE_NSE_PACING=cluster`, NSE requests take the cluster-wide pace
+    (`flows.shared_limits`) instead of this process's own."""
+    if settings.nse_pacing != "cluster":
+        return
+    from flows.shared_limits import NSE_RATE_LIMIT, PrefectRateLimiter
+
+    for name, provider in registry.providers("options"):
+        if name == "nse" and hasattr(provider, "use_limiter"):
+            provider.use_limiter(PrefectRateLimiter(NSE_RATE_LIMIT))
+
+
 @asynccontextmanager
 async def run_context(settings: Settings | None = None) -> AsyncIterator[RunContext]:
     """A fresh registry wired to the lake for one flow run; attempts flushed, sessions closed.
@@ -238,8 +291,10 @@ async def run_context(settings: Settings | None = None) -> AsyncIterator[RunCont
     """
     settings = settings or run_settings()
     registry = registry_factory(settings.providers)
-    writer = RunWriter(registry, settings.data_path, risk_free_rate=settings.risk_free_rate)
-    await asyncio.to_thread(ensure_catalog, writer.root.parent)
+    writer = RunWriter(registry, settings.data_root, risk_free_rate=settings.risk_free_rate)
+    await asyncio.to_thread(ensure_catalog, writer.data_dir)
+    await asyncio.to_thread(seed_breakers, registry, writer.data_dir)
+    share_provider_limits(registry, settings)
     attempts = AttemptLog(writer, current_flow_run_id())
     registry.add_sink(attempts)
     journal = (

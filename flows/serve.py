@@ -215,7 +215,7 @@ def serve_all(port: int, say: Callable[[str], None], settings: Settings | None =
     settings = settings or load_settings()
     server: LocalPrefectServer | None = None
     if not api_url():
-        home = settings.data_path / "prefect"
+        home = settings.local_dir / "prefect"  # a lake on S3: beside its local catalog
         server = LocalPrefectServer(home=home, host=DEFAULT_HOST, port=port)
         if message := port_in_use_message(server.host, server.port, server.home):
             raise PortInUseError(message)
@@ -235,7 +235,7 @@ def serve_all(port: int, say: Callable[[str], None], settings: Settings | None =
         from storage.errors import CatalogLockedError
 
         try:
-            refresh_catalog(settings.data_path)
+            refresh_catalog(settings.data_root)
         except CatalogLockedError as exc:
             say(f"views not refreshed: {exc}")
         if stop.requested:

@@ -2,7 +2,7 @@
 
 `load_settings()` reads every `PROTRADE_*` variable once (per flow run, or per CLI command) into
 a frozen `Settings`; everything below the flows gets its values from it as arguments:
-`Settings.providers` for the provider registry, `Settings.data_path` for storage. No other module
+`Settings.providers` for the provider registry, `Settings.data_root` for storage. No other module
 of `providers`, `storage` or `flows` reads the environment for ProTrade's settings
 (tests/flows/test_settings.py holds them to that; Prefect's own `PREFECT_*` variables are
 `flows.prefect_env`'s).
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,7 +33,14 @@ from providers.settings import (
     ProviderSettings,
 )
 from storage.journal import configure_retention_days
-from storage.paths import DEFAULT_DATA_DIR, configure_data_dir, resolve_location
+from storage.lakestore import Location, parse_location
+from storage.paths import (
+    DEFAULT_DATA_DIR,
+    configure_catalog,
+    configure_data_dir,
+    default_catalog_for,
+    local_path,
+)
 
 #: India's 91-day T-bill area, continuously compounded: the default rate of the greeks.
 DEFAULT_RISK_FREE_RATE = 0.065
@@ -42,6 +49,7 @@ DEFAULT_UNDERLYINGS = ("NIFTY", "BANKNIFTY")
 DEFAULT_CAPTURE_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
 DEFAULT_BACKFILL_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
 DEFAULT_JOURNAL_RETENTION_DAYS = 30
+DEFAULT_SNAPSHOT_CHUNK_SIZE = 10
 
 #: A comma-separated list (`nse,trendlyne`): split by our validators, never parsed as JSON.
 CsvList = Annotated[tuple[str, ...], NoDecode]
@@ -69,8 +77,11 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, frozen=True, env_file=None, extra="ignore"
     )
 
-    #: A path or a `file://` URI; `data_path` is it resolved.
+    #: A path, a `file://` URI or `s3://bucket/prefix`; `location` is it parsed.
     data_dir: str = DEFAULT_DATA_DIR
+    #: The analysts' DuckDB catalog, always a local file. None: `<data dir>/protrade.duckdb`
+    #: for a local lake, `~/.protrade/catalogs/<bucket>-<prefix>/protrade.duckdb` for one on S3.
+    catalog: Path | None = None
     nse_base_url: str = DEFAULT_NSE_BASE_URL
     trendlyne_base_url: str = DEFAULT_TRENDLYNE_BASE_URL
     tv_ws_url: str = DEFAULT_TV_WS_URL
@@ -85,16 +96,45 @@ class Settings(BaseSettings):
     backfill_symbols: CsvList = DEFAULT_BACKFILL_SYMBOLS
     #: 0 turns the raw journal off.
     journal_retention_days: int = DEFAULT_JOURNAL_RETENTION_DAYS
-    #: None: `<data dir>/nse_holidays.json` (`holidays_path`).
+    #: None: `nse_holidays.json` in `local_dir` (`holidays_path`).
     holidays_file: Path | None = None
     #: Annual, continuously compounded: the rate of the computed IV and greeks.
     risk_free_rate: float = DEFAULT_RISK_FREE_RATE
+    #: A snapshot run from a work pool with more underlyings than this fans out: one flow run
+    #: per chunk of this many, which any worker may take.
+    snapshot_chunk_size: int = DEFAULT_SNAPSHOT_CHUNK_SIZE
+    #: "process": each process keeps NSE to 3 requests/s; "cluster": every process sharing the
+    #: Prefect server does, together (one egress IP), through a global concurrency limit.
+    nse_pacing: Literal["process", "cluster"] = "process"
+
+    @field_validator("snapshot_chunk_size", mode="before")
+    @classmethod
+    def _chunk_size(cls, value: Any) -> Any:
+        if _blank(value):
+            return DEFAULT_SNAPSHOT_CHUNK_SIZE
+        try:
+            size = int(str(value).strip())
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise ValueError("expected a whole number of underlyings per flow run, >= 1")
+        return size
+
+    @field_validator("nse_pacing", mode="before")
+    @classmethod
+    def _pacing(cls, value: Any) -> Any:
+        if _blank(value):
+            return "process"
+        if str(value).strip().lower() not in ("process", "cluster"):
+            raise ValueError("expected 'process' (per process) or 'cluster' (shared by all hosts)")
+        return str(value).strip().lower()
 
     @field_validator("data_dir", mode="after")
     @classmethod
     def _known_location(cls, value: str) -> str:
-        resolve_location(value)  # refuses s3:// and friends now, not at the first write
-        return value or DEFAULT_DATA_DIR
+        value = value.strip() or DEFAULT_DATA_DIR
+        parse_location(value)  # refuses ftp:// and friends now, not at the first write
+        return value
 
     @field_validator("nse_base_url", "trendlyne_base_url", mode="after")
     @classmethod
@@ -153,21 +193,47 @@ class Settings(BaseSettings):
             raise ValueError("expected an annual rate as a fraction, e.g. 0.065 for 6.5%")
         return rate
 
-    @field_validator("holidays_file", mode="before")
+    @field_validator("holidays_file", "catalog", mode="before")
     @classmethod
-    def _blank_holidays_file(cls, value: Any) -> Any:
+    def _blank_path(cls, value: Any) -> Any:
         return None if _blank(value) else value
 
     @property
+    def location(self) -> Location:
+        """The store: a local folder, or an S3 bucket and prefix."""
+        return parse_location(self.data_dir)
+
+    @property
+    def data_root(self) -> Path | str:
+        """The store as storage's `data_dir=` takes it, local or S3: an absolute path, or
+        `s3://bucket/prefix`."""
+        loc = self.location
+        return loc.path if loc.path is not None else loc.url
+
+    @property
     def data_path(self) -> Path:
-        """The store, as an absolute path."""
-        return resolve_location(self.data_dir)
+        """The store as a local folder, for what needs one; on S3 an UnsupportedLocationError
+        naming PROTRADE_DATA_DIR (storage calls take `data_root`, which works on both)."""
+        return local_path(self.data_dir)
+
+    @property
+    def catalog_path(self) -> Path:
+        """`PROTRADE_CATALOG`, else the default place of the store's catalog."""
+        explicit = self.catalog
+        return explicit.expanduser().resolve() if explicit else default_catalog_for(self.location)
+
+    @property
+    def local_dir(self) -> Path:
+        """This host's folder for the store's local files (reports, the holiday file): the
+        data dir when it is local, else the catalog's folder (a lake on S3 has no folder)."""
+        loc = self.location
+        return loc.path if loc.path is not None else self.catalog_path.parent
 
     @property
     def holidays_path(self) -> Path:
-        """`PROTRADE_HOLIDAYS_FILE`, else the data dir's `nse_holidays.json`."""
+        """`PROTRADE_HOLIDAYS_FILE`, else `nse_holidays.json` in `local_dir`."""
         explicit = self.holidays_file
-        return explicit.expanduser().resolve() if explicit else self.data_path / HOLIDAYS_FILE_NAME
+        return explicit.expanduser().resolve() if explicit else self.local_dir / HOLIDAYS_FILE_NAME
 
     @property
     def providers(self) -> ProviderSettings:
@@ -221,14 +287,16 @@ def load_settings() -> Settings:
 
 def activate(settings: Settings) -> Callable[[], None]:
     """Point the process-wide defaults below the flows at `settings`: the store that storage
-    calls without `data_dir=` use, the journal's retention, and the calendar's
-    published-holidays file. Returns what puts the previous ones back."""
-    previous_dir = configure_data_dir(settings.data_path)
+    calls without `data_dir=` use and its catalog file, the journal's retention, and the
+    calendar's published-holidays file. Returns what puts the previous ones back."""
+    previous_dir = configure_data_dir(settings.data_root)
+    previous_catalog = configure_catalog(settings.catalog)
     previous_retention = configure_retention_days(settings.journal_retention_days)
     previous_file = configure_holidays_file(settings.holidays_path)
 
     def restore() -> None:
         configure_data_dir(previous_dir)
+        configure_catalog(previous_catalog)
         configure_retention_days(previous_retention)
         configure_holidays_file(previous_file)
 

@@ -13,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
+from flows import lake_rows
 from flows.candle_plan import bar_end
 from providers.records import Bar, ChartUpdate, Quote
-from storage.schemas import CANDLES, INGESTED_AT, TICKS
+from storage.schemas import INGESTED_AT, TICKS
 
 #: The `ticks` columns the capture fills (`ingested_at` is stamped by the writer).
 TICK_SCHEMA = pa.schema([f for f in TICKS.schema if f.name != INGESTED_AT])
@@ -217,22 +218,22 @@ class CandleBook:
                 seen.discard(ts)
 
 
-#: The `candles` columns the capture fills (`ingested_at` is stamped by the writer).
-CANDLE_SCHEMA = pa.schema([f for f in CANDLES.schema if f.name != INGESTED_AT])
-
-
 def candle_table(batch: Sequence[PendingBar]) -> pa.Table:
-    """The `candles` rows of a batch as one Arrow table, built column-wise."""
-    f = CANDLE_SCHEMA.field
-    bars = [p.bar for p in batch]
-    columns = [
-        pa.array([p.symbol for p in batch], pa.string()),
-        pa.array([p.interval for p in batch], pa.string()),
-        _timestamps([b.ts for b in bars], f("ts")),
-        *(pa.array([b[i] for b in bars], pa.float64()) for i in range(1, 6)),
-        pa.array([p.provider for p in batch], pa.string()),
+    """The `candles` rows of a batch (bars of several series): the shared converter
+    (`flows.lake_rows.candle_table`) with one symbol, interval and provider per bar.
+
+    A naive bar time is read as UTC, as the capture always has: the converter refuses it, and
+    a refused flush would lose bars the stream will not send again.
+    """
+    bars = [
+        p.bar if p.bar.ts.tzinfo else p.bar._replace(ts=p.bar.ts.replace(tzinfo=UTC)) for p in batch
     ]
-    return pa.Table.from_arrays(columns, schema=CANDLE_SCHEMA)
+    return lake_rows.candle_table(
+        [p.symbol for p in batch],
+        [p.interval for p in batch],
+        bars,
+        [p.provider for p in batch],
+    )
 
 
 def gap_bar_count(start: datetime, now: datetime, interval_seconds: int, cap: int = 5000) -> int:

@@ -15,10 +15,9 @@ import re
 import ssl
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 import certifi
 import httpx
@@ -51,7 +50,20 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=10, max_keepalive_connections=5, k
 #: NSE asks scrapers to stay near 3 requests/s; Trendlyne gets the same courtesy.
 DEFAULT_MAX_RATE = 3.0
 
-Limiter = AbstractAsyncContextManager[Any]
+
+class RateLimiter(Protocol):
+    """Paces a session's requests: `await acquire()` returns when one more request may go.
+
+    `aiolimiter.AsyncLimiter` is one (the default: one process's pace). Pacing that must hold
+    across processes and hosts sharing one egress IP is injected by the flows (a Prefect global
+    concurrency limit used as a rate limit): providers know nothing of Prefect.
+    """
+
+    async def acquire(self) -> Any: ...
+
+
+#: What a provider's constructor accepts as its limiter.
+Limiter = RateLimiter
 
 _UNDERLYING_RE = re.compile(r"^[A-Z0-9&-]{1,20}$")
 
@@ -150,6 +162,11 @@ class HttpSession:
         self._journal_id = uuid.uuid4().hex
         self._journal_seq = 0
 
+    def use_limiter(self, limiter: Limiter) -> None:
+        """Pace every later request with `limiter` instead of the process-local default."""
+        self._injected_limiter = limiter
+        self._limiter = limiter
+
     @property
     def client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -177,11 +194,11 @@ class HttpSession:
         """Send one rate-limited request; transport failures become typed errors."""
         client = self.client
         limiter = self._limiter or default_limiter()
-        async with limiter:
-            try:
-                response = await client.request(method, path, params=params, headers=headers)
-            except httpx.HTTPError as exc:
-                raise error_for_exception(exc, provider=self.provider, what=path) from exc
+        await limiter.acquire()
+        try:
+            response = await client.request(method, path, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise error_for_exception(exc, provider=self.provider, what=path) from exc
         if self.payload_sink is not NULL_SINK:
             self._journal(method, path, params, response)
         return response

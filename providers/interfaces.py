@@ -216,8 +216,12 @@ class IHistoricalDataProvider(ABC):
     historical_limits: ClassVar[HistoricalLimits] = HistoricalLimits()
 
     @abstractmethod
-    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> list[Bar]:
+    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> Sequence[Bar]:
         """The latest `count` bars of `interval`, ascending by bar open time.
+
+        A sequence of `Bar` rows (`[ts, o, h, l, c, v]`, ts aware): a plain list, or a
+        `BarBatch`, the same rows held column-wise, for a provider that parses in bulk (the
+        flows then write its columns without building a datetime per bar).
 
         An interval or count outside the declared `historical_limits` raises
         `InvalidRequestError` (or `UnsupportedOperationError`) before any request is sent.

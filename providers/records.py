@@ -6,10 +6,11 @@ storage writer without renaming. Every timestamp is timezone-aware.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import date, datetime
-from typing import Any, Literal, NamedTuple
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, NamedTuple, overload
 from uuid import uuid4
 
 OptionType = Literal["CE", "PE"]
@@ -136,6 +137,135 @@ class Bar(NamedTuple):
     low: float
     close: float
     volume: float
+
+
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+#: The instants a `datetime` can hold (years 1 to 9999), in epoch microseconds.
+_MIN_US = (datetime.min.replace(tzinfo=UTC) - _UTC_EPOCH) // _MICROSECOND
+_MAX_US = (datetime.max.replace(tzinfo=UTC) - _UTC_EPOCH) // _MICROSECOND
+_PRICE_FIELDS = Bar._fields[1:]
+
+
+def epoch_us(value: datetime) -> int:
+    """An aware datetime as integer epoch microseconds (UTC), exact; ValueError when naive."""
+    _require_aware("bar ts", value)
+    return (value - _UTC_EPOCH) // _MICROSECOND
+
+
+class BarBatch(Sequence[Bar]):
+    """The bars of one series, column-wise: what `get_hist_candles` returns when a provider
+    parses bars in bulk (TradingView does).
+
+    To a caller it is the usual answer, a sequence of `Bar` rows (`[ts, o, h, l, c, v]`, ts an
+    aware UTC datetime): it indexes, slices, iterates and compares equal to a list of the same
+    bars. Each `Bar` and its datetime are built only when asked for; the flows read the columns
+    instead and hand them to Arrow without a copy, so a 100,000-bar backfill builds no datetime.
+
+    Columns, all the same length, as `array.array`s (stdlib: providers stay free of Arrow):
+    `ts_us` the bar opens as epoch **microseconds**, UTC (`'q'`, int64), and `open`, `high`,
+    `low`, `close`, `volume` (`'d'`, float64). A value of the wrong type, columns of different
+    lengths or a time no `datetime` can hold is refused with `ValueError` when the batch is
+    built, not later in a writer.
+    """
+
+    __slots__ = ("close", "high", "low", "open", "ts_us", "volume")
+
+    ts_us: array[int]
+    open: array[float]
+    high: array[float]
+    low: array[float]
+    close: array[float]
+    volume: array[float]
+
+    def __init__(
+        self,
+        ts_us: Iterable[int] = (),
+        open: Iterable[float] = (),
+        high: Iterable[float] = (),
+        low: Iterable[float] = (),
+        close: Iterable[float] = (),
+        volume: Iterable[float] = (),
+    ) -> None:
+        self.ts_us = _column("ts_us", "q", ts_us)
+        n = len(self.ts_us)
+        for name, values in zip(_PRICE_FIELDS, (open, high, low, close, volume), strict=True):
+            column = _column(name, "d", values)
+            if len(column) != n:
+                raise ValueError(f"bar column {name} has {len(column)} values, ts_us has {n}")
+            setattr(self, name, column)
+        if n and not (_MIN_US <= min(self.ts_us) and max(self.ts_us) <= _MAX_US):
+            raise ValueError("bar ts_us out of range: not a time between years 1 and 9999")
+
+    @classmethod
+    def from_bars(cls, bars: Iterable[Bar]) -> BarBatch:
+        """The columns of `Bar` rows (any provider's answer); each `ts` must be aware."""
+        rows = list(bars)
+        try:
+            ts_us = [epoch_us(bar[0]) for bar in rows]
+        except (TypeError, AttributeError):
+            bad = next(b for b in rows if not isinstance(b[0], datetime))
+            raise ValueError(f"bar ts must be an aware datetime, got {bad[0]!r}") from None
+        if not rows:
+            return cls()
+        _, *prices = zip(*rows, strict=True)
+        return cls(ts_us, *prices)
+
+    def _bar(self, i: int) -> Bar:
+        return Bar(
+            _UTC_EPOCH + timedelta(microseconds=self.ts_us[i]),
+            self.open[i],
+            self.high[i],
+            self.low[i],
+            self.close[i],
+            self.volume[i],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ts_us)
+
+    @overload
+    def __getitem__(self, index: int) -> Bar: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> BarBatch: ...
+
+    def __getitem__(self, index: int | slice) -> Bar | BarBatch:
+        if isinstance(index, slice):
+            return BarBatch(*(getattr(self, name)[index] for name in _BATCH_COLUMNS))
+        return self._bar(index)  # the arrays raise IndexError, and read negative indices
+
+    def __iter__(self) -> Iterator[Bar]:
+        return map(self._bar, range(len(self.ts_us)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BarBatch):
+            return all(getattr(self, c) == getattr(other, c) for c in _BATCH_COLUMNS)
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment] - mutable columns, like a list
+
+    def __repr__(self) -> str:
+        if not self.ts_us:
+            return "BarBatch(0 bars)"
+        first, last = self._bar(0).ts.isoformat(), self._bar(-1).ts.isoformat()
+        return f"BarBatch({len(self)} bars, {first} .. {last})"
+
+
+_BATCH_COLUMNS = ("ts_us", *_PRICE_FIELDS)
+
+
+def _column(name: str, typecode: str, values: Iterable[Any]) -> array[Any]:
+    """`values` as an `array(typecode)`; one already of that type is kept as it is (no copy)."""
+    if isinstance(values, array) and values.typecode == typecode:
+        return values
+    try:
+        return array(typecode, values)
+    except (TypeError, OverflowError) as exc:
+        kind = "integers (epoch microseconds)" if typecode == "q" else "numbers"
+        raise ValueError(f"bar column {name} must hold {kind}: {exc}") from None
 
 
 @dataclass(slots=True)

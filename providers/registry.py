@@ -35,6 +35,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from providers.errors import (
     AllProvidersFailedError,
+    InvalidRequestError,
     NoCapableProviderError,
     ProviderError,
     ProviderFailure,
@@ -63,6 +64,12 @@ AttemptSink = Callable[[AttemptRecord], Awaitable[None] | None]
 _NEUTRAL_FAILURES: tuple[type[ProviderError], ...] = (
     UnsupportedOperationError,
     UnknownSymbolError,
+)
+
+#: Error classes (by name, as `provider_attempts.error_class` holds them) that say nothing about
+#: a provider's health: the neutral ones, and the caller's own mistakes.
+HEALTH_NEUTRAL_ERRORS: frozenset[str] = frozenset(
+    {cls.__name__ for cls in _NEUTRAL_FAILURES} | {InvalidRequestError.__name__}
 )
 
 #: Error text is bounded: it lands in a lake column and in UI artifacts.
@@ -115,6 +122,58 @@ class BreakerPolicy:
 
 
 BreakerState = Literal["closed", "open", "half_open"]
+
+
+class PastAttempt(Protocol):
+    """What breaker seeding reads of an earlier attempt (a `provider_attempts` row, an
+    `AttemptRecord`): providers know nothing of where it was stored."""
+
+    @property
+    def ts(self) -> datetime: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def error_class(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSeed:
+    """A breaker to start open: for `open_for` more seconds, because of `last_error`."""
+
+    open_for: float
+    failures: int
+    last_error: str | None
+
+
+def breaker_seed(
+    attempts: Iterable[PastAttempt], policy: BreakerPolicy, now: datetime
+) -> BreakerSeed | None:
+    """Whether a provider's breaker should start open, from its recent attempts (any order;
+    those of other runs and hosts included), or None to start closed.
+
+    Open when the newest attempts hold `failure_threshold` errors with no success among or
+    after them (attempts "skipped" by an open breaker do not end the streak; neutral errors,
+    which say nothing about health, are left out), and the newest error is less than one
+    cool-down old: the breaker then stays open for the rest of that cool-down, as it would
+    have in the run that saw the errors. Attempts are counted, not calls: a call's retries
+    count one each, so a cluster opens a little earlier than one process would.
+    """
+    streak: list[PastAttempt] = []
+    for attempt in sorted(attempts, key=lambda a: a.ts, reverse=True):
+        if attempt.outcome == "ok":
+            break
+        if attempt.outcome != "error" or attempt.error_class in HEALTH_NEUTRAL_ERRORS:
+            continue
+        streak.append(attempt)
+    if len(streak) < policy.failure_threshold:
+        return None
+    newest = streak[0]
+    open_for = policy.cooldown - (now - newest.ts).total_seconds()
+    if open_for <= 0:
+        return None
+    return BreakerSeed(open_for, len(streak), newest.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +232,16 @@ class _Breaker:
                 return False
             self._probing = True
             return True
+
+    def seed_open(self, open_for: float, failures: int, last_error: str | None) -> None:
+        """Start open for `open_for` seconds (what another run saw), then probe as usual."""
+        with self._lock:
+            self.state = "open"
+            self.failures = max(self.failures, failures)
+            self.last_error = last_error
+            self.open_until = self._clock() + open_for
+            self.opened_at = self._wall_clock()
+            self._probing = False
 
     def success(self) -> None:
         with self._lock:
@@ -370,6 +439,27 @@ class ProviderRegistry:
             for (kind, name), breaker in self._breakers.items()
             if (kind, name) in self._entries
         }
+
+    def seed_breakers(
+        self, kind: str, recent: dict[str, Iterable[PastAttempt]], now: datetime | None = None
+    ) -> dict[str, BreakerSeed]:
+        """Start the breakers of `kind`'s providers open where their recent attempts (by
+        provider name, from every run and host) say another run opened them (`breaker_seed`):
+        a breaker opened by one run is then respected by the next, wherever it runs.
+
+        Returns the seeds applied, by provider; providers not registered are ignored.
+        """
+        now = now or self._wall_clock()
+        applied: dict[str, BreakerSeed] = {}
+        for name, attempts in recent.items():
+            breaker = self._breakers.get((kind, name))
+            if breaker is None:
+                continue
+            seed = breaker_seed(attempts, self.breaker_policy, now)
+            if seed is not None:
+                breaker.seed_open(seed.open_for, seed.failures, seed.last_error)
+                applied[name] = seed
+        return applied
 
     def add_sink(self, sink: AttemptSink) -> None:
         """Hand every future attempt to `sink` (e.g. the provider_attempts writer)."""

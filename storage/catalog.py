@@ -1,10 +1,16 @@
 """DuckDB views over the lake: the catalog file for analysts, in-memory connections for us.
 
-The catalog (`protrade.duckdb`) holds views only. DuckDB locks the file against every other
-process while it is open read-write, so we open it only briefly: `ensure_catalog` (each command
-that writes the lake) checks it read-only and creates or replaces it when missing or outdated;
-`refresh_catalog` replaces it. A new catalog is built under a temporary name and renamed into
-place. Our own queries never use it: `connect()` defines the same views in memory.
+The catalog (`protrade.duckdb`, at `catalog_path()`: `PROTRADE_CATALOG`, else beside a local
+lake, or under `~/.protrade/catalogs/` for a lake on S3) is always a local file and holds views
+only. Their globs name the lake where it is: a folder, or `s3://bucket/prefix/lake/...`; for
+S3, whoever opens the catalog brings httpfs and an S3 secret (storage/duck.py does for us; the
+README shows an analyst how), since the file stores view SQL and never a credential.
+
+DuckDB locks the file against every other process while it is open read-write, so we open it
+only briefly: `ensure_catalog` (each command that writes the lake) checks it read-only and
+creates or replaces it when missing or outdated; `refresh_catalog` replaces it. A new catalog
+is built under a temporary name and renamed into place. Our own queries never use it:
+`connect()` defines the same views in memory.
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from storage import duck
 from storage.errors import CatalogLockedError, ReadOnlyQueryError, StorageError
-from storage.paths import catalog_path, lake_root
-from storage.publish import ensure_seed, fsync_dir
+from storage.lakestore import LakeStore, fsync_dir
+from storage.paths import LAKE, DataDir, catalog_path, store_for
+from storage.publish import ensure_seed
 from storage.schemas import COMPACTED_PREFIX, DATASETS, INGESTED_AT, DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -37,9 +45,18 @@ T = TypeVar("T")
 CATALOG_STORAGE_VERSION = "v1.1.0"
 _CATALOG_ALIAS = "protrade_catalog"
 
+#: The lake's root as DuckDB opens it: a local folder, or `s3://bucket/prefix/lake`.
+LakeRoot = str | Path
+
 _GLOB_CHARS = re.compile(r"[*?\[\]{}]")
-# What DuckDB says when a file it globbed was removed (by compaction) before it was read.
-_VANISHED = re.compile(r"no such file|cannot open file|could not open|failed to open", re.I)
+# What DuckDB says when a file it globbed was removed (by compaction) before it was read: the
+# local file system's words, or httpfs's answer for an S3 object that is gone (a missing
+# bucket is a 404 too, but no retry cures that: it fails again, and is shown).
+_VANISHED = re.compile(
+    r"no such file|cannot open file|could not open|failed to open|\(HTTP 404 Not Found\)", re.I
+)
+# What DuckDB says when a view's glob matches no file at all (a dataset never written or seeded).
+_NO_FILES = re.compile(r"No files found that match the pattern")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +74,13 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def dataset_glob(spec: DatasetSpec, lake: Path) -> str:
-    folder = str(lake / spec.name)
+def lake_uri(data_dir: DataDir = None) -> str:
+    """The lake's root of `data_dir` (default: the configured store) as the views name it."""
+    return store_for(data_dir).uri(LAKE)
+
+
+def dataset_glob(spec: DatasetSpec, lake: LakeRoot) -> str:
+    folder = f"{str(lake).rstrip('/')}/{spec.name}"
     if _GLOB_CHARS.search(folder):
         raise ValueError(f"the data directory {folder} must not contain glob characters *?[]{{}}")
     # Only files inside `date=` folders: a lake written before the seed moved there still has
@@ -72,7 +94,7 @@ def dataset_glob(spec: DatasetSpec, lake: Path) -> str:
 # `glob()`. tests/storage/test_storage_engines.py binds every view in 1.1.
 
 
-def _scan(spec: DatasetSpec, lake: Path) -> str:
+def _scan(spec: DatasetSpec, lake: LakeRoot) -> str:
     # hive_partitioning: the instrument comes from its folder (`underlying=NIFTY`,
     # percent-decoded by DuckDB), and a filter on it prunes whole files when the query is
     # planned; without autocast a name like `1234` stays text. The views select their own
@@ -89,7 +111,7 @@ def _column_sql(spec: DatasetSpec, name: str) -> str:
     return _ident(name)
 
 
-def _source(spec: DatasetSpec, lake: Path) -> str:
+def _source(spec: DatasetSpec, lake: LakeRoot) -> str:
     """Every file's rows with the dataset's columns, plus `filename`.
 
     The typed empty relation unioned by name gives every column its type even when no file
@@ -137,7 +159,7 @@ def _latest_per_key(spec: DatasetSpec) -> str:
     )
 
 
-def _compacted_folders_sql(spec: DatasetSpec, lake: Path) -> str:
+def _compacted_folders_sql(spec: DatasetSpec, lake: LakeRoot) -> str:
     """Latest version per key, deduplicating only where a folder holds more than one version.
 
     A folder whose only file is a compacted one is already deduplicated, and (the key fixing
@@ -170,7 +192,7 @@ def _compacted_folders_sql(spec: DatasetSpec, lake: Path) -> str:
     )
 
 
-def view_sql(spec: DatasetSpec, lake: Path, *, empty: bool = False) -> list[str]:
+def view_sql(spec: DatasetSpec, lake: LakeRoot, *, empty: bool = False) -> list[str]:
     """`<name>_raw` (every version) and `<name>` (the winning version per key)."""
     src = _empty_source(spec) if empty else _source(spec, lake)
     cols = ", ".join(_ident(c) for c in spec.columns)
@@ -184,38 +206,46 @@ def view_sql(spec: DatasetSpec, lake: Path, *, empty: bool = False) -> list[str]
     ]
 
 
-def ensure_seeds(lake: Path) -> list[str]:
+def ensure_seeds(store: LakeStore) -> list[str]:
     """Write the empty seed file of every dataset that lacks one; the names written."""
-    return [spec.name for spec in DATASETS.values() if ensure_seed(lake / spec.name, spec)]
+    return [spec.name for spec in DATASETS.values() if ensure_seed(store, spec)]
 
 
-def _has_parquet(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.rglob("*.parquet"))
+def _create_views(conn: duckdb.DuckDBPyConnection, spec: DatasetSpec, lake: LakeRoot) -> None:
+    """Both views of `spec`; typed and empty when the dataset has no file at all yet.
+
+    Creating a view binds it, which lists the glob: a glob matching nothing fails right here,
+    so asking DuckDB is the cheapest test (no second listing of the lake, local or S3).
+    """
+    try:
+        for sql in view_sql(spec, lake):
+            conn.execute(sql)
+    except duckdb.IOException as exc:
+        if not _NO_FILES.search(str(exc)):
+            raise
+        for sql in view_sql(spec, lake, empty=True):
+            conn.execute(sql)
 
 
 def define_views(
-    conn: duckdb.DuckDBPyConnection, lake: Path, *, write_seeds: bool = True
+    conn: duckdb.DuckDBPyConnection, store: LakeStore, *, write_seeds: bool = True
 ) -> list[str]:
-    """Create both views of every dataset, then the analysis views and macros, on `conn`;
-    the view names.
+    """Create both views of every dataset, then the analysis views and macros, on `conn`
+    (which must be able to read `store`: `duck.connect`); the view names.
 
     `write_seeds=False` (readers): nothing is written; a dataset without any file gets a
     typed, empty view.
     """
+    lake = store.uri(LAKE)
     names = []
     for spec in DATASETS.values():
-        empty = False
         if write_seeds:
             try:
-                ensure_seed(lake / spec.name, spec)
+                ensure_seed(store, spec)
             except OSError as exc:
-                # A read-only lake: fall back to the files present now (or a typed empty view).
-                empty = not _has_parquet(lake / spec.name)
+                # A read-only lake: the views read the files present now (or are typed, empty).
                 log.warning("cannot write the seed file of %s (%s)", spec.name, exc)
-        else:
-            empty = not _has_parquet(lake / spec.name)
-        for sql in view_sql(spec, lake, empty=empty):
-            conn.execute(sql)
+        _create_views(conn, spec, lake)
         names += [spec.name, f"{spec.name}_raw"]
     for sql in analysis_sql(lake):
         conn.execute(sql)
@@ -240,7 +270,7 @@ def _ist_date(column: str) -> str:
     return f"CAST(make_timestamp(epoch_us({column}) + {_IST_OFFSET_US}) AS DATE)"
 
 
-def _latest_chain_sql(lake: Path) -> str:
+def _latest_chain_sql(lake: LakeRoot) -> str:
     """Newest snapshot per (underlying, expiry) on the underlying's newest day of data.
 
     The newest day comes from the folder names (`date=<IST date>/underlying=<name>/`, listed
@@ -401,7 +431,7 @@ ANALYSIS_VIEWS = ("option_chain_latest", "oi_summary", "oi_buildup")
 ANALYSIS_MACROS = ("candles_resampled",)
 
 
-def analysis_sql(lake: Path) -> list[str]:
+def analysis_sql(lake: LakeRoot) -> list[str]:
     """The statements creating the analysis views and macros over the base views."""
     return [_latest_chain_sql(lake), _oi_summary_sql(), _oi_buildup_sql(), _candles_resampled_sql()]
 
@@ -421,7 +451,7 @@ class CatalogState(StrEnum):
     FAILED = "failed"
 
 
-def catalog_fingerprint(lake: Path) -> str:
+def catalog_fingerprint(lake: LakeRoot) -> str:
     """Identifies the views the current code defines over `lake` (stored as view comments)."""
     text = "\n".join(
         [
@@ -437,7 +467,7 @@ def _comment(view: str, fingerprint: str) -> str:
     return f"protrade view {view}; views version {fingerprint}"
 
 
-def _build_catalog(path: Path, lake: Path) -> Path:
+def _build_catalog(path: Path, store: LakeStore) -> Path:
     """A complete catalog at a hidden temporary name beside `path`; the caller installs it.
 
     The file is written in DuckDB 1.1's storage format: DuckDB writes the newest format by
@@ -445,15 +475,17 @@ def _build_catalog(path: Path, lake: Path) -> Path:
     number ..."). Views are SQL text, so the old format loses nothing.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fingerprint = catalog_fingerprint(lake)
-    conn = duckdb.connect(":memory:")
+    fingerprint = catalog_fingerprint(store.uri(LAKE))
+    # On S3 the views are bound (their globs listed) as they are created: this connection
+    # holds the secret; the file gets the SQL only.
+    conn = duck.connect(store.url)
     try:
         conn.execute(
             f"ATTACH {_literal(str(tmp))} AS {_CATALOG_ALIAS} "
             f"(STORAGE_VERSION {_literal(CATALOG_STORAGE_VERSION)})"
         )
         conn.execute(f"USE {_CATALOG_ALIAS}")
-        for view in define_views(conn, lake):
+        for view in define_views(conn, store):
             comment = _literal(_comment(view, fingerprint))
             conn.execute(f"COMMENT ON VIEW {_ident(view)} IS {comment}")
         conn.execute("USE memory")
@@ -480,7 +512,7 @@ def _install_new(tmp: Path, path: Path) -> bool:
     return installed
 
 
-def _replace_unheld(path: Path, lake: Path) -> None:
+def _replace_unheld(path: Path, store: LakeStore) -> None:
     """Replace the existing catalog by a fresh one; CatalogLockedError if a process holds it.
 
     Holding it read-write for the moment of the rename proves that no other process has it
@@ -501,7 +533,7 @@ def _replace_unheld(path: Path, lake: Path) -> None:
         holder = None
         log.warning("replacing the catalog %s, which this DuckDB cannot open: %s", path, exc)
     try:
-        tmp = _build_catalog(path, lake)
+        tmp = _build_catalog(path, store)
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
@@ -509,20 +541,20 @@ def _replace_unheld(path: Path, lake: Path) -> None:
             holder.close()
 
 
-def refresh_catalog(data_dir: Path | None = None) -> CatalogRefresh:
+def refresh_catalog(data_dir: DataDir = None) -> CatalogRefresh:
     """(Re)create the catalog `protrade.duckdb`; CatalogLockedError if another process has it.
 
     The catalog is rebuilt under a temporary name and renamed into place, so a reader never
     sees it half-made. It holds our views only: views an analyst added to it are not kept.
     """
     path = catalog_path(data_dir)
-    lake = lake_root(data_dir)
+    store = store_for(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    seeded = ensure_seeds(lake)
+    seeded = ensure_seeds(store)
     if path.exists():
-        _replace_unheld(path, lake)
-    elif not _install_new(_build_catalog(path, lake), path):
-        _replace_unheld(path, lake)  # another process created one meanwhile: make it ours
+        _replace_unheld(path, store)
+    elif not _install_new(_build_catalog(path, store), path):
+        _replace_unheld(path, store)  # another process created one meanwhile: make it ours
     views = (
         *(name for spec in DATASETS.values() for name in (spec.name, f"{spec.name}_raw")),
         *ANALYSIS_VIEWS,
@@ -540,7 +572,7 @@ def _stored_fingerprints(path: Path) -> set[str]:
     return {str(c).rpartition("views version ")[2] for (c,) in rows}
 
 
-def ensure_catalog(data_dir: Path | None = None) -> CatalogState:
+def ensure_catalog(data_dir: DataDir = None) -> CatalogState:
     """Make sure the catalog exists and has the current views; never raises, never waits.
 
     Called by every command that writes the lake. When the catalog is present and current
@@ -550,21 +582,21 @@ def ensure_catalog(data_dir: Path | None = None) -> CatalogState:
     """
     try:
         path = catalog_path(data_dir)
-        lake = lake_root(data_dir)
+        store = store_for(data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        ensure_seeds(lake)
+        ensure_seeds(store)
         if not path.exists():
-            if _install_new(_build_catalog(path, lake), path):
+            if _install_new(_build_catalog(path, store), path):
                 log.info("created the catalog %s", path)
                 return CatalogState.CREATED
         try:
-            if _stored_fingerprints(path) == {catalog_fingerprint(lake)}:
+            if _stored_fingerprints(path) == {catalog_fingerprint(store.uri(LAKE))}:
                 return CatalogState.CURRENT
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise CatalogLockedError(str(exc)) from exc
             # unreadable by this DuckDB: fall through and replace it
-        _replace_unheld(path, lake)
+        _replace_unheld(path, store)
         log.info("refreshed the catalog %s (its views were outdated)", path)
         return CatalogState.REFRESHED
     except CatalogLockedError:
@@ -580,24 +612,28 @@ def ensure_catalog(data_dir: Path | None = None) -> CatalogState:
 
 
 def connect(
-    data_dir: Path | None = None, *, timezone: str = "UTC", sandbox: bool = False
+    data_dir: DataDir = None, *, timezone: str = "UTC", sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the lake's views; writes nothing, not even a seed.
 
     `timezone` is the session time zone used to display and fetch TIMESTAMPTZ values.
-    `sandbox=True` additionally forbids file access outside the lake and any later `SET`.
+    `sandbox=True` additionally forbids file access outside the lake and any later `SET`: on
+    S3 only URLs under `s3://bucket/prefix/lake/` are readable (no local file, no other
+    prefix or bucket, no http), and the secret cannot be shown (DuckDB redacts it, and
+    `allow_unredacted_secrets` cannot be switched on once the configuration is locked).
     """
-    lake = lake_root(data_dir)
-    conn = duckdb.connect(":memory:")
+    store = store_for(data_dir)
+    lake = store.uri(LAKE)
+    conn = duck.connect(store.url)
     try:
         conn.execute(f"SET TimeZone = {_literal(timezone)}")
         # Lake files are never rewritten in place (new names, atomic rename), so footers read
         # once stay valid: ~15% off the latest-chain query over a compacted month.
         conn.execute("SET parquet_metadata_cache = true")
         # Readers never write: `protrade status` / `query` must leave the data dir as it is.
-        define_views(conn, lake, write_seeds=False)
+        define_views(conn, store, write_seeds=False)
         if sandbox:
-            conn.execute(f"SET allowed_directories = [{_literal(str(lake) + '/')}]")
+            conn.execute(f"SET allowed_directories = [{_literal(lake + '/')}]")
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
     except BaseException:
@@ -638,7 +674,7 @@ def check_readonly(sql: str) -> None:
 
 def run_readonly_query(
     sql: str,
-    data_dir: Path | None = None,
+    data_dir: DataDir = None,
     *,
     timezone: str = "UTC",
     params: list[Any] | None = None,

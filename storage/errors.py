@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 class StorageError(Exception):
     """Base class for every failure the storage package reports."""
@@ -16,12 +14,13 @@ class InvalidInstrumentName(StorageError, ValueError):
 class LakeWriteError(StorageError):
     """A batch could not be validated or published; no partial file is visible.
 
-    `published` lists the files of this batch that were already in place when the failure
-    happened (a batch spanning several partitions publishes one file per partition); they are
-    complete files, and re-writing the batch is idempotent by key.
+    `published` lists the keys (below the data dir) of this batch's files that this write had
+    put in place when the failure happened (a batch spanning several partitions publishes one
+    file per partition); they are complete files, and re-writing the batch publishes only the
+    others (their names are deterministic).
     """
 
-    def __init__(self, message: str, *, published: list[Path] | None = None) -> None:
+    def __init__(self, message: str, *, published: list[str] | None = None) -> None:
         super().__init__(message)
         self.published = list(published or [])
 
@@ -43,4 +42,5 @@ class ReadOnlyQueryError(StorageError):
 
 
 class UnsupportedLocationError(StorageError, ValueError):
-    """`PROTRADE_DATA_DIR` names a store this version cannot write to (s3://, ...)."""
+    """`PROTRADE_DATA_DIR` names a store this cannot use (an unknown scheme, or S3 where a
+    local folder is needed)."""

@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from storage.deletes import pending_deletes, superseded_keys
+from storage.lakestore import LakeStore, ObjectInfo
 from storage.partitioning import parse_date_folder
-from storage.paths import decode_segment, encode_segment, lake_root
+from storage.paths import DataDir, dataset_prefix, decode_segment, encode_segment, store_for
+from storage.publish import read_table
 from storage.schemas import INGESTED_AT, JOURNAL
 
 RETENTION_ENV = "PROTRADE_JOURNAL_RETENTION_DAYS"
@@ -62,35 +63,46 @@ class JournalDay:
     bytes: int
 
 
-def journal_days(data_dir: Path | None = None) -> list[JournalDay]:
-    """Files and bytes of each day's journal, newest first (file sizes only: nothing is read)."""
-    root = lake_root(data_dir) / JOURNAL.name
-    days: list[JournalDay] = []
-    if not root.is_dir():
-        return days
-    for folder in root.iterdir():
-        day = parse_date_folder(folder.name)
-        if day is None or not folder.is_dir():
+def _day_files(store: LakeStore, prefix: str) -> list[ObjectInfo]:
+    """The journal's data files below `prefix` (`lake/journal[/date=D[/provider=P]]`)."""
+    base = dataset_prefix(JOURNAL.name) + "/"
+    found = []
+    for obj in store.list(prefix):
+        parts = obj.key[len(base) :].split("/")
+        if len(parts) == 3 and obj.name.endswith(".parquet") and parse_date_folder(parts[0]):
+            found.append(obj)
+    return found
+
+
+def journal_days(data_dir: DataDir | LakeStore = None) -> list[JournalDay]:
+    """Files and bytes of each day's journal, newest first (sizes from the listing: nothing is
+    read). Files already superseded (merged by compaction, or past retention, and waiting for
+    their grace to pass before deletion) are not counted: what the journal keeps."""
+    store = store_for(data_dir)
+    gone = superseded_keys(pending_deletes(store, JOURNAL.name))
+    days: dict[date, list[ObjectInfo]] = {}
+    for obj in _day_files(store, dataset_prefix(JOURNAL.name)):
+        if obj.key in gone:
             continue
-        files = [p for p in folder.glob("*/*.parquet") if p.is_file()]
-        days.append(JournalDay(day, len(files), sum(p.stat().st_size for p in files)))
-    return sorted(days, key=lambda d: d.day, reverse=True)
+        day = parse_date_folder(obj.key.split("/")[2])
+        assert day is not None  # _day_files keeps dated folders only
+        days.setdefault(day, []).append(obj)
+    return [
+        JournalDay(day, len(files), sum(f.size for f in files))
+        for day, files in sorted(days.items(), reverse=True)
+    ]
 
 
-def _files_of(day: date, provider: str | None, data_dir: Path | None) -> list[Path]:
-    folder = lake_root(data_dir) / JOURNAL.name / f"date={day.isoformat()}"
-    if not folder.is_dir():
-        return []
+def _files_of(store: LakeStore, day: date, provider: str | None) -> list[str]:
+    prefix = f"{dataset_prefix(JOURNAL.name)}/date={day.isoformat()}"
     if provider is not None:
-        pattern = f"{JOURNAL.instrument_column}={encode_segment(provider)}/*.parquet"
-    else:
-        pattern = f"{JOURNAL.instrument_column}=*/*.parquet"
-    return sorted(folder.glob(pattern))
+        prefix += f"/{JOURNAL.instrument_column}={encode_segment(provider)}"
+    return sorted(o.key for o in _day_files(store, prefix))
 
 
-def _read_file(path: Path) -> pa.Table:
-    stored = pq.read_table(path)
-    provider = decode_segment(path.parent.name.partition("=")[2])
+def _read_file(store: LakeStore, key: str) -> pa.Table:
+    stored = read_table(store, key)
+    provider = decode_segment(key.rsplit("/", 2)[1].partition("=")[2])
     n = stored.num_rows
     columns = []
     for f in JOURNAL.schema:
@@ -103,24 +115,38 @@ def _read_file(path: Path) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=JOURNAL.schema)
 
 
+def _read_day(
+    store: LakeStore, day: date, provider: str | None, wanted: list[str] | None
+) -> list[pa.Table]:
+    tables = []
+    for key in _files_of(store, day, provider):
+        table = _read_file(store, key)
+        if wanted is not None:
+            table = table.filter(pc.is_in(table["operation"], pa.array(wanted, pa.string())))
+        tables.append(table)
+    return tables
+
+
 def read_journal(
     day: date,
     *,
     provider: str | None = None,
     operations: Iterable[str] | None = None,
-    data_dir: Path | None = None,
+    data_dir: DataDir | LakeStore = None,
 ) -> pa.Table:
     """Every entry received on `day` (IST), once each, in receive order per connection.
 
-    Sorted by received_at, connection_id, seq; an entry written twice (a retried flush) once.
+    Sorted by received_at, connection_id, seq; an entry written twice (a retried flush, or a
+    file and the compacted file that merged it, both there during the grace) once.
     """
+    store = store_for(data_dir)
     wanted = list(operations) if operations is not None else None
-    tables = []
-    for path in _files_of(day, provider, data_dir):
-        table = _read_file(path)
-        if wanted is not None:
-            table = table.filter(pc.is_in(table["operation"], pa.array(wanted, pa.string())))
-        tables.append(table)
+    try:
+        tables = _read_day(store, day, provider, wanted)
+    except FileNotFoundError:
+        # A superseded file was deleted between the listing and the read: list again (the
+        # compacted file that replaced it is there now).
+        tables = _read_day(store, day, provider, wanted)
     if not tables:
         return JOURNAL.schema.empty_table()
     table = pa.concat_tables(tables)

@@ -135,16 +135,22 @@ def split_by_partition(spec: DatasetSpec, table: pa.Table) -> list[Part]:
     return parts
 
 
-def partition_folder(
-    spec: DatasetSpec, dataset_root: Path, part_date: date, instrument: str | None
-) -> Path:
-    """`<dataset>/date=YYYY-MM-DD[/<instrument column>=<encoded name>]`."""
-    folder = dataset_root / f"date={part_date.isoformat()}"
+def partition_path(spec: DatasetSpec, part_date: date, instrument: str | None) -> str:
+    """`date=YYYY-MM-DD[/<instrument column>=<encoded name>]`: a partition's folder below its
+    dataset, as a key fragment (the same on a local folder and in a bucket)."""
+    folder = f"date={part_date.isoformat()}"
     if spec.instrument_column:
         if instrument is None:
             raise ValueError(f"{spec.name} rows need a {spec.instrument_column}")
-        folder = folder / f"{spec.instrument_column}={encode_segment(instrument)}"
+        folder = f"{folder}/{spec.instrument_column}={encode_segment(instrument)}"
     return folder
+
+
+def partition_folder(
+    spec: DatasetSpec, dataset_root: Path, part_date: date, instrument: str | None
+) -> Path:
+    """`<dataset>/date=YYYY-MM-DD[/<instrument column>=<encoded name>]` as a local path."""
+    return dataset_root / partition_path(spec, part_date, instrument)
 
 
 #: Hive's name for a null partition value. The seed file lives in such folders, so that every
@@ -153,12 +159,17 @@ def partition_folder(
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
-def seed_folder(spec: DatasetSpec, dataset_root: Path) -> Path:
-    """The seed's folder: `<dataset>/date=<NULL>[/<instrument column>=<NULL>]`."""
-    folder = dataset_root / f"date={NULL_PARTITION}"
+def seed_path(spec: DatasetSpec) -> str:
+    """The seed's folder below its dataset: `date=<NULL>[/<instrument column>=<NULL>]`."""
+    folder = f"date={NULL_PARTITION}"
     if spec.instrument_column:
-        folder = folder / f"{spec.instrument_column}={NULL_PARTITION}"
+        folder = f"{folder}/{spec.instrument_column}={NULL_PARTITION}"
     return folder
+
+
+def seed_folder(spec: DatasetSpec, dataset_root: Path) -> Path:
+    """The seed's folder as a local path: `<dataset>/date=<NULL>[/...=<NULL>]`."""
+    return dataset_root / seed_path(spec)
 
 
 def parse_date_folder(name: str) -> date | None:

@@ -1,12 +1,13 @@
-"""Where the store lives, and how instrument names become safe path segments."""
+"""Where the store lives (a folder or an S3 prefix), where its catalog is, and how instrument
+names become safe path segments."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from storage.errors import InvalidInstrumentName, UnsupportedLocationError
+from storage.lakestore import LakeStore, Location, open_store, parse_location
 
 DATA_DIR_ENV = "PROTRADE_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -21,59 +22,109 @@ _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 _SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+")
 
 
+#: A data dir as callers pass it: a path, a `file://` URI or `s3://bucket/prefix`; None means
+#: the configured one.
+DataDir = Path | str | None
+
+#: The lake's folder (key prefix) below the data dir: one folder per dataset below it.
+LAKE = "lake"
+
 #: The store of this process: set by the flows' settings (`PROTRADE_DATA_DIR`, read there once
 #: per run or command); None until then, meaning `DEFAULT_DATA_DIR`. Storage never reads the
 #: environment: a caller that knows its store passes `data_dir=` and skips this altogether.
-_configured: Path | None = None
+_configured: Location | None = None
+#: The analysts' catalog file (`PROTRADE_CATALOG`), set by the flows' settings; None: the
+#: default (`catalog_path`).
+_configured_catalog: Path | None = None
+_stores: dict[str, LakeStore] = {}
 
 
-def configure_data_dir(location: Path | str | None) -> Path | None:
-    """Make `location` (a path or a `file://` URI; None: the default) the store that calls
-    without `data_dir=` use. Returns the previous setting, for a caller that restores it."""
+def configure_data_dir(location: DataDir) -> Location | None:
+    """Make `location` (a path, `file://` or `s3://` URI; None: the default) the store that
+    calls without `data_dir=` use. Returns the previous setting, for a caller that restores it."""
     global _configured
     previous = _configured
-    _configured = None if location is None else resolve_location(location)
+    _configured = None if location is None else parse_location(location)
     return previous
 
 
+def configure_catalog(path: Path | str | None) -> Path | None:
+    """Make `path` the catalog file (`PROTRADE_CATALOG`; None: the default); the previous."""
+    global _configured_catalog
+    previous = _configured_catalog
+    _configured_catalog = None if path is None else Path(path).expanduser().resolve()
+    return previous
+
+
+def data_location(data_dir: DataDir = None) -> Location:
+    """`data_dir` parsed, or the configured store, else `./data`."""
+    if data_dir is not None:
+        return data_dir if isinstance(data_dir, Location) else parse_location(data_dir)
+    return _configured if _configured is not None else parse_location(DEFAULT_DATA_DIR)
+
+
+def store_for(data_dir: DataDir | LakeStore = None) -> LakeStore:
+    """The `LakeStore` of `data_dir` (default: the configured store); one per location.
+
+    A store passes through as it is: callers (and tests injecting faults) may hand one in
+    wherever a data dir is accepted."""
+    if data_dir is not None and not isinstance(data_dir, str | Path | Location):
+        return data_dir
+    loc = data_location(data_dir)
+    store = _stores.get(loc.url)
+    if store is None:
+        store = _stores[loc.url] = open_store(loc)
+    return store
+
+
 def data_dir() -> Path:
-    """The configured store (`configure_data_dir`), else `./data`, as an absolute path."""
-    return _configured if _configured is not None else resolve_location(DEFAULT_DATA_DIR)
+    """The configured store as a local folder; UnsupportedLocationError when it is on S3
+    (callers that also work on S3 use `store_for()` instead)."""
+    return local_path(data_location())
+
+
+def local_path(location: DataDir) -> Path:
+    """The local folder of a location; UnsupportedLocationError for an `s3://` one."""
+    loc = data_location(location)
+    if loc.path is None:
+        raise UnsupportedLocationError(
+            f"{DATA_DIR_ENV}={loc.url} is on S3, and this needs a local folder"
+        )
+    return loc.path
 
 
 def resolve_location(location: Path | str) -> Path:
-    """A store location (a path or a `file://` URI) as an absolute path.
-
-    The setting is URI-shaped so that a shared or object store can follow; until the writer
-    and views speak one, any other scheme is refused clearly rather than taken for a relative
-    folder named `s3:`.
-    """
-    return Path(_path_of(str(location) or DEFAULT_DATA_DIR)).expanduser().resolve()
+    """A local store location (a path or a `file://` URI) as an absolute path."""
+    return local_path(str(location) or DEFAULT_DATA_DIR)
 
 
-def _path_of(location: str) -> str:
-    parsed = urlsplit(location)
-    if parsed.scheme in ("", "file") or re.fullmatch(r"[A-Za-z]", parsed.scheme):
-        # "file:///srv/lake" -> "/srv/lake"; a bare path (or a Windows drive) stays as it is.
-        return unquote(parsed.path) if parsed.scheme == "file" else location
-    raise UnsupportedLocationError(
-        f"{DATA_DIR_ENV}={location!r}: only local paths and file:// URIs are supported "
-        f"(not {parsed.scheme}://)"
-    )
+def lake_root(data_dir: DataDir = None) -> Path:
+    """`<data_dir>/lake` of a local store (UnsupportedLocationError on S3)."""
+    return local_path(data_location(data_dir)) / LAKE
 
 
-def _resolve(root: Path | str | None) -> Path:
-    return data_dir() if root is None else Path(root).expanduser().resolve()
+def dataset_prefix(dataset: str) -> str:
+    """The key prefix of one dataset: `lake/<dataset>`."""
+    return f"{LAKE}/{dataset}"
 
 
-def lake_root(data_dir: Path | str | None = None) -> Path:
-    """`<data_dir>/lake`: one folder per dataset below it."""
-    return _resolve(data_dir) / "lake"
+def default_catalog_for(loc: Location) -> Path:
+    """Where the catalog lives when `PROTRADE_CATALOG` is not set: `<data_dir>/protrade.duckdb`
+    for a local store; for S3, a local file per bucket and prefix under
+    `~/.protrade/catalogs/` (the catalog is always local: DuckDB opens it, then reads S3)."""
+    if loc.path is not None:
+        return loc.path / CATALOG_FILE
+    name = "-".join(p for p in (loc.bucket, *(loc.prefix.split("/") if loc.prefix else [])) if p)
+    return Path.home() / ".protrade" / "catalogs" / name / CATALOG_FILE
 
 
-def catalog_path(data_dir: Path | str | None = None) -> Path:
-    """`<data_dir>/protrade.duckdb`: the views-only DuckDB catalog."""
-    return _resolve(data_dir) / CATALOG_FILE
+def catalog_path(data_dir: DataDir = None) -> Path:
+    """The views-only DuckDB catalog of `data_dir` (default: the configured store):
+    `PROTRADE_CATALOG` when configured for that store, else `default_catalog_for`."""
+    loc = data_location(data_dir)
+    if _configured_catalog is not None and (data_dir is None or loc == data_location()):
+        return _configured_catalog
+    return default_catalog_for(loc)
 
 
 def encode_segment(name: str) -> str:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import duckdb
 
+from storage import duck
 from storage.catalog import connect, with_vanished_file_retry
-from storage.partitioning import IST, partition_folder
-from storage.paths import lake_root
+from storage.lakestore import LakeStore
+from storage.partitioning import IST, partition_path
+from storage.paths import DataDir, dataset_prefix, store_for
 from storage.schemas import CANDLES, DATASETS, OPTION_CHAIN, PROVIDER_ATTEMPTS, TICKS, DatasetSpec
 
 #: The column `dataset_status` groups each dataset by.
@@ -61,7 +63,39 @@ def _require_aware(name: str, value: datetime) -> None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
 
 
-def _fetch(sql: str, params: list[Any], data_dir: Path | None) -> list[tuple[Any, ...]]:
+#: The connection `shared_reads` opened in this context, with the store's URL it reads.
+_shared: ContextVar[tuple[str, duckdb.DuckDBPyConnection] | None] = ContextVar(
+    "protrade_shared_reads", default=None
+)
+
+
+@contextmanager
+def shared_reads(data_dir: DataDir = None) -> Iterator[None]:
+    """Within the block, the read helpers below share one connection to `data_dir`'s views.
+
+    Each helper otherwise opens its own, and opening one binds every view, which reads the
+    footer of every file (`union_by_name`): over S3 that is one request per file. A command
+    asking several questions (`protrade status`) binds them once and reuses the footers read.
+    Files are never rewritten in place, so cached footers stay valid; a view still lists its
+    files at each query, so new files are seen. For reads made one after another in one
+    thread (a DuckDB connection is not shared by concurrent threads).
+    """
+    url = store_for(data_dir).url
+    conn = connect(data_dir)
+    token = _shared.set((url, conn))
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+        conn.close()
+
+
+def _fetch(sql: str, params: list[Any], data_dir: DataDir) -> list[tuple[Any, ...]]:
+    shared = _shared.get()
+    if shared is not None and shared[0] == store_for(data_dir).url:
+        conn = shared[1]
+        return with_vanished_file_retry(lambda: conn.execute(sql, params).fetchall())
+
     def run() -> list[tuple[Any, ...]]:
         conn = connect(data_dir)
         try:
@@ -88,7 +122,7 @@ def ist_day_bounds(trading_date: date) -> tuple[datetime, datetime]:
 
 
 def dataset_status(
-    data_dir: Path | None = None, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    data_dir: DataDir = None, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> list[StatusRow]:
     """Rows, today's rows (IST day), first/last time and last provider per dataset/instrument."""
     today_start, _ = ist_day_bounds(now().astimezone(IST).date())
@@ -114,7 +148,7 @@ def dataset_status(
 
 
 def existing_candle_times(
-    symbol: str, interval: str, start: datetime, end: datetime, data_dir: Path | None = None
+    symbol: str, interval: str, start: datetime, end: datetime, data_dir: DataDir = None
 ) -> set[datetime]:
     """Bar open times of (symbol, interval) already stored with start <= ts < end (UTC)."""
     _require_aware("start", start)
@@ -129,7 +163,7 @@ def existing_candle_times(
 
 
 def existing_snapshot_times(
-    underlying: str, trading_date: date, data_dir: Path | None = None
+    underlying: str, trading_date: date, data_dir: DataDir = None
 ) -> set[datetime]:
     """Snapshot times of `underlying` already stored on an IST trading date (UTC)."""
     by_expiry = existing_snapshot_times_by_expiry(underlying, trading_date, data_dir)
@@ -137,7 +171,7 @@ def existing_snapshot_times(
 
 
 def existing_snapshot_times_by_expiry(
-    underlying: str, trading_date: date, data_dir: Path | None = None
+    underlying: str, trading_date: date, data_dir: DataDir = None
 ) -> dict[date, set[datetime]]:
     """Per expiry, the snapshot times of `underlying` stored on an IST trading date (UTC): a
     slot where some expiries failed holds the others, and only the missing ones need filling."""
@@ -154,7 +188,7 @@ def existing_snapshot_times_by_expiry(
     return out
 
 
-def recent_attempts(since: datetime, data_dir: Path | None = None) -> list[ProviderAttemptSummary]:
+def recent_attempts(since: datetime, data_dir: DataDir = None) -> list[ProviderAttemptSummary]:
     """Per provider since `since`: attempts, errors, and the last error and success."""
     _require_aware("since", since)
     rows = _fetch(
@@ -170,6 +204,30 @@ def recent_attempts(since: datetime, data_dir: Path | None = None) -> list[Provi
         ProviderAttemptSummary(p, n, e, err, cls, _utc(err_at), _utc(ok_at))
         for p, n, e, err, cls, err_at, ok_at in rows
     ]
+
+
+class PastAttempt(NamedTuple):
+    """One stored provider attempt, as breaker seeding reads it."""
+
+    dataset: str
+    provider: str
+    ts: datetime
+    outcome: str
+    error_class: str | None
+    error: str | None
+
+
+def attempts_since(since: datetime, data_dir: DataDir = None) -> list[PastAttempt]:
+    """Every provider attempt at or after `since` (from every run and host), newest first: what
+    a new run seeds its circuit breakers from."""
+    _require_aware("since", since)
+    rows = _fetch(
+        "SELECT dataset, provider, ts, outcome, error_class, error "
+        f"FROM {PROVIDER_ATTEMPTS.name} WHERE ts >= ? ORDER BY ts DESC",
+        [since],
+        data_dir,
+    )
+    return [PastAttempt(d, p, ts.astimezone(UTC), o, c, e) for d, p, ts, o, c, e in rows]
 
 
 # ------------------------------------------------------------------ the spot of a minute
@@ -214,37 +272,36 @@ def _partition_date(spec: DatasetSpec, instant: datetime) -> date:
 
 def _files_for(
     spec: DatasetSpec,
-    lake: Path,
+    store: LakeStore,
     instrument: str | None,
     windows: Sequence[tuple[datetime, datetime]],
 ) -> list[str]:
-    """The files of `spec` that may hold rows whose time column lies in one of `windows`.
+    """The files of `spec` that may hold rows whose time column lies in one of `windows`, as
+    DuckDB opens them (local paths or `s3://` URLs).
 
     Only the partition folders of those windows are listed, and a file is kept when the time
     range in its name overlaps a window: the lookup reads a handful of files however large
     the lake is (a day holds thousands of tick flushes). A name that does not follow the
     convention is read rather than skipped.
     """
+    root = dataset_prefix(spec.name)
     folders = {
-        partition_folder(spec, lake / spec.name, _partition_date(spec, t), instrument)
+        f"{root}/{partition_path(spec, _partition_date(spec, t), instrument)}"
         for start, end in windows
         for t in (start, end - _SECOND)
     }
     out: list[str] = []
     for folder in sorted(folders):
-        try:
-            names = [e.name for e in os.scandir(folder) if e.is_file()]
-        except FileNotFoundError:
-            continue
-        for name in names:
-            if not name.endswith(".parquet") or name.startswith((".", "_")):
-                continue  # hidden temporaries, the seed
+        for obj in store.list(folder):
+            name = obj.name
+            if obj.folder != folder or not name.endswith(".parquet") or name.startswith("_"):
+                continue  # the seed (hidden temporaries are never listed)
             found = _FILE_RANGE.fullmatch(name)
             if found:
                 first, last = _stamp_time(found[1]), _stamp_time(found[2]) + _SECOND
                 if not any(first < end and last > start for start, end in windows):
                     continue
-            out.append(str(folder / name))
+            out.append(store.uri(obj.key))
     return out
 
 
@@ -260,7 +317,7 @@ def _by_minute(
 
 
 def spot_by_minute(
-    data_dir: Path | None,
+    data_dir: DataDir,
     underlying: str,
     symbol: str | None,
     minutes: Iterable[datetime],
@@ -279,18 +336,18 @@ def spot_by_minute(
     starts = sorted({_minute_start(m) for m in minutes})
     if not starts:
         return {}
-    lake = lake_root(data_dir)
+    store = store_for(data_dir)
 
     def run() -> dict[int, Spot]:
         found: dict[int, Spot] = {}
-        conn = duckdb.connect(":memory:")
+        conn = duck.connect(store.url)
         try:
             conn.execute("SET TimeZone = 'UTC'")
             for lookup in _LOOKUPS:
                 wanted = [m for m in starts if _epoch_minute(m) not in found]
                 if not wanted:
                     break
-                for minute, spot in lookup(conn, lake, underlying, symbol, wanted).items():
+                for minute, spot in lookup(conn, store, underlying, symbol, wanted).items():
                     found.setdefault(minute, spot)
         finally:
             conn.close()
@@ -302,12 +359,12 @@ def spot_by_minute(
 
 def _chain_spots(
     conn: duckdb.DuckDBPyConnection,
-    lake: Path,
+    store: LakeStore,
     underlying: str,
     symbol: str | None,
     minutes: list[datetime],
 ) -> dict[int, Spot]:
-    files = _files_for(OPTION_CHAIN, lake, underlying, [(m, m + _MINUTE) for m in minutes])
+    files = _files_for(OPTION_CHAIN, store, underlying, [(m, m + _MINUTE) for m in minutes])
     if not files:
         return {}
     # Files written before `underlying_value_source` existed lack it: the typed empty branch
@@ -326,7 +383,7 @@ def _chain_spots(
 
 def _tick_spots(
     conn: duckdb.DuckDBPyConnection,
-    lake: Path,
+    store: LakeStore,
     underlying: str,
     symbol: str | None,
     minutes: list[datetime],
@@ -334,7 +391,7 @@ def _tick_spots(
     if symbol is None:
         return {}
     windows = [(m - _TICK_SLACK, m + _MINUTE + _TICK_SLACK) for m in minutes]
-    files = _files_for(TICKS, lake, None, windows)
+    files = _files_for(TICKS, store, None, windows)
     if not files:
         return {}
     at = "coalesce(ts, received_at)"
@@ -355,14 +412,14 @@ def _tick_spots(
 
 def _candle_spots(
     conn: duckdb.DuckDBPyConnection,
-    lake: Path,
+    store: LakeStore,
     underlying: str,
     symbol: str | None,
     minutes: list[datetime],
 ) -> dict[int, Spot]:
     if symbol is None:
         return {}
-    files = _files_for(CANDLES, lake, symbol, [(m, m + _MINUTE) for m in minutes])
+    files = _files_for(CANDLES, store, symbol, [(m, m + _MINUTE) for m in minutes])
     if not files:
         return {}
     sql = (

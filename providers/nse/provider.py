@@ -143,6 +143,11 @@ class NseOptionsProvider(IOptionsDataProvider):
         """Journal every payload this provider receives into `sink`."""
         self._session.payload_sink = sink
 
+    def use_limiter(self, limiter: Limiter) -> None:
+        """Pace NSE requests with `limiter` (e.g. one shared by every host behind one egress
+        IP, which NSE paces as one client) instead of this process's own 3 requests/s."""
+        self._session.use_limiter(limiter)
+
     async def aclose(self) -> None:
         await self._session.aclose()
         self._primed = False

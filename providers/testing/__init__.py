@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from providers.errors import ProviderError
-from providers.records import Bar, ChartUpdate, OptionChainRow, Quote
+from providers.records import Bar, BarBatch, ChartUpdate, OptionChainRow, Quote
 from providers.registry import FailureAction, failure_action
 
 __all__ = [
@@ -103,8 +103,9 @@ def check_option_rows(rows: Any, *, underlying: str, provider: str | None = None
 
 
 def check_bars(bars: Any, *, count: int) -> None:
-    """`bars` is at most `count` `Bar`s, aware, strictly ascending by open time."""
-    assert isinstance(bars, list), f"expected a list of Bar, got {type(bars)}"
+    """`bars` is at most `count` `Bar`s, aware, strictly ascending by open time: a list, or a
+    `BarBatch` (the same rows, column-wise)."""
+    assert isinstance(bars, list | BarBatch), f"expected a list of Bar, got {type(bars)}"
     assert len(bars) <= count, f"{len(bars)} bars for a request of {count}"
     for bar in bars:
         assert type(bar) is Bar, f"expected Bar, got {type(bar)}"

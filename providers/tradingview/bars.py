@@ -1,11 +1,13 @@
-"""Turns TradingView bar lists into `Bar`/`ChartUpdate` records and decides bar finality."""
+"""Turns TradingView bar lists into `Bar`/`ChartUpdate` records (the live stream) or a columnar
+`BarBatch` (history), and decides bar finality."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from providers.records import Bar, ChartUpdate
+from providers.records import Bar, BarBatch, ChartUpdate
 from providers.tradingview.codec import RawBar
 
 PROVIDER = "tradingview"
@@ -16,6 +18,24 @@ def to_bar(raw: RawBar) -> Bar:
     return Bar(
         datetime.fromtimestamp(raw.ts, UTC), raw.open, raw.high, raw.low, raw.close, raw.volume
     )
+
+
+def to_batch(raws: Sequence[RawBar]) -> BarBatch:
+    """History bars as columns: the bar opens as integer epoch microseconds, no datetime."""
+    if not raws:
+        return BarBatch()
+    # RawBar is a tuple: zip(*) transposes the rows into columns in C.
+    _, ts, *prices = zip(*raws, strict=True)
+    return BarBatch(array("q", map(_micros, ts)), *prices)
+
+
+def _micros(seconds: float) -> int:
+    """Epoch seconds -> microseconds, as `datetime.fromtimestamp` rounds them: the whole
+    seconds exactly, the fraction to the nearest microsecond (half to even). `round(seconds *
+    1e6)` would be off by a few microseconds past 2**53 / 1e6 s (year 2255), where a double
+    no longer holds every microsecond."""
+    whole = int(seconds)
+    return whole * 1_000_000 + round((seconds - whole) * 1_000_000)
 
 
 class BarTracker:

@@ -32,9 +32,9 @@ from providers import settings
 from providers.errors import InvalidRequestError, ProviderError, TransientError
 from providers.interfaces import HistoricalLimits, IHistoricalDataProvider
 from providers.journal import NULL_SINK, JournalEntry, PayloadSink, now_us
-from providers.records import Bar
+from providers.records import BarBatch
 from providers.tradingview import codec
-from providers.tradingview.bars import to_bar
+from providers.tradingview.bars import to_batch
 from providers.tradingview.session import HistorySession
 from providers.tradingview.symbols import (
     INTERVAL_ALIASES,
@@ -101,10 +101,12 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
             )
         return count
 
-    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> list[Bar]:
+    async def get_hist_candles(self, symbol: str, interval: str, count: int) -> BarBatch:
         """The latest `count` bars, ascending, deduplicated by bar open; the last may be forming.
 
-        Fewer than `count` bars come back when the server's history ends first.
+        Fewer than `count` bars come back when the server's history ends first. The answer is
+        a `BarBatch`: `Bar` rows to a caller that iterates it, integer columns to the lake
+        (no datetime is built per bar on the way from the wire to a Parquet file).
         """
         # Validation first: a bad request never costs a connection.
         try:
@@ -143,7 +145,7 @@ class TradingViewHistoricalProvider(IHistoricalDataProvider):
                 f"connection error while loading {symbol} {interval}: {type(exc).__name__}",
                 provider=self.name,
             ) from None
-        return [to_bar(bar) for bar in raw]
+        return to_batch(raw)
 
     async def _connect(self, url: str) -> ClientConnection:
         return await open_websocket(

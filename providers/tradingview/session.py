@@ -36,9 +36,9 @@ from providers.errors import (
     TransientError,
     UnknownSymbolError,
 )
-from providers.records import Bar, LiveMessage, LiveStats
+from providers.records import BarBatch, LiveMessage, LiveStats
 from providers.tradingview import codec
-from providers.tradingview.bars import BarTracker, to_bar
+from providers.tradingview.bars import BarTracker, to_batch
 from providers.tradingview.quotes import QuoteBook
 from providers.tradingview.supervisor import (
     Subscriptions,
@@ -448,6 +448,6 @@ class HistorySession(_Outbox):
         ordered = [self._bars[ts] for ts in sorted(self._bars)]
         return ordered[-self.count :]
 
-    def bars(self) -> list[Bar]:
-        """`raw_bars` as `Bar` records with aware UTC open times."""
-        return [to_bar(raw) for raw in self.raw_bars()]
+    def bars(self) -> BarBatch:
+        """`raw_bars` as columns (open times in epoch microseconds); iterates as `Bar` rows."""
+        return to_batch(self.raw_bars())

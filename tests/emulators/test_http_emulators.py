@@ -31,10 +31,7 @@ BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/142.0"}
 
 
 class NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def acquire(self) -> None:
         return None
 
 

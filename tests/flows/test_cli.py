@@ -1,4 +1,4 @@
-"""The `protrade` CLI on a small lake: query formats, refusals, status verdicts."""
+"""The `protrade` CLI on a small lake, local and on S3: query formats, refusals, status verdicts."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def chain_rows(ts: datetime, underlying: str = "NIFTY") -> list[dict[str, object
 
 
 @pytest.fixture
-def small_lake(data_dir):
+def small_lake(any_data_dir):
+    """One snapshot, in a local folder and (a second run of each test) on S3."""
     LakeWriter().write("option_chain", chain_rows(OPEN - timedelta(minutes=1)))
-    return data_dir
+    return any_data_dir
 
 
 def test_query_as_table(small_lake) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from providers.calendar import IST
+from storage.lakestore import LocalStore
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -152,8 +153,9 @@ def test_query_table_shows_bracketed_values_as_data(data_dir) -> None:
 def test_refresh_catalog_on_a_read_only_data_dir_is_one_line(data_dir, monkeypatch) -> None:
     # What a read-only folder gives a non-root user (tests may run as root, where chmod does
     # not stop writes): the error of the first write, the seed file's folder.
-    def read_only(lake: Path) -> list[str]:
-        raise PermissionError(errno.EACCES, "Permission denied", str(lake / "option_chain"))
+    def read_only(store: LocalStore) -> list[str]:
+        folder = store.path("lake/option_chain")
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
     monkeypatch.setattr("storage.catalog.ensure_seeds", read_only)
     result = runner.invoke(app, ["refresh-catalog"])

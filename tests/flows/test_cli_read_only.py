@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from providers.calendar import IST
+from storage.paths import store_for
 from storage.writer import LakeWriter
 
 runner = CliRunner()
@@ -67,11 +68,11 @@ def test_a_data_dir_that_is_a_file_is_one_line(tmp_path, monkeypatch, args) -> N
 @pytest.mark.parametrize("args", READ_COMMANDS)
 def test_an_unsupported_data_dir_location_is_one_line(tmp_path, monkeypatch, args) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PROTRADE_DATA_DIR", "s3://bucket/lake")
+    monkeypatch.setenv("PROTRADE_DATA_DIR", "ftp://host/lake")
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     lines = error_lines(result)
-    assert len(lines) == 1 and "only local paths and file:// URIs are supported" in lines[0]
+    assert len(lines) == 1 and "use a local path, a file:// URI or s3://bucket/prefix" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -111,3 +112,67 @@ def test_reading_a_lake_adds_no_seed_or_catalog_file(data_dir, args) -> None:
     # candles, ticks and provider_attempts have no file yet: they read as empty, unseeded.
     assert tree(data_dir) == before
     assert not (data_dir / "protrade.duckdb").exists()
+
+
+# ------------------------------------------------------------------------------ a lake on S3
+
+
+def s3_objects(url: str) -> dict[str, tuple[int, datetime]]:
+    return {o.key: (o.size, o.modified) for o in store_for(url).list("lake")}
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_an_s3_prefix_never_written_is_one_line_and_stays_empty(s3_data_dir, args) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert error_lines(result) == [
+        f"error: PROTRADE_DATA_DIR: {s3_data_dir} holds no lake; nothing has been collected "
+        "there yet (check the bucket and prefix, or run a collecting command such as "
+        "`protrade snapshot`)"
+    ]
+    assert s3_objects(s3_data_dir) == {}
+    assert not Path(os.environ["PROTRADE_CATALOG"]).exists()
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_refused_s3_credentials_are_one_line_without_the_secret(
+    seaweed, s3_env, monkeypatch, args
+) -> None:
+    wrong = "not-the-" + s3_env["AWS_SECRET_ACCESS_KEY"]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    # A prefix of its own: the store (and its credentials) is made for this test.
+    url = seaweed.url(f"t-denied-{args[0]}")
+    monkeypatch.setenv("PROTRADE_DATA_DIR", url)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    (line,) = error_lines(result)
+    assert line.startswith(f"error: PROTRADE_DATA_DIR: cannot read {url}: S3 LIST of {url}/lake/")
+    assert wrong not in result.output and s3_env["AWS_SECRET_ACCESS_KEY"] not in result.output
+
+
+@pytest.mark.parametrize("args", READ_COMMANDS)
+def test_reading_an_s3_lake_adds_no_object_or_catalog_file(s3_data_dir, args) -> None:
+    LakeWriter().write(
+        "option_chain",
+        [
+            {
+                "snapshot_ts": datetime(2026, 11, 20, 10, 57, tzinfo=IST),
+                "underlying": "NIFTY",
+                "expiry": date(2026, 11, 24),
+                "strike": 26000.0,
+                "option_type": "CE",
+                "open_interest": 1.0,
+                "change_in_oi": 0.0,
+                "volume": 1.0,
+                "iv": 0.0,
+                "ltp": 1.0,
+                "underlying_value": 26000.0,
+                "provider": "nse",
+            }
+        ],
+    )
+    before = s3_objects(s3_data_dir)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert s3_objects(s3_data_dir) == before
+    assert not Path(os.environ["PROTRADE_CATALOG"]).exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -326,23 +325,26 @@ def test_compaction_merges_each_closed_journal_day_and_drops_days_past_retention
     assert all(d.bytes > 0 for d in journal_days())
 
 
-def test_a_future_compaction_cutoff_never_expires_journal_days_within_retention() -> None:
+def test_a_future_compaction_cutoff_never_expires_journal_days_within_retention(
+    data_dir: Path,
+) -> None:
     """`protrade compact --before` accepts any date: retention counts back from today, and
     neither today nor an open day is ever removed, whatever the cutoff."""
     from storage.compaction import expire_journal
 
     day = today()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        days = [day - timedelta(days=n) for n in (0, 1, 2, 40)]
-        for d in days:
-            (root / f"date={d.isoformat()}").mkdir()
+    days = [day - timedelta(days=n) for n in (0, 1, 2, 40)]
+    writer = LakeWriter()
+    for d in days:
+        log = JournalLog(writer)
+        for entry in _entries(d, f"c-{d}", 1):
+            log.record(entry)
+        log.flush()
 
-        removed = expire_journal(root, day + timedelta(days=60), 30, today=day)
+    # The journal switched off (0 days) schedules nothing it kept.
+    assert expire_journal(data_dir, day + timedelta(days=60), 0, today=day) == []
+    removed = expire_journal(data_dir, day + timedelta(days=60), 30, today=day)
 
-        assert removed == [day - timedelta(days=40)]
-        left = sorted(p.name for p in root.iterdir())
-        assert left == sorted(f"date={d.isoformat()}" for d in days[:3])
-        # The journal switched off (0 days) deletes nothing it kept.
-        assert expire_journal(root, day + timedelta(days=60), 0, today=day) == []
-        assert len(list(root.iterdir())) == 3
+    assert removed == [day - timedelta(days=40)]
+    # Scheduled for deletion after the grace: no longer counted as kept.
+    assert sorted(d.day for d in journal_days()) == sorted(days[:3])

@@ -25,7 +25,9 @@ from providers.settings import ProviderSettings
 ROOT = Path(__file__).resolve().parents[2]
 #: The one reader of `PROTRADE_*`, and the one place for Prefect's own `PREFECT_*` variables
 #: (Prefect and the flow-run processes it starts read those from the environment itself).
-ALLOWED = {"flows/settings.py", "flows/prefect_env.py"}
+#: And the S3 client's module, for the standard `AWS_*` variables only (read where the client is
+#: made, as every AWS SDK does; checked below).
+ALLOWED = {"flows/settings.py", "flows/prefect_env.py", "storage/lakestore.py"}
 ENV_FUNCTIONS = {"environ", "getenv", "putenv", "unsetenv", "environb", "getenvb"}
 
 
@@ -49,8 +51,11 @@ def test_only_the_settings_module_reads_the_environment() -> None:
         use for p in sources if str(p.relative_to(ROOT)) not in ALLOWED for use in _env_uses(p)
     ]
     assert offenders == []
-    # And the Prefect module names no ProTrade variable.
+    # And the Prefect module names no ProTrade variable, the S3 module no variable but AWS_*.
     assert "PROTRADE_" not in (ROOT / "flows/prefect_env.py").read_text()
+    lakestore = (ROOT / "storage/lakestore.py").read_text()
+    read = set(re.findall(r"env(?:iron)?\.get\(\"([A-Z_]+)\"", lakestore))
+    assert read and all(name.startswith("AWS_") for name in read), read
 
 
 def _readme_configuration() -> dict[str, str]:
@@ -79,6 +84,7 @@ def _effective(settings: Settings) -> dict[str, Any]:
     values["tv_auth_token"] = settings.tv_auth_token.get_secret_value()
     values["holidays_file"] = settings.holidays_path
     values["data_dir"] = settings.data_path
+    values["catalog"] = settings.catalog_path
     for kind, order in builtin.items():
         values[f"{kind}_providers"] = values[f"{kind}_providers"] or order
     return values
@@ -114,7 +120,8 @@ def test_each_variable_is_read_into_its_typed_field(clean_env: pytest.MonkeyPatc
     [
         ("PROTRADE_JOURNAL_RETENTION_DAYS", "abc"),
         ("PROTRADE_JOURNAL_RETENTION_DAYS", "-1"),
-        ("PROTRADE_DATA_DIR", "s3://bucket/lake"),
+        ("PROTRADE_DATA_DIR", "ftp://host/lake"),
+        ("PROTRADE_DATA_DIR", "s3:///no-bucket"),
     ],
 )
 def test_a_bad_value_is_one_clear_error_naming_the_variable(

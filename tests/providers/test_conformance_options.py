@@ -25,10 +25,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 class NoLimit:
     """The rate limiter, minus the waiting: recorded answers need no courtesy."""
 
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def acquire(self) -> None:
         return None
 
 

@@ -45,11 +45,8 @@ class CountingLimiter:
     def __init__(self) -> None:
         self.acquired = 0
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         self.acquired += 1
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def contract_info_json() -> dict[str, Any]:

@@ -32,10 +32,7 @@ DENIED = "<HTML><HEAD><TITLE>Access Denied</TITLE></HEAD><BODY>Denied</BODY></HT
 
 
 class NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
+    async def acquire(self) -> None:
         return None
 
 

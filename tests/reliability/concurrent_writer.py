@@ -4,10 +4,13 @@ Roles:
 - `capture`: ticks flushes of 50 rows into today's partition, as the live capture does;
 - `snapshot`: option-chain snapshots of 200 rows into today's partition; every 5th batch goes to
   yesterday's (closed) partition; with COMPACT=1 in the environment it then compacts that
-  partition (readers on the catalog file can then fail: see the reliability report).
-After `LakeWriter.write` returns, the batch id is appended to LOG (one line per batch).
+  partition (what it merged stays readable for the default grace period, longer than the
+  run: readers must never fail meanwhile).
+After `LakeWriter.write` returns, the batch id is appended to LOG (one line per batch; the
+number of compaction runs at the end, `compactions <n>`). The
+lake is DATA_DIR's: a folder, or `s3://bucket/prefix` with the `AWS_*` variables set.
 
-Usage: concurrent_writer.py LAKE LOG ROLE SECONDS
+Usage: concurrent_writer.py DATA_DIR LOG ROLE SECONDS
 """
 
 from __future__ import annotations
@@ -67,11 +70,11 @@ def chain(batch: int, day: date) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    lake, log, role, seconds = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
-    writer = LakeWriter(lake)
+    data_dir, log, role, seconds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+    writer = LakeWriter(data_dir=data_dir)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     deadline = time.monotonic() + seconds
-    batch = 0
+    batch = compactions = 0
     while time.monotonic() < deadline:
         batch += 1
         if role == "capture":
@@ -81,11 +84,14 @@ def main() -> None:
             day = YESTERDAY if batch % 5 == 0 else TODAY
             writer.write("option_chain", chain(batch, day))
             if day == YESTERDAY and os.environ.get("COMPACT") == "1":
-                report = compact("option_chain", TODAY, lake.parent)
+                report = compact("option_chain", TODAY, data_dir)
                 if not report.ok:
                     raise SystemExit(f"compaction failed: {report.failures}")
+                compactions += 1
             time.sleep(0.03)
         os.write(fd, f"{role} {batch}\n".encode())
+    if compactions:
+        os.write(fd, f"compactions {compactions}\n".encode())
     os.close(fd)
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from rel_matrix import CELLS, Matrix, render_matrix
 
-# The flow tests' shared wiring (`emulated.py`, `tests_support.py`) lives in tests/flows, which
-# pytest puts on sys.path only when it collects that folder; `make reliability` does not.
-_FLOWS_TESTS = str(Path(__file__).resolve().parents[1] / "flows")
-if _FLOWS_TESTS not in sys.path:
-    sys.path.insert(0, _FLOWS_TESTS)
+# The flow tests' shared wiring (`emulated.py`, `tests_support.py`) lives in tests/flows, and
+# the storage tests' `FaultyStore` in tests/storage, which pytest puts on sys.path only when it
+# collects those folders; `make reliability` does not.
+for _folder in ("flows", "storage"):
+    _TESTS = str(Path(__file__).resolve().parents[1] / _folder)
+    if _TESTS not in sys.path:
+        sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ The child appends to the commit log (`O_APPEND`, fsynced):
 - `CS <child>` / `CE <child>` around a compaction pass.
 The zygote writes a JSON summary (kills, kills during compaction) to `report`.
 
-Usage: crash_writer.py LAKE LOG REPORT KILLS SEED
+The lake is DATA_DIR's (a folder or `s3://bucket/prefix`, with the `AWS_*` variables in the
+environment). Compaction runs without a grace period, so kills also land between its deletes.
+
+Usage: crash_writer.py DATA_DIR LOG REPORT KILLS SEED
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from storage.compaction import compact
+from storage.lakestore import parse_location
 from storage.partitioning import IST
 from storage.writer import LakeWriter
 
@@ -38,6 +42,7 @@ FAR_FUTURE = date(2100, 1, 1)
 ID_STRIDE = 1_000_000
 #: A random kill lands this long (at most) after the child starts.
 MAX_DELAY = 0.08
+NO_GRACE = timedelta(0)
 
 
 def _log(fd: int, line: str, *, sync: bool) -> None:
@@ -112,17 +117,16 @@ def candles_batch(batch: int, rng: random.Random) -> list[dict[str, object]]:
 BATCHES = {"option_chain": option_chain_batch, "ticks": ticks_batch, "candles": candles_batch}
 
 
-def child(lake: Path, log_fd: int, index: int) -> None:
+def child(data_dir: str, log_fd: int, index: int) -> None:
     rng = random.Random(index * 7919)
-    writer = LakeWriter(lake)
-    data_dir = lake.parent
+    writer = LakeWriter(data_dir=data_dir)
     n = 0
     while True:
         n += 1
         if n % 5 == 0:
             _log(log_fd, f"CS {index}", sync=False)
             for dataset in BATCHES:
-                compact(dataset, FAR_FUTURE, data_dir)
+                compact(dataset, FAR_FUTURE, data_dir, delete_grace=NO_GRACE)
             _log(log_fd, f"CE {index}", sync=False)
             continue
         batch = index * ID_STRIDE + n
@@ -137,11 +141,11 @@ def warm_up(scratch: Path) -> None:
     """One write and one compaction outside the lake: pyarrow's lazy set-up (~0.5 s) then
     happens once here, not in every forked child (Arrow re-creates its thread pools on fork)."""
     rng = random.Random(0)
-    writer = LakeWriter(scratch / "lake")
+    writer = LakeWriter(data_dir=scratch)
     for dataset, make in BATCHES.items():
         writer.write(dataset, make(1, rng))
         writer.write(dataset, make(2, rng))
-        compact(dataset, FAR_FUTURE, scratch)
+        compact(dataset, FAR_FUTURE, scratch, delete_grace=NO_GRACE)
 
 
 def _in_compaction(log_path: Path, index: int) -> bool:
@@ -172,17 +176,21 @@ def _wait_for_line(log_path: Path, line: str, timeout: float) -> bool:
 
 
 def main() -> None:
-    lake, log_path, report = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    data_dir, log_path, report = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     kills, seed = int(sys.argv[4]), int(sys.argv[5])
     rng = random.Random(seed)
-    warm_up(lake.parent / "warm-up")
+    warm_up(log_path.parent / "warm-up")
+    if not parse_location(data_dir).is_local:
+        # Loaded once here, not in every child; its client (and the runtime it starts) is made
+        # in each child only: a forked process must not inherit one.
+        import obstore.store  # noqa: F401
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     in_compaction = 0
     for index in range(1, kills + 1):
         pid = os.fork()
         if pid == 0:
             try:
-                child(lake, log_fd, index)
+                child(data_dir, log_fd, index)
             finally:
                 os._exit(1)  # never return into the zygote's loop
         # Every fourth kill is aimed at a compaction pass; the others land anywhere.

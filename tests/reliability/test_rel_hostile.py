@@ -17,6 +17,7 @@ from providers.tradingview import codec
 from providers.tradingview.historical import TradingViewHistoricalProvider
 from storage.catalog import connect, run_readonly_query
 from storage.errors import LakeWriteError, ReadOnlyQueryError
+from storage.paths import decode_segment, store_for
 from storage.queries import existing_candle_times
 from storage.writer import LakeWriter
 
@@ -44,15 +45,17 @@ def files_outside(root: Path, lake: Path) -> set[Path]:
 
 
 def test_hostile_instrument_names_stay_inside_the_lake_or_are_refused(
-    data_dir: Path, matrix: Matrix
+    any_data_dir: Path | str, matrix: Matrix
 ) -> None:
+    local = isinstance(any_data_dir, Path)
     cell = matrix.cell(
         "hostile",
-        "names: .., /, NUL, 500 chars, unicode, SQL",
+        f"names: .., /, NUL, 500 chars, unicode, SQL ({'local' if local else 'S3'})",
         "stored encoded inside the lake, or clear error",
     )
-    lake = data_dir / "lake"
-    outside_before = files_outside(data_dir.parent, lake)
+    if local:
+        lake = any_data_dir / "lake"
+        outside_before = files_outside(any_data_dir.parent, lake)
     writer = LakeWriter()
     for name in STORABLE:
         writer.write("option_chain", [chain_row(name)])
@@ -61,11 +64,18 @@ def test_hostile_instrument_names_stay_inside_the_lake_or_are_refused(
         with pytest.raises(LakeWriteError, match=reason) as caught:
             writer.write("option_chain", [chain_row(name), chain_row("NIFTY")])
         messages.append(str(caught.value))
-    # Every file is below the dataset folder, one encoded segment per name.
-    for path in (lake / "option_chain").rglob("*.parquet"):
-        assert path.resolve().is_relative_to((lake / "option_chain").resolve())
-    assert files_outside(data_dir.parent, lake) - outside_before <= {data_dir / "lake"}
-    assert not (data_dir.parent / "x").exists() and not (data_dir / "x").exists()
+    # Every object is below the dataset folder, one encoded segment per name.
+    keys = [o.key for o in store_for(any_data_dir).list("lake")]
+    data = [k for k in keys if not k.endswith("_seed.parquet")]
+    assert all(k.startswith("lake/option_chain/date=") and k.count("/") == 4 for k in data)
+    assert {decode_segment(k.split("/")[3].removeprefix("underlying=")) for k in data} == set(
+        STORABLE
+    )
+    if local:
+        for path in (lake / "option_chain").rglob("*.parquet"):
+            assert path.resolve().is_relative_to((lake / "option_chain").resolve())
+        assert files_outside(any_data_dir.parent, lake) - outside_before <= {any_data_dir / "lake"}
+        assert not (any_data_dir.parent / "x").exists() and not (any_data_dir / "x").exists()
     stored = {r[0] for r in connect().execute("SELECT underlying FROM option_chain").fetchall()}
     # A refused batch wrote nothing at all, not even its good row.
     assert stored == set(STORABLE)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from rel_matrix import Matrix
 
-from flows.lake_rows import candle_rows
+from flows.lake_rows import candle_table
 from flows.runtime import AttemptLog
 from providers.calendar import IST
 from providers.emulators.tradingview import TradingViewEmulator
@@ -84,7 +84,7 @@ async def download(
     fetched = error = None
     try:
         fetched = await registry.get_hist_candles(symbol, INTERVAL, COUNT)
-        writer.write("candles", candle_rows(symbol, INTERVAL, fetched.value, fetched.provider))
+        writer.write("candles", candle_table(symbol, INTERVAL, fetched.value, fetched.provider))
     except AllProvidersFailedError as exc:
         error = exc
     finally:

@@ -138,3 +138,23 @@ SAMPLES = {
 def parquet_files(root):
     """Visible data files (the empty seed excluded)."""
     return sorted(p for p in root.rglob("*.parquet") if p.name != "_seed.parquet")
+
+
+def lake_files(where, prefix: str = "lake") -> list[str]:
+    """Keys of the visible data files below `prefix` of a store (or data dir): the empty seeds
+    and pending-delete manifests excluded."""
+    from storage.paths import store_for
+
+    return sorted(
+        o.key
+        for o in store_for(where).list(prefix)
+        if o.name.endswith(".parquet") and o.name != "_seed.parquet"
+    )
+
+
+def read_key(where, key: str):
+    """The Parquet file `key` of a store (or data dir) as an Arrow table."""
+    from storage.paths import store_for
+    from storage.publish import read_table
+
+    return read_table(store_for(where), key)

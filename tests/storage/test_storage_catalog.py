@@ -71,11 +71,13 @@ def test_rewriting_the_same_batch_leaves_the_dedup_view_unchanged(data_dir: Path
         writer.write(dataset, make())
     conn = connect(data_dir)
     before = {ds: view_rows(conn, ds) for ds in SAMPLES}
+    raw_before = {ds: view_rows(conn, f"{ds}_raw") for ds in SAMPLES}
     for dataset, make in SAMPLES.items():
         writer.write(dataset, make())
     for dataset in SAMPLES:
         assert view_rows(conn, dataset) == before[dataset]
-        assert len(view_rows(conn, f"{dataset}_raw")) == 2 * len(before[dataset])
+        # The same batch gets the same deterministic file name: the retry writes nothing.
+        assert view_rows(conn, f"{dataset}_raw") == raw_before[dataset]
 
 
 def test_the_latest_ingested_version_of_a_row_wins(data_dir: Path) -> None:
@@ -185,7 +187,9 @@ def test_refresh_while_another_process_holds_the_catalog_is_a_clear_locked_error
         ("DELETE FROM candles", "not DELETE"),
         ("DROP VIEW candles", "not DROP"),
         ("SET threads = 1", "not SET"),
-        ("PRAGMA version", "not PRAGMA"),
+        # (DuckDB 1.5 runs a read-only pragma such as `PRAGMA version` as a SELECT.)
+        ("PRAGMA enable_profiling", "not PRAGMA"),
+        ("PRAGMA threads = 1", "not SET"),
         ("EXPORT DATABASE '/tmp/x'", "not EXPORT"),
         ("INSTALL httpfs", "not"),
         ("SELECT 1; DROP VIEW candles", "one statement"),

@@ -192,5 +192,5 @@ def test_an_old_layout_lake_still_reads_in_the_views_and_compacts_with_new_files
     report = compact("candles", date(2026, 12, 1), data_dir)
     assert report.ok and len(report.compacted) == 1
     assert conn.execute("SELECT * FROM candles ORDER BY ALL").fetchall() == before
-    assert "symbol" not in pq.read_schema(report.compacted[0].output).names
+    assert "symbol" not in pq.read_schema(data_dir / report.compacted[0].output).names
     assert pl.read_parquet(data_dir / "lake/candles")["symbol"].unique().to_list() == ["NSE:NIFTY"]

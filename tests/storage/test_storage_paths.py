@@ -91,8 +91,9 @@ def test_hostile_symbols_are_written_inside_the_dataset_folder(lake: Path, hosti
     result = LakeWriter(lake).write("candles", candle_rows(symbol=hostile, count=2))
     dataset_root = (lake / "candles").resolve()
     assert result.files
-    for path in result.files:
-        assert path.resolve().is_relative_to(dataset_root)
+    for key in result.files:
+        path = lake.parent / key
+        assert path.is_file() and path.resolve().is_relative_to(dataset_root)
         assert decode_segment(path.parent.name.removeprefix("symbol=")) == hostile
     assert all(p.is_relative_to(dataset_root) for p in parquet_files(lake.parent))
 
@@ -127,9 +128,17 @@ def test_the_data_dir_may_be_a_file_uri(tmp_path) -> None:
     assert lake_root() == tmp_path / "my lake" / "lake"
 
 
-def test_an_object_store_uri_is_refused_clearly() -> None:
+def test_an_s3_location_is_refused_clearly_where_a_local_folder_is_needed() -> None:
     from storage.errors import UnsupportedLocationError
     from storage.paths import resolve_location
 
-    with pytest.raises(UnsupportedLocationError, match="only local paths and file:// URIs"):
+    with pytest.raises(UnsupportedLocationError, match="is on S3, and this needs a local folder"):
         resolve_location("s3://bucket/lake")
+
+
+def test_an_unknown_scheme_is_refused_clearly() -> None:
+    from storage.errors import UnsupportedLocationError
+    from storage.paths import store_for
+
+    with pytest.raises(UnsupportedLocationError, match=r"use a local path, a file:// URI or s3://"):
+        store_for("gs://bucket/lake")

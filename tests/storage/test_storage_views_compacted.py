@@ -76,7 +76,8 @@ def test_a_compacted_only_folder_is_read_as_is(data_dir: Path) -> None:
     for minutes in (0, 5, 10):
         write(data_dir, "option_chain", at(minutes, ingested=1))
     write(data_dir, "option_chain", at(0, ingested=2, oi=500.0))
-    assert compact("option_chain", NEXT_DAY, data_dir).ok
+    # No grace: the merged files go at once (else both stay readable for a while).
+    assert compact("option_chain", NEXT_DAY, data_dir, delete_grace=timedelta(0)).ok
     assert [p.name[:10] for p in parquet_files(data_dir / "lake" / OC_FOLDER)] == ["compacted_"]
     assert_view_is_plain_dedup(data_dir, "option_chain", 18)
 
@@ -118,7 +119,7 @@ def test_a_crash_between_compaction_publish_and_delete_doubles_nothing(
 def test_two_compacted_files_in_one_folder_double_nothing(data_dir: Path) -> None:
     write(data_dir, "option_chain", at(0, ingested=1))
     write(data_dir, "option_chain", at(0, ingested=2, oi=500.0))
-    assert compact("option_chain", NEXT_DAY, data_dir).ok
+    assert compact("option_chain", NEXT_DAY, data_dir, delete_grace=timedelta(0)).ok
     folder = data_dir / "lake" / OC_FOLDER
     (only,) = parquet_files(folder)
     # What two compaction runs racing (or a crash during a re-compaction) can leave behind.
@@ -131,7 +132,7 @@ def test_compacted_month_of_candles_with_later_bars_of_the_same_month(data_dir: 
     write(data_dir, "candles", candle_rows(count=5))
     write(data_dir, "candles", candle_rows(symbol="NSE:BANKNIFTY", count=5))
     write(data_dir, "candles", candle_rows(count=5))  # a re-run of the same bars
-    assert compact("candles", NEXT_DAY, data_dir).ok
+    assert compact("candles", NEXT_DAY, data_dir, delete_grace=timedelta(0)).ok
     # The next day: the last bar again (as the backfill rewrites it) and new bars.
     later = candle_rows(start=T0 + timedelta(minutes=4), count=3, provider="yahoo")
     write(data_dir, "candles", later)
@@ -146,7 +147,7 @@ def test_a_clean_compacted_file_is_not_deduplicated_again(data_dir: Path) -> Non
     # here with a file holding a key twice, which compaction never writes.
     write(data_dir, "candles", candle_rows(count=2))
     write(data_dir, "candles", candle_rows(count=2))
-    assert compact("candles", NEXT_MONTH, data_dir).ok
+    assert compact("candles", NEXT_MONTH, data_dir, delete_grace=timedelta(0)).ok
     (merged,) = parquet_files(data_dir / "lake" / CANDLE_FOLDER)
     conn = duckdb.connect()
     doubled = merged.with_name("compacted_doubled.parquet")

@@ -1,54 +1,68 @@
-"""The lake writer: validation, partition layout, atomic publication, failure paths."""
+"""The lake writer: validation, partition layout, deterministic names created only if absent,
+failure paths; on a local folder and on S3 (SeaweedFS) alike where it is behaviour."""
 
 from __future__ import annotations
 
 import errno
-import os
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from storage_samples import T0, candle_rows, option_rows, parquet_files, tick_rows
+from faulty_store import FaultyStore
+from storage_samples import T0, candle_rows, lake_files, option_rows, read_key, tick_rows
 
-from storage import publish
 from storage.errors import LakeWriteError, SchemaMismatchError
+from storage.lakestore import LakeStoreError
+from storage.paths import store_for
+from storage.publish import read_metadata
 from storage.schemas import DATASETS
-from storage.writer import LakeWriter
+from storage.writer import LakeWriter, keyed_file_name
 
-FILE_NAME = re.compile(r"\d{8}T\d{6}Z_\d{8}T\d{6}Z_[0-9a-f]{32}\.parquet")
+CONTENT_NAME = re.compile(r"\d{8}T\d{6}Z_\d{8}T\d{6}Z_[0-9a-f]{32}\.parquet")
+KEYED_NAME = re.compile(r"k_[0-9a-f]{32}\.parquet")
 FIXED_NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
 
 
-def writer(lake: Path) -> LakeWriter:
-    return LakeWriter(lake, clock=lambda: FIXED_NOW)
+def writer(where: Path | str, clock_at: datetime = FIXED_NOW) -> LakeWriter:
+    return LakeWriter(data_dir=where, clock=lambda: clock_at)
+
+
+def folder_of(key: str) -> str:
+    return key.rpartition("/")[0]
+
+
+def name_of(key: str) -> str:
+    return key.rpartition("/")[2]
 
 
 def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_option_chain_lands_in_ist_date_and_encoded_underlying_folders(lake: Path) -> None:
+def test_option_chain_lands_in_ist_date_and_encoded_underlying_folders(any_data_dir) -> None:
     late_evening_utc = datetime(2026, 11, 23, 19, 0, tzinfo=UTC)  # 00:30 IST next day
-    result = writer(lake).write(
+    result = writer(any_data_dir).write(
         "option_chain", option_rows("NSE:NIFTY") + option_rows("M&M", late_evening_utc)
     )
-    assert result.rows == 12
-    rel = sorted(str(p.parent.relative_to(lake)) for p in result.files)
-    assert rel == [
-        "option_chain/date=2026-11-23/underlying=NSE%3ANIFTY",
-        "option_chain/date=2026-11-24/underlying=M%26M",
+    assert result.rows == 12 and result.existing == 0
+    assert sorted(folder_of(k) for k in result.files) == [
+        "lake/option_chain/date=2026-11-23/underlying=NSE%3ANIFTY",
+        "lake/option_chain/date=2026-11-24/underlying=M%26M",
     ]
-    for path in result.files:
-        assert FILE_NAME.fullmatch(path.name)
-        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
-    first = next(p for p in result.files if "NIFTY" in str(p))
-    assert first.name.startswith("20261123T040000Z_20261123T040000Z_")
+    assert sorted(result.files) == lake_files(any_data_dir)
+    store = store_for(any_data_dir)
+    for key in result.files:
+        assert CONTENT_NAME.fullmatch(name_of(key))
+        assert read_metadata(store, key).row_group(0).column(0).compression == "ZSTD"
+    first = next(k for k in result.files if "NIFTY" in k)
+    assert name_of(first).startswith("20261123T040000Z_20261123T040000Z_")
 
 
-def test_candles_of_every_interval_share_one_monthly_partition_per_symbol(lake: Path) -> None:
+def test_candles_of_every_interval_share_one_monthly_partition_per_symbol(any_data_dir) -> None:
     days = candle_rows(
         interval="1D",
         start=datetime(2026, 10, 30, 18, 30, tzinfo=UTC),
@@ -64,8 +78,8 @@ def test_candles_of_every_interval_share_one_monthly_partition_per_symbol(lake: 
     # 18:40 UTC on 2026-11-30 is 00:10 IST on 2026-12-01: the IST month decides.
     late = candle_rows(interval="1", start=datetime(2026, 11, 30, 18, 40, tzinfo=UTC), count=1)
     other = candle_rows(symbol="NSE:BANKNIFTY", interval="1", start=T0, count=2)
-    result = writer(lake).write("candles", days + minutes + late + other)
-    folders = sorted(p.parent.relative_to(lake / "candles").as_posix() for p in result.files)
+    result = writer(any_data_dir).write("candles", days + minutes + late + other)
+    folders = sorted(folder_of(k).removeprefix("lake/candles/") for k in result.files)
     # IST 2026-10-31 for one daily bar; 2026-11-01..09 and the 5-minute bars share November.
     assert folders == [
         "date=2026-10-01/symbol=NSE%3ANIFTY",
@@ -73,18 +87,21 @@ def test_candles_of_every_interval_share_one_monthly_partition_per_symbol(lake: 
         "date=2026-11-01/symbol=NSE%3ANIFTY",
         "date=2026-12-01/symbol=NSE%3ANIFTY",
     ]
-    november = pq.read_table(lake / "candles/date=2026-11-01/symbol=NSE%3ANIFTY").to_pydict()
+    (key,) = [k for k in result.files if "date=2026-11-01/symbol=NSE%3ANIFTY" in k]
+    november = read_key(any_data_dir, key).to_pydict()
     assert sorted(set(november["interval"])) == ["1D", "5"] and len(november["ts"]) == 12
     # sorted by symbol, interval, time inside the month file
     pairs = list(zip(november["interval"], november["ts"], strict=True))
     assert pairs == sorted(pairs)
 
 
-def test_ticks_use_only_the_receive_date_and_are_sorted_by_symbol_then_time(lake: Path) -> None:
-    result = writer(lake).write("ticks", tick_rows(count=6))
+def test_ticks_use_only_the_receive_date_and_are_sorted_by_symbol_then_time(
+    any_data_dir,
+) -> None:
+    result = writer(any_data_dir).write("ticks", tick_rows(count=6))
     assert len(result.files) == 1
-    assert result.files[0].parent.relative_to(lake).as_posix() == "ticks/date=2026-11-23"
-    table = pq.read_table(result.files[0])
+    assert folder_of(result.files[0]) == "lake/ticks/date=2026-11-23"
+    table = read_key(any_data_dir, result.files[0])
     symbols = table["symbol"].to_pylist()
     assert symbols == sorted(symbols)
     nifty_ts = [
@@ -94,15 +111,15 @@ def test_ticks_use_only_the_receive_date_and_are_sorted_by_symbol_then_time(lake
     assert nifty_ts[:-1] == sorted(nifty_ts[:-1])
 
 
-def test_missing_ingested_at_is_filled_with_now_and_given_values_are_kept(lake: Path) -> None:
+def test_missing_ingested_at_is_filled_with_now_and_given_values_are_kept(any_data_dir) -> None:
     rows = candle_rows(count=2)
     rows[0]["ingested_at"] = datetime(2026, 1, 1, tzinfo=UTC)
-    result = writer(lake).write("candles", rows)
-    values = pq.read_table(result.files[0])["ingested_at"].to_pylist()
+    result = writer(any_data_dir).write("candles", rows)
+    values = read_key(any_data_dir, result.files[0])["ingested_at"].to_pylist()
     assert sorted(values) == [datetime(2026, 1, 1, tzinfo=UTC), FIXED_NOW]
 
 
-def test_an_arrow_table_is_cast_to_the_schema(lake: Path) -> None:
+def test_an_arrow_table_is_cast_to_the_schema(any_data_dir) -> None:
     n = 1000
     start = int(T0.timestamp() * 1_000_000)
     table = pa.table(
@@ -122,9 +139,9 @@ def test_an_arrow_table_is_cast_to_the_schema(lake: Path) -> None:
             "provider": ["tv"] * n,
         }
     )
-    result = writer(lake).write("candles", table)
+    result = writer(any_data_dir).write("candles", table)
     assert result.rows == n
-    stored = pa.concat_tables(pq.read_table(p) for p in result.files)
+    stored = pa.concat_tables(read_key(any_data_dir, k) for k in result.files)
     # the symbol is the folder level, not a file column (hive convention)
     assert stored.schema.equals(DATASETS["candles"].file_schema)
     assert stored["ts"][0].as_py() == T0
@@ -146,83 +163,186 @@ def test_an_arrow_table_is_cast_to_the_schema(lake: Path) -> None:
     ],
 )
 def test_a_batch_that_does_not_fit_the_schema_names_the_column(
-    lake: Path, mutate, column: str, message: str
+    data_dir: Path, mutate, column: str, message: str
 ) -> None:
     rows = option_rows()
     mutate(rows)
     with pytest.raises(SchemaMismatchError, match=re.escape(message)) as info:
-        writer(lake).write("option_chain", rows)
+        writer(data_dir).write("option_chain", rows)
     assert info.value.column == column
     assert isinstance(info.value, LakeWriteError)
-    assert parquet_files(lake) == []
+    assert lake_files(data_dir) == []
 
 
-def test_an_unknown_dataset_is_a_clear_write_error(lake: Path) -> None:
+def test_an_unknown_dataset_is_a_clear_write_error(data_dir: Path) -> None:
     with pytest.raises(LakeWriteError, match="unknown dataset 'trades'"):
-        writer(lake).write("trades", [{"a": 1}])
+        writer(data_dir).write("trades", [{"a": 1}])
 
 
 @pytest.mark.parametrize("empty", [[], pa.table({"symbol": pa.array([], pa.string())})])
-def test_an_empty_batch_writes_nothing(lake: Path, empty) -> None:
-    result = writer(lake).write("candles", empty)
-    assert (result.files, result.rows) == ((), 0)
-    assert not lake.exists() or parquet_files(lake) == []
+def test_an_empty_batch_writes_nothing(data_dir: Path, empty) -> None:
+    result = writer(data_dir).write("candles", empty)
+    assert (result.files, result.rows, result.existing) == ((), 0, 0)
+    assert lake_files(data_dir) == []
 
 
-def test_a_crash_between_write_and_rename_leaves_nothing_visible(lake: Path, monkeypatch) -> None:
-    def failing_replace(src, dst):
-        raise OSError(errno.EIO, "Input/output error")
+# ----------------------------------------------------------------- written once, by name
 
-    w = writer(lake)
+
+def test_the_same_rows_written_twice_land_once(any_data_dir) -> None:
+    first = writer(any_data_dir).write("option_chain", option_rows())
+    # Another run, later: a new ingested_at, the same rows otherwise.
+    again = writer(any_data_dir, FIXED_NOW + timedelta(minutes=3)).write(
+        "option_chain", option_rows()
+    )
+    assert len(first.files) == 1 and first.existing == 0
+    assert again.files == () and again.existing == 1 and again.existing_files == first.files
+    assert not again.written
+    assert lake_files(any_data_dir) == list(first.files)
+    # A changed row is other content: a new file.
+    changed = writer(any_data_dir).write("option_chain", option_rows(oi=101.0))
+    assert len(changed.files) == 1 and changed.files != first.files
+
+
+def test_a_repeated_idempotency_key_writes_nothing_even_with_other_rows(any_data_dir) -> None:
+    key = "snapshot:2026-11-23T09:30:NIFTY"
+    w = writer(any_data_dir)
+    first = w.write("option_chain", option_rows(), idempotency_key=key)
+    # The re-queued slot's provider answers a little differently: the first answer stands.
+    again = w.write("option_chain", option_rows(oi=999.0), idempotency_key=key)
+    assert [name_of(k) for k in first.files] == [
+        keyed_file_name(key, "option_chain", "date=2026-11-23/underlying=NIFTY")
+    ]
+    assert KEYED_NAME.fullmatch(name_of(first.files[0]))
+    assert (again.files, again.existing) == ((), 1)
+    assert lake_files(any_data_dir) == list(first.files)
+    assert set(read_key(any_data_dir, first.files[0])["open_interest"].to_pylist()) == {
+        100.0,
+        101.0,
+        102.0,
+    }
+    # Another key, or another partition of the same key, is another file.
+    other = w.write("option_chain", option_rows(), idempotency_key=key + ":retry")
+    bank = w.write("option_chain", option_rows("BANKNIFTY"), idempotency_key=key)
+    assert len(other.files) == 1 and len(bank.files) == 1
+    assert len(lake_files(any_data_dir)) == 3
+
+
+def test_eight_threads_racing_one_key_publish_exactly_one_object(any_data_dir) -> None:
+    barrier = threading.Barrier(8)
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def race(i: int) -> None:
+        w = writer(any_data_dir)
+        try:
+            barrier.wait(timeout=30)
+            results.append(
+                w.write("candles", candle_rows(count=3 + i), idempotency_key="backfill:slot-1")
+            )
+        except BaseException as exc:  # every failure counts
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    created = [k for r in results for k in r.files]  # type: ignore[attr-defined]
+    existing = sum(r.existing for r in results)  # type: ignore[attr-defined]
+    assert len(created) == 1 and existing == 7
+    assert lake_files(any_data_dir) == created
+    # The winner's rows, whole: one of the eight batches (3 + i rows).
+    assert read_key(any_data_dir, created[0]).num_rows in range(3, 11)
+    if isinstance(any_data_dir, Path):
+        assert leftovers(any_data_dir) == []
+
+
+def test_an_empty_idempotency_key_is_refused(data_dir: Path) -> None:
+    with pytest.raises(LakeWriteError, match="idempotency key is empty"):
+        writer(data_dir).write("candles", candle_rows(), idempotency_key="")
+    assert lake_files(data_dir) == []
+
+
+# ------------------------------------------------------------------------ failure paths
+
+
+def test_a_failing_put_leaves_nothing_visible_and_one_clear_error(any_data_dir) -> None:
+    w = writer(any_data_dir)
     w.write("candles", candle_rows(count=1))  # seed and one good file exist already
-    before = parquet_files(lake)
-    monkeypatch.setattr(publish.os, "replace", failing_replace)
-    with pytest.raises(LakeWriteError, match=r"Could not write candles .*Input/output error"):
-        w.write("candles", candle_rows(start=T0 + timedelta(hours=1), count=3))
-    assert parquet_files(lake) == before
-    assert leftovers(lake) == []
+    before = lake_files(any_data_dir)
+    faulty = FaultyStore(store_for(any_data_dir))
+    faulty.fail("put_if_absent", LakeStoreError("S3 PUT of s3://x failed: connection reset"))
+    with pytest.raises(LakeWriteError, match=r"Could not write candles to .*connection reset"):
+        LakeWriter(store=faulty).write("candles", candle_rows(start=T0 + timedelta(hours=1)))
+    assert lake_files(any_data_dir) == before
+    # Nothing was half-done: the same write succeeds afterwards.
+    assert len(w.write("candles", candle_rows(start=T0 + timedelta(hours=1))).files) == 1
 
 
-def test_a_full_disk_gives_one_clear_error_and_no_partial_file(lake: Path, monkeypatch) -> None:
-    real_write = publish.pq.write_table
+def test_a_full_disk_gives_one_clear_error_and_no_partial_file(data_dir: Path, monkeypatch) -> None:
+    import storage.lakestore
 
-    def write_half_then_fail(table, where, **kwargs):
-        real_write(table.slice(0, 1), where, **kwargs)  # some bytes reached the temp file
+    w = writer(data_dir)
+    w.write("ticks", tick_rows(count=1))
+    real_fsync = storage.lakestore.os.fsync
+
+    def full_at_fsync(fd: int) -> None:
+        # Where a delayed-allocation file system reports a full disk: the temp file's data.
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    w = writer(lake)
-    w.write("ticks", tick_rows(count=1))
-    monkeypatch.setattr(publish.pq, "write_table", write_half_then_fail)
+    monkeypatch.setattr(storage.lakestore.os, "fsync", full_at_fsync)
     with pytest.raises(LakeWriteError) as info:
         w.write("ticks", tick_rows(capture_id="cap-2"))
+    monkeypatch.setattr(storage.lakestore.os, "fsync", real_fsync)
     assert str(info.value).endswith("the disk is full.")
     assert isinstance(info.value.__cause__, OSError)
-    assert len(parquet_files(lake)) == 1
-    assert leftovers(lake) == []
+    assert len(lake_files(data_dir)) == 1
+    assert leftovers(data_dir) == []
 
 
-def test_partitions_already_published_are_reported_when_a_later_one_fails(
-    lake: Path, monkeypatch
-) -> None:
-    real_replace = os.replace
-    calls = []
-
-    def fail_second(src, dst):
-        calls.append(dst)
-        if len(calls) == 3:  # seed, first partition, then the second partition fails
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_replace(src, dst)
-
-    monkeypatch.setattr(publish.os, "replace", fail_second)
+def test_partitions_already_published_are_reported_when_a_later_one_fails(any_data_dir) -> None:
+    faulty = FaultyStore(store_for(any_data_dir))
+    faulty.fail(
+        "put_if_absent",
+        OSError(errno.ENOSPC, "No space left on device"),
+        when=lambda key: "underlying=BANKNIFTY" in key,
+    )
     rows = option_rows("NIFTY") + option_rows("BANKNIFTY")
-    with pytest.raises(LakeWriteError) as info:
-        writer(lake).write("option_chain", rows)
-    assert len(info.value.published) == 1
-    assert parquet_files(lake) == info.value.published
-    assert leftovers(lake) == []
+    with pytest.raises(LakeWriteError, match="the disk is full") as info:
+        LakeWriter(store=faulty, clock=lambda: FIXED_NOW).write("option_chain", rows)
+    assert len(info.value.published) == 1 and "underlying=NIFTY" in info.value.published[0]
+    assert lake_files(any_data_dir) == info.value.published
+    # Re-writing the batch publishes only the partition that failed.
+    again = writer(any_data_dir).write("option_chain", rows)
+    assert again.existing == 1 and len(again.files) == 1 and "BANKNIFTY" in again.files[0]
 
 
-def test_writing_many_partitions_is_vectorised_enough_for_backfills(lake: Path) -> None:
+def test_a_failure_in_a_many_file_batch_reports_exactly_the_files_that_landed(
+    any_data_dir,
+) -> None:
+    w = writer(any_data_dir)
+    w.write("candles", candle_rows(count=1))
+    before = set(lake_files(any_data_dir))
+    faulty = FaultyStore(store_for(any_data_dir))
+    faulty.fail(
+        "put_if_absent",
+        OSError(errno.EIO, "Input/output error"),
+        when=lambda key: "symbol=NSE%3AS3" in key,
+    )
+    rows = [r for i in range(8) for r in candle_rows(symbol=f"NSE:S{i}", count=2)]
+    with pytest.raises(LakeWriteError, match="Input/output error") as info:
+        LakeWriter(store=faulty).write("candles", rows)
+    landed = info.value.published
+    assert set(lake_files(any_data_dir)) - before == set(landed)
+    assert len(landed) == len(set(landed)) < 8
+    assert all("NSE%3AS3" not in k for k in landed)
+    if isinstance(any_data_dir, Path):
+        assert leftovers(any_data_dir) == []
+
+
+def test_writing_many_partitions_is_vectorised_enough_for_backfills(data_dir: Path) -> None:
     # 200k one-minute bars of 100 symbols over two IST months: one sort and slices, no per-row
     # Python, 200 partition files.
     n, symbols = 200_000, 100
@@ -244,63 +364,18 @@ def test_writing_many_partitions_is_vectorised_enough_for_backfills(lake: Path) 
             "provider": ["tv"] * n,
         }
     )
-    result = writer(lake).write("candles", table)
+    result = writer(data_dir).write("candles", table)
     assert result.rows == n
     assert len(result.files) == 2 * symbols
-    assert {p.parent.parent.name for p in result.files} == {"date=2020-01-01", "date=2020-02-01"}
-    assert sum(pq.read_metadata(p).num_rows for p in result.files) == n
+    assert {k.split("/")[2] for k in result.files} == {"date=2020-01-01", "date=2020-02-01"}
+    lake = data_dir / "lake"
+    assert sum(pq.read_metadata(data_dir / k).num_rows for k in result.files) == n
+    assert not leftovers(lake)
 
 
-def test_each_folder_is_fsynced_once_after_all_its_files_are_renamed_in(
-    lake: Path, monkeypatch
-) -> None:
-    w = writer(lake)
-    w.write("candles", candle_rows(count=1))  # folders and seed exist: only the batch is seen
-    events: list[tuple[str, Path]] = []
-    real_replace, real_fsync_dir = os.replace, publish.fsync_dir
-    monkeypatch.setattr(
-        publish.os,
-        "replace",
-        lambda s, d: (events.append(("rename", Path(d).parent)), real_replace(s, d))[1],
-    )
-    monkeypatch.setattr(
-        publish, "fsync_dir", lambda f: (events.append(("fsync", Path(f))), real_fsync_dir(f))[1]
-    )
-    rows = [
-        *candle_rows(symbol="NSE:NIFTY", count=2),
-        *candle_rows(symbol="NSE:BANKNIFTY", count=2),
-        *candle_rows(symbol="NSE:NIFTY", start=T0 + timedelta(days=40), count=2),
-    ]
-    result = w.write("candles", rows)
-    folders = {p.parent for p in result.files}
-    assert len(result.files) == 3 and len(folders) == 3
-    fsyncs = [f for kind, f in events if kind == "fsync"]
-    # once each (the others are parents of folders this batch created)
-    assert [fsyncs.count(f) for f in folders] == [1, 1, 1]
-    for folder in folders:
-        last_rename = max(i for i, e in enumerate(events) if e == ("rename", folder))
-        assert events.index(("fsync", folder)) > last_rename
-
-
-def test_a_failure_in_a_many_file_batch_reports_exactly_the_files_that_landed(
-    lake: Path, monkeypatch
-) -> None:
-    w = writer(lake)
-    w.write("candles", candle_rows(count=1))
-    before = set(parquet_files(lake))
-    real_write = publish.pq.write_table
-
-    def fail_for_one_symbol(table, where, **kwargs):
-        if "symbol=NSE%3AS3" in str(where):
-            raise OSError(errno.EIO, "Input/output error")
-        real_write(table, where, **kwargs)
-
-    monkeypatch.setattr(publish.pq, "write_table", fail_for_one_symbol)
-    rows = [r for i in range(8) for r in candle_rows(symbol=f"NSE:S{i}", count=2)]
-    with pytest.raises(LakeWriteError, match="Input/output error") as info:
-        w.write("candles", rows)
-    landed = info.value.published
-    assert set(parquet_files(lake)) - before == set(landed)
-    assert len(landed) == len(set(landed)) < 8
-    assert all("NSE%3AS3" not in str(p) for p in landed)
-    assert leftovers(lake) == []
+def test_the_legacy_root_argument_writes_below_that_lake_folder(data_dir: Path) -> None:
+    w = LakeWriter(data_dir / "lake")
+    result = w.write("candles", candle_rows(count=2))
+    assert w.root == (data_dir / "lake").resolve()
+    assert (data_dir / result.files[0]).is_file()
+    assert w.data_dir == str(data_dir.resolve())
