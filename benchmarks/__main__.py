@@ -21,6 +21,7 @@ BENCHMARKS = {
     "flow": "benchmarks.bench_flow",
     "journal": "benchmarks.bench_journal",
     "views": "benchmarks.bench_views",
+    "s3": "benchmarks.bench_s3",
 }
 
 
