@@ -7,7 +7,7 @@ from storage.catalog import connect
 
 
 async def test_live_capture_flow_writes_ticks_and_bars_and_a_summary_artifact(
-    prefect_harness, data_dir, monkeypatch
+    prefect_harness, any_data_dir, monkeypatch
 ):
     from prefect.client.orchestration import get_client
 
@@ -22,7 +22,7 @@ async def test_live_capture_flow_writes_ticks_and_bars_and_a_summary_artifact(
             flush_seconds=0.3,
         )
     assert summary.ok and summary.stop_reason == "duration reached"
-    conn = connect(data_dir)
+    conn = connect(any_data_dir)
     try:
         ticks = conn.execute("SELECT symbol, count(*) FROM ticks GROUP BY 1").fetchall()
         bars = conn.execute(

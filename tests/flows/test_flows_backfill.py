@@ -19,15 +19,18 @@ from providers.interfaces import IHistoricalDataProvider
 from providers.records import Bar
 from providers.registry import ProviderRegistry, RetryPolicy
 from storage.partitioning import ist_dates
-from storage.paths import encode_segment, lake_root
+from storage.paths import encode_segment, store_for
 from storage.writer import LakeWriter
 
 # Tuesday 2026-01-27, 16:00 IST: after the close; Monday 26th was Republic Day (a holiday).
 NOW = datetime(2026, 1, 27, 16, 0, tzinfo=IST)
 
 
+# Every test here runs on a local data dir and on S3 (SeaweedFS): the flows behave the same.
 @pytest.fixture
-def emulators(monkeypatch: pytest.MonkeyPatch, data_dir, prefect_harness) -> Iterator[Emulators]:
+def emulators(
+    monkeypatch: pytest.MonkeyPatch, any_data_dir, prefect_harness
+) -> Iterator[Emulators]:
     monkeypatch.setattr("flows.clock.now", lambda: NOW.astimezone(UTC))
     with running_emulators(monkeypatch, lambda: NOW.astimezone(UTC)) as emu:
         yield emu
@@ -43,12 +46,12 @@ async def test_backfill_stores_exactly_the_bars_asked_for_and_a_rerun_adds_nothi
     first = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
     assert first[0].written == 300 and first[0].provider == "tradingview"
     assert candle_count("5") == 300
-    files = sorted((lake_root() / "candles").rglob("*.parquet"))
+    files = [o.key for o in store_for().list("lake/candles")]
     again = await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
     assert again[0].written == 0 and again[0].already_present == 300
     assert candle_count("5") == 300
     assert rows_of("select count(*) from candles_raw")[0][0] == 300
-    assert sorted((lake_root() / "candles").rglob("*.parquet")) == files  # nothing added
+    assert [o.key for o in store_for().list("lake/candles")] == files  # nothing added
 
 
 async def test_daily_bars_are_stored_at_the_session_open(emulators: Emulators) -> None:
@@ -62,15 +65,15 @@ async def test_daily_bars_are_stored_at_the_session_open(emulators: Emulators) -
 async def test_a_deleted_day_is_found_as_a_gap_and_refilled(emulators: Emulators) -> None:
     await historical_backfill(symbols=["NSE:NIFTY"], interval="5", count=300)
     # Candles are partitioned by month: rewrite the month without the 23rd's bars.
-    month = lake_root() / "candles" / "date=2026-01-01" / f"symbol={encode_segment('NSE:NIFTY')}"
-    files = sorted(month.glob("*.parquet"))
+    store = store_for()
+    month = f"lake/candles/date=2026-01-01/symbol={encode_segment('NSE:NIFTY')}"
+    files = [o.key for o in store.list(month)]
     assert files
-    table = pa.concat_tables(pq.read_table(p) for p in files)
+    table = pa.concat_tables(pq.read_table(pa.BufferReader(store.get(k))) for k in files)
     # The symbol is the folder level, not a file column (hive layout).
     table = table.append_column("symbol", pa.array(["NSE:NIFTY"] * table.num_rows))
     keep = pc.not_equal(ist_dates(table["ts"]), pa.scalar(date(2026, 1, 23)))
-    for path in files:
-        path.unlink()
+    store.delete(files)
     LakeWriter().write("candles", table.filter(keep))
     assert candle_count("5") == 300 - 75
 

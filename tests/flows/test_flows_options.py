@@ -60,8 +60,11 @@ async def run_records(flow_run_id: Any) -> tuple[dict[str, Any], list[dict[str, 
     return states, rows, logs
 
 
+# Every test here runs on a local data dir and on S3 (SeaweedFS): the flows behave the same.
 @pytest.fixture
-def emulators(monkeypatch: pytest.MonkeyPatch, data_dir, prefect_harness) -> Iterator[Emulators]:
+def emulators(
+    monkeypatch: pytest.MonkeyPatch, any_data_dir, prefect_harness
+) -> Iterator[Emulators]:
     monkeypatch.setattr("flows.clock.now", lambda: NOW.astimezone(UTC))
     with running_emulators(monkeypatch, lambda: NOW.astimezone(UTC)) as emu:
         yield emu
