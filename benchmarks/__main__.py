@@ -22,6 +22,7 @@ BENCHMARKS = {
     "journal": "benchmarks.bench_journal",
     "views": "benchmarks.bench_views",
     "s3": "benchmarks.bench_s3",
+    "cli": "benchmarks.bench_cli",
 }
 
 

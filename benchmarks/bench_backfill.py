@@ -3,7 +3,7 @@
 Ours replays what the `historical-backfill` task does after the download, per symbol, from the
 provider's answer as TradingView's provider hands it out (a columnar `BarBatch`, bar opens as
 int64 epoch microseconds): turn it into the `candles` table (`candle_table`, no copy), screen
-it at the door, ask the lake which bar opens it already has (`stored_bar_opens`, one int64
+it at the door, ask the lake which bar opens it already has (`existing_candle_opens`, one int64
 array), keep the new bars (`pc.is_in`) and `LakeWriter.write` them. A second figure isolates the
 storage layer (`LakeWriter.write` of one Arrow table), a third the presence query alone (the
 per-symbol floor the path adds to the writer). Baseline: one `pyarrow.parquet.write_table` of
@@ -213,7 +213,9 @@ def run(
             base,
             kind="speedup",
             target=None,
-            note="one presence query per symbol: a DuckDB connection with the lake's views",
+            note="per symbol: candle_table, screen_candles, and the presence query "
+            "(existing_candle_opens: the symbol's month folders listed; none has a file yet, so "
+            "no DuckDB is opened)",
         ),
         figure(
             NAME,

@@ -308,20 +308,23 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
     starting) becomes one line per failure on stderr and exit code 1, never a traceback: the
     traceback is in the run's logs, in the Prefect UI.
     """
+    from flows.prefect_env import reporting_runs
+
     hide_console_tracebacks()
     try:
-        state = run_async(flow_fn(**params, return_state=True))
-    except Exception as exc:
-        failure: BaseException = exc
-    else:
-        if state.is_completed():
-            return state.result()
-        result = state.result(raise_on_failure=False)
-        failure = (
+        # A temporary Prefect server (none of ours was up) is awaited here and stopped after.
+        with reporting_runs():
+            state = run_async(flow_fn(**params, return_state=True))
+            if state.is_completed():
+                return state.result()
+            result = state.result(raise_on_failure=False)
+        failure: BaseException = (
             result
             if isinstance(result, BaseException)
             else RuntimeError(state.message or f"flow run ended {state.name}")
         )
+    except Exception as exc:
+        failure = exc
     for line in _failure_lines(failure):
         say_error(f"{label} failed", line)
     raise typer.Exit(1)
@@ -621,18 +624,20 @@ def demo(
     except TimeSpecError as exc:
         raise fail(f"--capture: {exc}", 2) from exc
     target = (data_dir or Path("data") / "demo").resolve()
-    # The demo must never report to a real server or reach a real provider.
-    from flows.prefect_env import prepare_prefect_env, use_api_url
+    # The demo must never report to a real server or reach a real provider: its runs go to a
+    # temporary server of its own, kept in the demo's data dir.
+    from flows.prefect_env import prepare_prefect_env, reporting_runs
+    from flows.server import prefect_home
 
-    use_api_url(None)
-    prepare_prefect_env()
+    prepare_prefect_env(temporary_home=prefect_home(target))
     from flows.demo import run_demo
 
     def show(title: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         render(columns, rows, "table", title)
 
     try:
-        run_demo(target, seconds, lambda line: out.print(line, highlight=False), show)
+        with reporting_runs():
+            run_demo(target, seconds, lambda line: out.print(line, highlight=False), show)
     except Exception as exc:
         raise fail(
             f"demo failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"

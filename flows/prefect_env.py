@@ -1,23 +1,44 @@
-"""Prefect's own settings (`PREFECT_*`), the one place that touches them in the environment.
+"""Prefect's own settings (`PREFECT_*`), the one place that touches them in the environment, and
+where a CLI command's flow runs report.
 
 Prefect reads its configuration from the process environment, and passes it on to the flow-run
 processes `serve` starts, so these values must live there (unlike ProTrade's own
-settings, which `flows.settings` reads once into a typed object). Call before Prefect is first
-imported.
+settings, which `flows.settings` reads once into a typed object). Call `prepare_prefect_env`
+before Prefect is first imported.
 
-Measured on 2 cores: an ephemeral server takes ~20 s to start cold (the default timeout is 20 s,
-so it flakes), and offline telemetry logs an ERROR. When `protrade serve`'s local server is up,
-one-off CLI runs report to it, so they appear in the same UI as the scheduled ones.
+Where a command's runs report, first match wins:
+1. `PREFECT_API_URL` (or the Prefect settings already in force in this process);
+2. `protrade serve`'s server for this data dir, when it is up and proven ours
+   (`flows.server.running_server`): the runs show in its UI with the scheduled ones;
+3. a temporary server of our own (`flows.server.TemporaryPrefectServer`) in the data dir's
+   Prefect home, started before the command imports its flow and stopped when the run ends;
+   the runs are in `make run`'s UI once it starts. Never a server found on :4200 by chance.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    from flows.server import TemporaryPrefectServer
+
+log = logging.getLogger(__name__)
 
 API_URL = "PREFECT_API_URL"
+#: How long a command waits for Prefect's client-side workers to deliver the run's last logs
+#: and events to a temporary server before stopping it.
+DRAIN_SECONDS = 10.0
+
+#: The temporary server of this process's command, while it runs; and the `PREFECT_API_URL`
+#: it replaced.
+_temporary: TemporaryPrefectServer | None = None
+_replaced_url: str | None = None
 
 
 def disable_telemetry() -> None:
@@ -41,7 +62,7 @@ def use_api_url(url: str | None) -> None:
 
 
 def server_env(home: Path) -> dict[str, str]:
-    """The environment of a `prefect server start` child: ours, with its own home, no API URL
+    """The environment of a Prefect server child: ours, with its own home, no API URL
     (it is the server) and no telemetry."""
     env = dict(os.environ)
     env.pop(API_URL, None)
@@ -53,20 +74,95 @@ def server_env(home: Path) -> dict[str, str]:
     return env
 
 
-def prepare_prefect_env() -> str | None:
-    """Set safe defaults; returns the API URL used, or None for an ephemeral server."""
-    from flows.server import DEFAULT_HOST, DEFAULT_PORT
-
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-    disable_telemetry()
+def configured_api_url() -> str | None:
+    """The server this process is already told to use: `PREFECT_API_URL`, or, once Prefect is
+    imported, its settings in force (a test harness sets them without the environment)."""
     if url := api_url():
         return url
-    local = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/api"
+    if "prefect.settings" not in sys.modules:  # never import Prefect just to ask
+        return None
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
+def prepare_prefect_env(temporary_home: Path | None = None) -> str:
+    """Decide where this command's flow runs report (see the module's docstring); returns the
+    API URL. A temporary server is started here, not awaited: `reporting_runs` waits for it.
+
+    `temporary_home`: always a temporary server there (the demo, which must never report to a
+    real server).
+    """
+    disable_telemetry()
+    finish_runs()  # an earlier command of this process (tests) left its server: stop it
+    if temporary_home is None:
+        if url := configured_api_url():
+            return url
+        from flows.server import prefect_home, running_server
+        from flows.settings import load_settings
+
+        temporary_home = prefect_home(load_settings().local_dir)
+        if url := running_server(temporary_home):
+            use_api_url(url)
+            return url
+    return _start_temporary_server(temporary_home)
+
+
+def _start_temporary_server(home: Path) -> str:
+    global _temporary, _replaced_url
+    from flows.server import TemporaryPrefectServer
+
+    server = TemporaryPrefectServer(home)
+    server.start()
+    _temporary, _replaced_url = server, api_url()
+    use_api_url(server.api_url)
+    return server.api_url
+
+
+@contextmanager
+def reporting_runs() -> Iterator[None]:
+    """Around a command's flow runs (Prefect imported by now): waits for the temporary server,
+    if this command has one (a `ServerStartError` naming its log if it does not come up), and
+    afterwards delivers the runs' last logs and events to it and stops it."""
+    server = _temporary
+    if server is None:
+        yield
+        return
     try:
-        healthy = httpx.get(f"{local}/health", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        healthy = False
-    if healthy:
-        use_api_url(local)
-        return local
-    return None
+        server.wait_ready()
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # The environment reaches Prefect only if it was imported after `prepare_prefect_env`;
+        # the settings in force reach it either way.
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            try:
+                yield
+            finally:
+                _drain_prefect_workers()
+    finally:
+        finish_runs()
+
+
+def _drain_prefect_workers() -> None:
+    """Send what Prefect's background workers still hold (the run's last log lines: the
+    failure's traceback; its task runs' state events) while the server is still up."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=DRAIN_SECONDS)
+        except Exception:  # the run's outcome is known; a lost log line must not hide it
+            log.warning("could not deliver %s's last items", worker.__name__, exc_info=True)
+
+
+def finish_runs() -> None:
+    """Stop this command's temporary server, if any, and forget its URL."""
+    global _temporary, _replaced_url
+    server, _temporary = _temporary, None
+    if server is None:
+        return
+    server.stop()
+    if api_url() == server.api_url:
+        use_api_url(_replaced_url)
+    _replaced_url = None

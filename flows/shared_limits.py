@@ -3,9 +3,10 @@
 NSE paces per client IP. Workers on several hosts behind one egress IP (NAT, one office line)
 are one client to NSE, so their pace must be shared: `PROTRADE_NSE_PACING=cluster` makes every
 NSE request of every flow run first take a slot of the global concurrency limit
-`NSE_RATE_LIMIT` on the Prefect server. The limit has one slot that decays at
-`NSE_REQUESTS_PER_SECOND` slots per second, so together they send at most 3 requests/s with no
-burst, the same pace one process keeps by itself with aiolimiter (`providers.http`).
+`NSE_RATE_LIMIT` on the Prefect server. The limit has `NSE_BURST` slots that decay at
+`NSE_REQUESTS_PER_SECOND` slots per second, so together they send a burst of 3 after a pause and
+then at most 3 requests/s: the same pace one process keeps by itself with aiolimiter
+(`providers.http`, where the burst's evidence is cited).
 
 The limit is created (or reset to these values) when deploying (`ensure_nse_rate_limit`,
 called by `deployments.cluster.deploy`); a run that finds none proceeds with a warning from
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from providers.http import DEFAULT_MAX_RATE
+from providers.http import DEFAULT_BURST, DEFAULT_MAX_RATE
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 NSE_RATE_LIMIT = "protrade-nse-requests"
 #: NSE's courtesy pace for one client (IP): the same 3 requests/s as one process.
 NSE_REQUESTS_PER_SECOND = DEFAULT_MAX_RATE
+#: Requests the cluster may send back to back after a pause, as one process may.
+NSE_BURST = DEFAULT_BURST
 
 
 class PrefectRateLimiter:
@@ -55,7 +58,7 @@ async def ensure_nse_rate_limit(client: PrefectClient) -> None:
         await client.create_global_concurrency_limit(
             GlobalConcurrencyLimitCreate(
                 name=NSE_RATE_LIMIT,
-                limit=1,
+                limit=NSE_BURST,
                 slot_decay_per_second=NSE_REQUESTS_PER_SECOND,
                 active=True,
             )
@@ -64,6 +67,6 @@ async def ensure_nse_rate_limit(client: PrefectClient) -> None:
         await client.update_global_concurrency_limit(
             NSE_RATE_LIMIT,
             GlobalConcurrencyLimitUpdate(
-                limit=1, slot_decay_per_second=NSE_REQUESTS_PER_SECOND, active=True
+                limit=NSE_BURST, slot_decay_per_second=NSE_REQUESTS_PER_SECOND, active=True
             ),
         )

@@ -30,6 +30,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,22 +144,44 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+#: More parent folders than this (more than one key's chain of new folders) are fsynced by
+#: several threads at once.
+_SERIAL_FSYNCS = 4
+
+
 def _make_dirs(folder: Path, root: Path) -> None:
     """Create `folder` (below `root`) and fsync the parent of every folder created."""
-    if folder.is_dir():  # the usual case: one stat, nothing to create
-        return
-    root.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no data dir yet
-    missing: list[Path] = []
-    current = folder
-    while not current.exists():
-        missing.append(current)
-        if current == root or current.parent == current:
-            break
-        current = current.parent
-    for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another writer made it first
-            path.mkdir()
-        fsync_dir(path.parent)
+    _make_all_dirs([folder], root)
+
+
+def _make_all_dirs(folders: Iterable[Path], root: Path) -> None:
+    """Create `folders` (below `root`), then fsync each parent of a folder created once, however
+    many new children it got: a backfill's first write makes 124 symbol folders in 31 new month
+    folders, and each directory fsync waits milliseconds and costs CPU besides (pre-made
+    folders took a third off that write's CPU for publishing). Many are fsynced at once.
+    """
+    parents: dict[Path, None] = {}
+    for folder in folders:
+        if folder.is_dir():  # the usual case: one stat, nothing to create
+            continue
+        root.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no data dir yet
+        missing: list[Path] = []
+        current = folder
+        while not current.exists():
+            missing.append(current)
+            if current == root or current.parent == current:
+                break
+            current = current.parent
+        for path in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # another writer made it first
+                path.mkdir()
+            parents[path.parent] = None
+    if len(parents) > _SERIAL_FSYNCS:
+        with ThreadPoolExecutor(max_workers=min(16, len(parents))) as pool:
+            list(pool.map(fsync_dir, parents))
+    else:
+        for parent in parents:
+            fsync_dir(parent)
 
 
 class LocalStore:
@@ -184,6 +207,13 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return str(self.path(key))
+
+    def make_folders(self, keys: Iterable[str]) -> None:
+        """Create the folders of `keys` ahead of a batch of puts: one fsync per parent folder
+        for all its new children, not one per child (`put_if_absent` alone makes a key's
+        folder as it needs it). Each folder is still checked to lie inside the root on its
+        first put."""
+        _make_all_dirs(dict.fromkeys(self.path(key).parent for key in keys), self.root)
 
     def _folder_for(self, key: str) -> Path:
         final = self.path(key)

@@ -10,7 +10,6 @@ their own typed errors.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.lakestore import LakeStore, fsync_dir
+from storage.lakestore import LakeStore, LocalStore, fsync_dir
 from storage.partitioning import seed_path
 from storage.paths import LAKE
 from storage.schemas import DatasetSpec
@@ -44,8 +43,11 @@ __all__ = [
 ROW_GROUP_SIZE = 128 * 1024
 SEED_NAME = "_seed.parquet"
 #: Threads publishing one batch's files: pyarrow's encoder, fsync and the S3 client release the
-#: GIL, and a PUT or an fsync mostly waits, so a few more threads than cores still pay.
-PUBLISH_WORKERS = min(4, 2 * (os.cpu_count() or 1))
+#: GIL, and a local file waits on two fsyncs (its data, its folder) of ~3 ms each: 124 files
+#: took 0.85 s to put on one thread, 0.16 s on 4. The whole first write of 1M candles (124
+#: files, 2 cores) ran alike with 3 to 8 threads and ~10% slower with 16 (the encoders then
+#: contend for the cores); 8 leaves room for an S3 PUT's longer wait.
+PUBLISH_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +96,14 @@ def _check_name(key: str) -> None:
 
 def serialize(table: pa.Table, *, dictionary: bool | list[str] = True) -> pa.Buffer:
     """`table` as one Parquet file in memory (zstd; `dictionary`: the columns to
-    dictionary-encode, True: all)."""
+    dictionary-encode, True: all).
+
+    A column left out of `dictionary` that holds integers or times (a bar's open, a tick's
+    receive time) is delta-encoded: such values mostly step by a constant, so their deltas
+    pack into a few bits; a candles file is ~30% smaller and no slower to write than with the
+    plain values under zstd. Every Parquet reader of the lake (DuckDB 1.1 onwards, pyarrow,
+    polars) decodes it.
+    """
     sink = pa.BufferOutputStream()
     pq.write_table(
         table,
@@ -102,8 +111,22 @@ def serialize(table: pa.Table, *, dictionary: bool | list[str] = True) -> pa.Buf
         compression="zstd",
         row_group_size=ROW_GROUP_SIZE,
         use_dictionary=dictionary,
+        column_encoding=_delta_columns(table.schema, dictionary) or None,
     )
     return sink.getvalue()
+
+
+def _delta_columns(schema: pa.Schema, dictionary: bool | list[str]) -> dict[str, str]:
+    """`column_encoding` for `serialize`: delta for the integer and time columns not
+    dictionary-encoded."""
+    if dictionary is True:
+        return {}
+    encoded = set(dictionary or ())
+    return {
+        f.name: "DELTA_BINARY_PACKED"
+        for f in schema
+        if f.name not in encoded and (pa.types.is_timestamp(f.type) or pa.types.is_integer(f.type))
+    }
 
 
 def publish_table(
@@ -112,6 +135,10 @@ def publish_table(
     """Publish `table` as the Parquet file `key` unless one is there; True if this call
     created it."""
     _check_name(key)
+    if store.is_local and store.head(key) is not None:
+        # A repeated write on a local disk: a stat, not a serialization, says so. (On S3 the
+        # conditional PUT says so; asking first would cost every new file a request.)
+        return False
     return store.put_if_absent(key, memoryview(serialize(table, dictionary=dictionary)))
 
 
@@ -130,6 +157,8 @@ def publish_files(
     """
     for planned in files:
         _check_name(planned.key)
+    if isinstance(store, LocalStore) and len(files) > 1:
+        store.make_folders(planned.key for planned in files)
     outcome: dict[int, bool] = {}
     failure: tuple[str, BaseException] | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 import duckdb
+import pyarrow as pa
 
 from storage import duck
-from storage.catalog import connect, with_vanished_file_retry
+from storage.catalog import connect, is_vanished_file_error, with_vanished_file_retry
+from storage.errors import InvalidInstrumentName
 from storage.lakestore import LakeStore
 from storage.partitioning import IST, partition_path
 from storage.paths import DataDir, dataset_prefix, store_for
@@ -160,6 +163,104 @@ def existing_candle_times(
         data_dir,
     )
     return _instants(rows)
+
+
+def existing_candle_opens(
+    symbol: str, interval: str, start_us: int, end_us: int, data_dir: DataDir = None
+) -> pa.Array:
+    """Bar opens of (symbol, interval) stored with start <= ts < end, as one int64 array of
+    epoch microseconds (distinct, in no order): `existing_candle_times` for callers that work
+    column-wise, e.g. `pc.is_in` against a provider's bars (no datetime per bar).
+
+    Asks no view: only the symbol's partition folders of the months in the range are listed,
+    only their files whose name's time range meets it are read, and DuckDB reads just `ts`
+    and `interval` of those. The catalog views would bind every file of every dataset first
+    (a footer read per file, a request each on S3) to answer for one symbol. With no such
+    file (a first backfill) no DuckDB connection is opened at all.
+    """
+    empty = pa.array([], pa.int64())
+    if end_us <= start_us:
+        return empty
+    store = store_for(data_dir)
+    try:
+        folders = [
+            f"{dataset_prefix(CANDLES.name)}/{partition_path(CANDLES, month, symbol)}"
+            for month in _months(start_us, end_us)
+        ]
+    except (InvalidInstrumentName, ValueError):
+        return empty  # a name no folder can hold: nothing is stored under it
+
+    def run() -> pa.Array:
+        files = _files_in_range(store, folders, _instant(start_us), _instant(end_us))
+        if not files:
+            return empty
+        conn = duck.connect(store.url)
+        try:
+            result = conn.execute(
+                f"SELECT DISTINCT epoch_us(ts) AS ts FROM {_files_sql(files)} "
+                'WHERE "interval" = ? AND ts >= make_timestamptz(?) AND ts < make_timestamptz(?)',
+                [interval, start_us, end_us],
+            )
+            return result.to_arrow_table()["ts"].combine_chunks().cast(pa.int64())
+        finally:
+            conn.close()
+
+    try:
+        return run()
+    except duckdb.IOException as exc:
+        # A file listed but gone when read (compaction deletes the files it merged): list
+        # again, once; the merged file holds their rows. A local path DuckDB cannot find is
+        # "no files found", an S3 one a 404.
+        if not (is_vanished_file_error(exc) or _NO_FILES.search(str(exc))):
+            raise
+        return run()
+
+
+_NO_FILES = re.compile(r"No files found that match the pattern")
+
+
+def _instant(epoch_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def _months(start_us: int, end_us: int) -> list[date]:
+    """First days of the IST months that [start, end) touches: the candles' `date=` folders."""
+    first = _instant(start_us).astimezone(IST).date().replace(day=1)
+    last = _instant(end_us - 1).astimezone(IST).date().replace(day=1)
+    months = []
+    while first <= last:
+        months.append(first)
+        first = (first + timedelta(days=32)).replace(day=1)
+    return months
+
+
+#: More folders than this are listed by a few threads at once (on S3, a request each).
+_SERIAL_LISTINGS = 4
+
+
+def _files_in_range(
+    store: LakeStore, folders: Sequence[str], start: datetime, end: datetime
+) -> list[str]:
+    """The files directly in `folders` (seeds excluded) whose name's time range meets
+    [start, end), as DuckDB opens them; a name without a range is kept (read, not skipped)."""
+    if len(folders) > _SERIAL_LISTINGS:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            listings = list(pool.map(store.list, folders))
+    else:
+        listings = [store.list(folder) for folder in folders]
+    out: list[str] = []
+    for folder, listing in zip(folders, listings, strict=True):
+        for obj in listing:
+            name = obj.name
+            if obj.folder != folder or not name.endswith(".parquet") or name.startswith("_"):
+                continue
+            found = _FILE_RANGE.fullmatch(name)
+            if found:
+                first, last = _stamp_time(found[1]), _stamp_time(found[2]) + _SECOND
+                if not (first < end and last > start):
+                    continue
+            out.append(store.uri(obj.key))
+    return out
 
 
 def existing_snapshot_times(

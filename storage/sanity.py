@@ -72,10 +72,6 @@ class Screened:
         )
 
 
-def _false(n: int) -> pa.Array:
-    return pa.array([False] * n, pa.bool_()) if n else pa.array([], pa.bool_())
-
-
 def _screen(table: pa.Table, checks: list[tuple[str, Any]]) -> Screened:
     """Apply (reason, mask) checks in order; a null in a mask counts as "not refused"."""
     n = table.num_rows
@@ -117,18 +113,26 @@ def screen_candles(table: pa.Table, now: datetime) -> Screened:
     """
     if table.num_rows == 0:
         return Screened(table)
-    future: Any = _false(table.num_rows)
-    # One comparison per distinct interval (a batch usually holds one).
-    for code in pc.unique(table["interval"]).to_pylist():
-        if code is None:
-            continue
+    intervals = table["interval"]
+    first = intervals[0].as_py()
+    if not intervals.null_count and pc.all(pc.equal(intervals, first)).as_py():
+        codes = [first]  # one series: a comparison per row, cheaper than hashing them
+    else:
+        codes = [code for code in pc.unique(intervals).to_pylist() if code is not None]
+    future: Any = None
+    # One comparison per distinct interval (a batch usually holds one: then no mask at all).
+    for code in codes:
         late = _later_than(table["ts"], now + interval_span(code))
-        future = pc.or_(future, pc.and_(pc.equal(table["interval"], code), late))
+        if len(codes) > 1 or intervals.null_count:
+            late = pc.and_(pc.equal(intervals, code), late)
+        future = late if future is None else pc.or_(future, late)
     o, h, lo, c = (table[name] for name in ("open", "high", "low", "close"))
-    checks: list[tuple[str, Any]] = [
-        (FUTURE, future),
-        (HIGH_BELOW_OPEN_CLOSE, pc.less(h, pc.max_element_wise(o, c))),
-        (LOW_ABOVE_OPEN_CLOSE, pc.greater(lo, pc.min_element_wise(o, c))),
+    checks: list[tuple[str, Any]] = [] if future is None else [(FUTURE, future)]
+    # `high < max(open, close)` as two comparisons (Kleene "or": a true one wins over a
+    # null), which decide alike for nulls and NaNs and cost half of `max_element_wise`.
+    checks += [
+        (HIGH_BELOW_OPEN_CLOSE, pc.or_kleene(pc.less(h, o), pc.less(h, c))),
+        (LOW_ABOVE_OPEN_CLOSE, pc.or_kleene(pc.greater(lo, o), pc.greater(lo, c))),
         (
             NON_POSITIVE_PRICE,
             pc.or_(

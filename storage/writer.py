@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,8 @@ from storage.validation import Rows, conform
 KEYED_PREFIX = "k_"
 #: Hex digits of a digest in a file name: 128 bits, no collision in any lake's lifetime.
 DIGEST_CHARS = 32
+#: Threads hashing a batch's files: hashing is all CPU, so one per core.
+HASH_WORKERS = os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,19 +81,103 @@ def _digest(*parts: bytes | memoryview) -> str:
 
 def content_digest(table: pa.Table) -> str:
     """A digest of the rows' values and types, `ingested_at` excluded: equal for the same rows
-    however they were given (list of dicts or a table, whole or cut from a larger batch)."""
-    if INGESTED_AT in table.column_names:
-        table = table.drop_columns([INGESTED_AT])
-    # Each column copied into one compact array first: IPC writes a sliced string column's
-    # whole buffers, so the bytes would depend on the batch the rows were cut from.
-    columns = [
-        pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type)
-        for col in table.columns
-    ]
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as out:
-        out.write_batch(pa.RecordBatch.from_arrays(columns, schema=table.schema))
-    return _digest(memoryview(sink.getvalue()))
+    however they were given (list of dicts or a table, whole or cut from a larger batch, in one
+    chunk or several).
+
+    The column buffers are hashed where they lie, without serializing or copying them (an IPC
+    stream of each file cost more than the hash): a fixed-width column as its values, a string
+    or binary column as its lengths and bytes, both cut to the rows' own range (a sliced
+    array's buffers are its parent's). Null slots are hashed as a validity mask and a zero
+    value, so what a buffer holds under a null never counts. Other types go through IPC.
+    """
+    parts: list[bytes | memoryview] = [table.num_rows.to_bytes(8, "little")]
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if field.name == INGESTED_AT:
+            continue
+        parts.append(f"{field.name}:{field.type}".encode())
+        parts += _column_parts(_one_array(column))
+    return _digest(*parts)
+
+
+def _one_array(column: pa.ChunkedArray) -> pa.Array:
+    """The column as one array; zero-copy for one chunk (a slice of a batch usually is)."""
+    if column.num_chunks == 1:
+        return column.chunk(0)
+    if column.num_chunks == 0:
+        return pa.array([], column.type)
+    return pa.concat_arrays(column.chunks)
+
+
+def _column_parts(array: pa.Array) -> list[bytes | memoryview]:
+    """What identifies one column's values: its null mask (if any) and its values' bytes."""
+    kind = array.type
+    parts: list[bytes | memoryview] = []
+    if array.null_count:
+        valid = pc.is_valid(array).cast(pa.uint8())  # a byte per row: no stray padding bits
+        parts += [b"v", _fixed_bytes(valid, 1)]
+    if _fixed_width(kind):
+        width = kind.bit_width // 8
+        values = array.view(_UINT[width])
+        if array.null_count:
+            values = pc.fill_null(values, 0)
+        parts += [b"f", _fixed_bytes(values, width)]
+    elif pa.types.is_string(kind) or pa.types.is_binary(kind):
+        if _constant(array):  # a series' interval or provider: one comparison beats the hash
+            parts += [b"c", _string_bytes(array.slice(0, 1))]
+            return parts
+        values = array
+        if array.null_count:  # a null slot may still span bytes: make it empty
+            values = pc.fill_null(array, pa.scalar(b"" if pa.types.is_binary(kind) else "", kind))
+        parts += [b"s", _fixed_bytes(pc.binary_length(values), 4), _string_bytes(values)]
+    else:
+        compact = pa.concat_arrays([array])  # IPC writes a slice's whole buffers
+        batch = pa.RecordBatch.from_arrays([compact], names=["c"])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as out:
+            out.write_batch(batch)
+        parts += [b"i", memoryview(sink.getvalue())]
+    return parts
+
+
+_UINT = {1: pa.uint8(), 2: pa.uint16(), 4: pa.uint32(), 8: pa.uint64()}
+
+
+def _constant(array: pa.Array) -> bool:
+    """Every row holds the same (non-null) value."""
+    return (
+        len(array) > 1 and not array.null_count and bool(pc.all(pc.equal(array, array[0])).as_py())
+    )
+
+
+def _fixed_width(kind: pa.DataType) -> bool:
+    """Numbers and times: one value of 1, 2, 4 or 8 bytes per row in one data buffer."""
+    numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    temporal = (
+        pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_time(kind)
+        or pa.types.is_duration(kind)
+    )
+    return (numeric or temporal) and kind.bit_width in (8, 16, 32, 64)
+
+
+def _fixed_bytes(array: pa.Array, width: int) -> memoryview:
+    """The bytes of a fixed-width array's values, its own rows only."""
+    if len(array) == 0:
+        return memoryview(b"")
+    start = array.offset * width
+    return memoryview(array.buffers()[1])[start : start + len(array) * width]
+
+
+def _string_bytes(array: pa.Array) -> memoryview:
+    """The bytes of a (32-bit offset) string or binary array's values, its own rows only."""
+    if len(array) == 0:
+        return memoryview(b"")
+    offsets = pa.Array.from_buffers(
+        pa.int32(), len(array) + 1, [None, array.buffers()[1]], offset=array.offset
+    )
+    first, last = offsets[0].as_py(), offsets[len(array)].as_py()
+    return memoryview(array.buffers()[2])[first:last] if last > first else memoryview(b"")
 
 
 def content_file_name(spec: DatasetSpec, table: pa.Table, prefix: str = "") -> str:
@@ -175,7 +263,8 @@ class LakeWriter:
         prefix = f"{self.lake}/{spec.name}"
         # Every key is computed (and checked) before anything is published, so a bad name
         # anywhere in the batch writes nothing.
-        planned: list[PlannedFile] = []
+        folders: list[str] = []
+        tables: list[pa.Table] = []
         for part in split_by_partition(spec, table):
             try:
                 partition = partition_path(spec, part.date, part.instrument)
@@ -189,11 +278,16 @@ class LakeWriter:
             if spec.instrument_column:
                 # The folder name carries the instrument (hive convention), not the file.
                 rows_of_file = rows_of_file.drop_columns([spec.instrument_column])
-            if idempotency_key is None:
-                name = content_file_name(spec, rows_of_file)
-            else:
-                name = keyed_file_name(idempotency_key, spec.name, partition)
-            planned.append(PlannedFile(f"{prefix}/{partition}/{name}", rows_of_file))
+            folders.append(partition)
+            tables.append(rows_of_file)
+        if idempotency_key is None:
+            names = _content_names(spec, tables)
+        else:
+            names = [keyed_file_name(idempotency_key, spec.name, f) for f in folders]
+        planned = [
+            PlannedFile(f"{prefix}/{folder}/{name}", rows_of_file)
+            for folder, name, rows_of_file in zip(folders, names, tables, strict=True)
+        ]
 
         try:
             if spec.name not in self._seeded:
@@ -217,6 +311,16 @@ class LakeWriter:
             existing=len(done.existing),
             existing_files=tuple(done.existing),
         )
+
+
+def _content_names(spec: DatasetSpec, tables: list[pa.Table]) -> list[str]:
+    """`content_file_name` of each table, hashed by one thread per core: the digest reads
+    every byte of the batch (hashlib lets go of the GIL), a backfill's dozens of files at once.
+    """
+    if len(tables) < 2 or HASH_WORKERS < 2:
+        return [content_file_name(spec, t) for t in tables]
+    with ThreadPoolExecutor(max_workers=min(HASH_WORKERS, len(tables))) as pool:
+        return list(pool.map(lambda t: content_file_name(spec, t), tables))
 
 
 def _reason(exc: BaseException) -> str:

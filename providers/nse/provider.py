@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -16,7 +19,14 @@ from providers.errors import (
     UnknownSymbolError,
     UnsupportedOperationError,
 )
-from providers.http import HttpSession, Limiter, check_status, json_or_error, normalize_underlying
+from providers.http import (
+    HttpSession,
+    Limiter,
+    check_status,
+    gather_in_order,
+    json_or_error,
+    normalize_underlying,
+)
 from providers.interfaces import Capability, IOptionsDataProvider
 from providers.journal import PayloadSink
 from providers.nse import query
@@ -32,6 +42,8 @@ from providers.settings import DEFAULT_NSE_BASE_URL
 PROVIDER = "nse"
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _PAGE_HEADERS = {
     "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -68,6 +80,15 @@ class NseOptionsProvider(IOptionsDataProvider):
         )
         self._session.on_new_client = self._forget_cookies
         self._primed = False
+        #: Priming attempts ended so far. A request remembers the attempt its cookies came from,
+        #: so of many concurrent requests refused for the same expired cookies one re-primes.
+        self._cookie_generation = 0
+        #: The last attempt's error, for the callers that waited on that attempt.
+        self._prime_error: ProviderError | None = None
+        #: The generation whose first use (a re-prime's probe) was refused too.
+        self._refused_generation: int | None = None
+        self._prime_lock: asyncio.Lock | None = None
+        self._prime_lock_loop: asyncio.AbstractEventLoop | None = None
         self._api_headers = {
             "Accept": "application/json, text/plain, */*",
             "Referer": f"{self.base_url}{query.PAGE_PATH}",
@@ -99,25 +120,20 @@ class NseOptionsProvider(IOptionsDataProvider):
             except _FallBack as fallback:
                 payload = await self._legacy_or_raise(symbol, reason=fallback.reason)
                 return parse_chain(payload, symbol)
+        # v3 answers one expiry per request: ask for every expiry at once and let the limiter
+        # pace them, so its waits overlap the round trips and the parsing.
+        legacy: _Once[Any] = _Once()
+        skip_empty = expiry is None
+        chains = await gather_in_order(
+            [self._expiry_chain(symbol, each, legacy, skip_empty=skip_empty) for each in expiries]
+        )
         rows: list[OptionChainRow] = []
-        legacy: Any = None
         empty: list[date] = []
-        for each in expiries:
-            try:
-                rows.extend(await self._chain_v3(symbol, each))
-            except _FallBack as fallback:
-                # v3 is gone or empty: the legacy payload holds every expiry; fetch it once.
-                try:
-                    if legacy is None:
-                        legacy = await self._legacy_or_raise(symbol, reason=fallback.reason)
-                    rows.extend(parse_chain(legacy, symbol, expiry=each))
-                except EmptyPayloadError:
-                    if expiry is not None:
-                        raise
-                    # One listed expiry with no contracts (e.g. expiry day after the close)
-                    # must not cost the others theirs: skip it, say so, and fail only when
-                    # every expiry is empty.
-                    empty.append(each)
+        for each, chain in zip(expiries, chains, strict=True):
+            if chain is None:
+                empty.append(each)
+            else:
+                rows.extend(chain)
         if empty:
             listed = ", ".join(e.isoformat() for e in empty)
             if not rows:
@@ -169,6 +185,28 @@ class NseOptionsProvider(IOptionsDataProvider):
             )
         return listed
 
+    async def _expiry_chain(
+        self, symbol: str, expiry: date, legacy: _Once[Any], *, skip_empty: bool
+    ) -> list[OptionChainRow] | None:
+        """One expiry's rows from v3, else from the legacy payload (`legacy`: fetched once for
+        every expiry of the call that needs it); None for an expiry with no contracts when
+        `skip_empty` (e.g. expiry day after the close): it must not cost the others theirs."""
+        try:
+            return await self._chain_v3(symbol, expiry)
+        except _FallBack as fallback:
+            reason = fallback.reason
+        try:
+            payload = await legacy.get(
+                lambda: self._get_json(query.legacy_chain(symbol), allow_404=True)
+            )
+            if payload is None:  # the legacy endpoint is gone too: v3's failure stands
+                raise reason
+            return parse_chain(payload, symbol, expiry=expiry)
+        except EmptyPayloadError:
+            if not skip_empty:
+                raise
+            return None
+
     async def _chain_v3(self, symbol: str, expiry: date) -> list[OptionChainRow]:
         request = query.chain_v3(symbol, expiry)
         payload = await self._get_json(request, allow_404=True)
@@ -194,43 +232,110 @@ class NseOptionsProvider(IOptionsDataProvider):
         check_status(response, provider=PROVIDER, what="the NSE option-chain page")
         self._primed = True
 
+    def _lock(self) -> asyncio.Lock:
+        """The priming lock of the running loop (a lock cannot be shared between loops)."""
+        loop = asyncio.get_running_loop()
+        if self._prime_lock is None or self._prime_lock_loop is not loop:
+            self._prime_lock, self._prime_lock_loop = asyncio.Lock(), loop
+        return self._prime_lock
+
+    async def _fresh_cookies(self) -> int:
+        """The generation of the cookies to send with; primes first when there are none.
+
+        One flight for every caller: they queue on one lock, and a caller that waited while
+        another primed takes that attempt's outcome (its cookies, or its error) instead of
+        priming again: concurrent snapshots prime once.
+        """
+        # A fresh client (the event loop changed) has no cookies: notice it before the check.
+        _ = self._session.client
+        entered = self._cookie_generation
+        async with self._lock():
+            if self._primed:
+                return self._cookie_generation
+            if self._cookie_generation != entered and self._prime_error is not None:
+                raise self._prime_error
+            return await self._prime_locked()
+
+    async def _prime_locked(self) -> int:
+        """Prime (the caller holds the lock); the new cookies' generation."""
+        self._primed, self._prime_error = False, None
+        try:
+            await self._prime()
+        except ProviderError as exc:
+            self._prime_error = exc
+            raise
+        finally:
+            # Counted when the attempt ends: whoever queued during it takes its outcome.
+            self._cookie_generation += 1
+        return self._cookie_generation
+
     async def _get_json(self, request: query.NseRequest, *, allow_404: bool) -> Any:
         """One API call; None on an allowed 404.
 
-        Expired cookies look like a block: 401/403, an HTML page, or 200 with `{}`. On any of
-        these the cookies are re-primed once and the call repeated; only a second such answer
-        is believed (a block raises `BlockedError`, a second `{}` is returned for the parser to
-        call empty). A long run (many expiries, many underlyings) outlives its cookies, and
-        this keeps it on NSE instead of failing over.
+        Expired cookies look like a block: 401/403, an HTML page, or 200 with `{}`. A call
+        refused with the current cookies re-primes them and repeats itself at once, before any
+        other call may use them (a probe): a refusal of cookies at their first use is believed
+        (a block raises `BlockedError`, a second `{}` is returned for the parser to call empty).
+        A long run (many expiries, many underlyings) outlives its cookies, and this keeps it on
+        NSE instead of failing over.
+
+        Calls run concurrently (every expiry at once), so many may be refused for the same
+        expired cookies: the first re-primes, the others wait and retry with its cookies (or
+        believe their refusal when its probe was refused). Cookies that expire by use (an
+        answer count) are re-primed again whenever a call is refused with the current ones;
+        each re-prime's probe either answers one call or ends them, so this stops.
         """
-        if not self._primed:
-            await self._prime()
-        reprimed = False
+        generation = await self._fresh_cookies()
         while True:
-            response = await self._session.request(
-                "GET", request.path, params=request.params, headers=self._api_headers
-            )
-            if allow_404 and response.status_code == 404:
-                return None
-            try:
-                payload = json_or_error(response, provider=PROVIDER, what=request.path)
-            except BlockedError:
-                if reprimed:
-                    raise
-                reason = f"a block (HTTP {response.status_code})"
-            else:
-                if reprimed or not needs_reprime(payload):
-                    return payload
-                reason = "an empty object ({})"
-            reprimed = True
-            # Never the cookie values: they are session secrets.
-            logger.info(
-                "NSE answered %s with %s; re-priming the session cookies once and retrying",
-                request.path,
-                reason,
-            )
-            self._primed = False
-            await self._prime()
+            answer = self._read(request, await self._send(request), allow_404=allow_404)
+            if answer.refusal is None:
+                return answer.payload
+            async with self._lock():
+                current = self._cookie_generation
+                if current == generation:
+                    return await self._reprime_and_probe(request, answer, allow_404=allow_404)
+                # Another call re-primed after this one was sent: its outcome decides.
+                if not self._primed and self._prime_error is not None:
+                    raise self._prime_error
+                if self._refused_generation == current:
+                    return answer.believed()
+            generation = current
+
+    async def _reprime_and_probe(
+        self, request: query.NseRequest, refused: _Answer, *, allow_404: bool
+    ) -> Any:
+        """Re-prime and repeat `request` (the caller holds the lock)."""
+        # Never the cookie values: they are session secrets.
+        logger.info(
+            "NSE answered %s with %s; re-priming the session cookies once and retrying",
+            request.path,
+            refused.refusal,
+        )
+        generation = await self._prime_locked()
+        probe = self._read(request, await self._send(request), allow_404=allow_404)
+        if probe.refusal is not None:
+            self._refused_generation = generation
+            return probe.believed()
+        return probe.payload
+
+    async def _send(self, request: query.NseRequest) -> httpx.Response:
+        return await self._session.request(
+            "GET", request.path, params=request.params, headers=self._api_headers
+        )
+
+    @staticmethod
+    def _read(request: query.NseRequest, response: httpx.Response, *, allow_404: bool) -> _Answer:
+        """The usable answer, or a refusal that looks like expired cookies (other failures
+        raise their typed error)."""
+        if allow_404 and response.status_code == 404:
+            return _Answer(None)
+        try:
+            payload = json_or_error(response, provider=PROVIDER, what=request.path)
+        except BlockedError as exc:
+            return _Answer(None, refusal=f"a block (HTTP {response.status_code})", error=exc)
+        if needs_reprime(payload):
+            return _Answer(payload, refusal="an empty object ({})")
+        return _Answer(payload)
 
     def _forget_cookies(self) -> None:
         self._primed = False
@@ -246,3 +351,38 @@ class _FallBack(Exception):
     def __init__(self, reason: ProviderError) -> None:
         super().__init__(str(reason))
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One API answer: its payload, or why it looks like expired cookies (`refusal`)."""
+
+    payload: Any
+    refusal: str | None = None
+    error: BlockedError | None = None
+
+    def believed(self) -> Any:
+        """The refusal taken at its word: the block raised, the `{}` returned."""
+        if self.error is not None:
+            raise self.error
+        return self.payload
+
+
+class _Once(Generic[T]):
+    """A fetch shared by the concurrent parts of one call: the first caller runs it, the others
+    wait for it and take its outcome (its value, or its typed error)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._outcome: tuple[T] | ProviderError | None = None
+
+    async def get(self, fetch: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            if self._outcome is None:
+                try:
+                    self._outcome = (await fetch(),)
+                except ProviderError as exc:
+                    self._outcome = exc
+        if isinstance(self._outcome, ProviderError):
+            raise self._outcome
+        return self._outcome[0]

@@ -8,7 +8,13 @@ from typing import Any
 
 import httpx
 
-from providers.http import HttpSession, Limiter, json_or_error, normalize_underlying
+from providers.http import (
+    HttpSession,
+    Limiter,
+    gather_in_order,
+    json_or_error,
+    normalize_underlying,
+)
 from providers.interfaces import Capability, IOptionsDataProvider
 from providers.journal import PayloadSink
 from providers.records import OptionChainRow
@@ -64,10 +70,10 @@ class TrendlyneOptionsProvider(IOptionsDataProvider):
         # One "now" for every expiry, so the expiries of one snapshot share a timestamp.
         now = query.current_session_time(self._clock())
         expiries = [expiry] if expiry is not None else await self.get_expiry_dates(symbol)
-        rows: list[OptionChainRow] = []
-        for each in expiries:
-            rows.extend(await self.get_oi_data(symbol, each, now))
-        return rows
+        # One request per expiry, all at once under the limiter (as NSE's provider does); the
+        # stock id is cached by now, so they share it rather than each looking it up.
+        chains = await gather_in_order([self.get_oi_data(symbol, each, now) for each in expiries])
+        return [row for chain in chains for row in chain]
 
     async def get_oi_data(
         self, underlying: str, expiry: date, time_str: str | None = None

@@ -133,7 +133,7 @@ def test_the_backfill_benchmark_starts_from_the_providers_columnar_answer():
 
 def test_queries_benchmark_runs_tiny_and_both_layouts_agree():
     figs = bench_queries.run(repeats=1, shape=datagen.TINY_MONTH)
-    assert len(figs) == 4 and all(f.ours is not None for f in figs)
+    assert len(figs) == 6 and all(f.ours is not None for f in figs)
     assert "2 days x 3 slots" in figs[0].note
 
 

@@ -442,10 +442,12 @@ async def test_nse_provider_reads_every_expiry_while_its_cookies_keep_expiring(
     assert rows == expected
     calls = [r.endpoint for r in nse_emu.requests()]
     pages = calls.count("page")
-    # contract-info + one v3 per expiry, a cookie good for 2: every re-prime costs one `{}`.
+    # contract-info + one v3 per expiry, a cookie good for 2: a re-prime only once a cookie
+    # is used up. The expiries are fetched concurrently, so when one runs out every request
+    # in flight on it may get a `{}` (at most one per expiry) before retrying on the next.
     wanted = 1 + len(NIFTY_EXPIRIES)
     assert pages == 1 + (wanted - 1) // 2
-    assert len(calls) - pages == wanted + (pages - 1)
+    assert wanted + (pages - 1) <= len(calls) - pages <= wanted + (pages - 1) * len(NIFTY_EXPIRIES)
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from flows.backfill import stored_bar_opens, write_new_bars
+from flows.backfill import write_new_bars
 from flows.candle_plan import final_bars, final_mask
 from flows.lake_rows import candle_table
 from providers.calendar import IST
 from providers.records import Bar, BarBatch, epoch_us
 from storage.catalog import connect
+from storage.queries import existing_candle_opens
 from storage.writer import LakeWriter
 
 T0 = datetime(2026, 1, 22, 9, 15, tzinfo=IST)
@@ -130,14 +131,14 @@ def test_nothing_to_write_touches_no_lake(tmp_path: Path) -> None:
     assert not (tmp_path / "lake").exists()
 
 
-def test_stored_bar_opens_is_an_int64_array_of_a_half_open_range(data_dir: Path) -> None:
+def test_the_lakes_bar_opens_are_an_int64_array_of_a_half_open_range(data_dir: Path) -> None:
     bars = minute_bars(0, 5)
     write_new_bars(LakeWriter(data_dir=data_dir), "NSE:NIFTY", "1", bars, "tradingview", NOW)
     ts = list(bars.ts_us)
-    got = stored_bar_opens("NSE:NIFTY", "1", ts[1], ts[4], data_dir)
+    got = existing_candle_opens("NSE:NIFTY", "1", ts[1], ts[4], data_dir)
     assert got.type == pa.int64()
     assert sorted(got.to_pylist()) == ts[1:4]  # start included, end excluded
-    assert len(stored_bar_opens("NSE:OTHER", "1", ts[0], ts[-1] + 1, data_dir)) == 0
+    assert len(existing_candle_opens("NSE:OTHER", "1", ts[0], ts[-1] + 1, data_dir)) == 0
 
 
 @pytest.mark.parametrize("any_data_dir", ["local", "s3"], indirect=True)

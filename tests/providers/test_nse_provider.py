@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import brotli
 import httpx
 import pytest
 import respx
-from aiolimiter import AsyncLimiter
+from virtual_clock import run_on_virtual_clock
 
 from providers.emulators.chains import chain_at, expiries
 from providers.emulators.nse import v3_payload
@@ -28,6 +29,7 @@ from providers.errors import (
     UnknownSymbolError,
     UnsupportedOperationError,
 )
+from providers.http import DEFAULT_BURST, DEFAULT_MAX_RATE
 from providers.nse import NseOptionsProvider
 from providers.settings import BROWSER_USER_AGENT
 
@@ -442,22 +444,203 @@ def test_the_plugin_builds_the_provider_on_the_settings_base_url() -> None:
     assert NseOptionsProvider.name == "nse"
 
 
-async def test_the_default_rate_limit_is_three_requests_per_second(
+def test_the_default_pace_sends_a_burst_of_three_then_three_requests_per_second(
     respx_mock: respx.MockRouter,
 ) -> None:
-    provider = NseOptionsProvider(BASE)
-    try:
-        respx_mock.get(f"{BASE}/option-chain").mock(side_effect=lambda _r: page_ok())
-        respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
-            return_value=httpx.Response(200, json=contract_info_json())
+    # On a virtual clock: the moments are the event loop's own time, not wall time.
+    sent: list[tuple[str, float]] = []
+
+    def at(answer: Any) -> Any:
+        async def record(request: httpx.Request) -> httpx.Response:
+            sent.append((request.url.path, asyncio.get_running_loop().time()))
+            return answer(request)
+
+        return record
+
+    def v3(request: httpx.Request) -> httpx.Response:
+        expiry = datetime.strptime(request.url.params["expiry"], "%d-%b-%Y").date()
+        return httpx.Response(200, json=v3_json(expiry))
+
+    respx_mock.get(f"{BASE}/option-chain").mock(side_effect=at(lambda _r: page_ok()))
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        side_effect=at(lambda _r: httpx.Response(200, json=contract_info_json()))
+    )
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=at(v3))
+
+    async def snapshot() -> list[Any]:
+        provider = NseOptionsProvider(BASE)  # the default limiter
+        try:
+            return await provider.get_option_chain("NIFTY")
+        finally:
+            await provider.aclose()
+
+    rows = run_on_virtual_clock(snapshot())
+
+    assert {r.expiry for r in rows} == set(NIFTY_EXPIRIES)
+    count = 2 + len(NIFTY_EXPIRIES)  # the page, contract-info, one v3 call per expiry
+    assert [path for path, _ in sent[:2]] == ["/option-chain", "/api/option-chain-contract-info"]
+    step = 1 / DEFAULT_MAX_RATE
+    # The burst goes at once; every later request waits its 1/3 s, and no longer: the pacing
+    # floor of one snapshot is (requests - burst) / rate.
+    expected = [0.0] * DEFAULT_BURST + [step * i for i in range(1, count - DEFAULT_BURST + 1)]
+    assert [t for _, t in sent] == pytest.approx(expected, abs=1e-3)
+    assert sent[-1][1] == pytest.approx((count - DEFAULT_BURST) / DEFAULT_MAX_RATE, abs=1e-3)
+
+
+async def test_expiries_are_fetched_concurrently_and_rows_keep_the_expiry_order(
+    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    count = len(NIFTY_EXPIRIES)
+    arrived: list[date] = []
+    all_in_flight = asyncio.Event()
+    turn = {e: asyncio.Event() for e in NIFTY_EXPIRIES}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        expiry = datetime.strptime(request.url.params["expiry"], "%d-%b-%Y").date()
+        arrived.append(expiry)
+        if len(arrived) == count:
+            all_in_flight.set()
+        # Every request is in flight at once (a sequential fetch would never get past this),
+        # then they answer last expiry first: completion order is the reverse of the listing.
+        await all_in_flight.wait()
+        if expiry == NIFTY_EXPIRIES[-1]:
+            turn[expiry].set()
+        await turn[expiry].wait()
+        position = NIFTY_EXPIRIES.index(expiry)
+        if position > 0:
+            turn[NIFTY_EXPIRIES[position - 1]].set()
+        return httpx.Response(200, json=v3_json(expiry))
+
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=answer)
+    # A safety net against a hang, not a timing assertion.
+    rows = await asyncio.wait_for(nse.get_option_chain("NIFTY"), 10)
+
+    assert sorted(arrived) == NIFTY_EXPIRIES
+    seen: list[date] = []
+    for row in rows:
+        if not seen or seen[-1] != row.expiry:
+            seen.append(row.expiry)
+    assert seen == NIFTY_EXPIRIES  # grouped by expiry, in the listed order
+
+
+async def test_expired_cookies_under_concurrent_expiries_are_reprimed_once(
+    nse: NseOptionsProvider,
+    respx_mock: respx.MockRouter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="providers.nse.provider")
+    primes: list[str] = []
+
+    def prime(_request: httpx.Request) -> httpx.Response:
+        primes.append(f"gen{len(primes) + 1}")
+        return httpx.Response(
+            200,
+            html="<html>option chain</html>",
+            headers=[
+                ("set-cookie", f"nsit={primes[-1]}; Path=/"),
+                ("set-cookie", "nseappid=def; Path=/"),
+            ],
         )
-        await provider.get_expiry_dates("NIFTY")
-        limiter = provider._session._limiter
-        assert isinstance(limiter, AsyncLimiter)
-        # One slot refilled every 1/3 s: never more than 3 requests in any second, no burst.
-        assert limiter.max_rate == 1 and limiter.time_period == pytest.approx(1 / 3)
-    finally:
-        await provider.aclose()
+
+    page = respx_mock.get(f"{BASE}/option-chain").mock(side_effect=prime)
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    count = len(NIFTY_EXPIRIES)
+    expired: list[date] = []
+    all_refused = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        expiry = datetime.strptime(request.url.params["expiry"], "%d-%b-%Y").date()
+        if "nsit=gen1" in request.headers.get("cookie", ""):
+            # The first cookies expire under every expiry's request at once.
+            expired.append(expiry)
+            if len(expired) == count:
+                all_refused.set()
+            await all_refused.wait()
+            return httpx.Response(403, html=DENIED)
+        return httpx.Response(200, json=v3_json(expiry))
+
+    v3 = respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=answer)
+    rows = await asyncio.wait_for(nse.get_option_chain("NIFTY"), 10)
+
+    assert {r.expiry for r in rows} == set(NIFTY_EXPIRIES)
+    assert sorted(expired) == NIFTY_EXPIRIES  # every expiry was refused once...
+    assert page.call_count == 2  # ...and the cookies were primed once more, not once each
+    assert v3.call_count == 2 * count
+    lines = [r for r in caplog.records if "re-priming" in r.getMessage()]
+    assert len(lines) == 1
+    assert "gen1" not in caplog.text and "gen2" not in caplog.text  # cookie values stay out
+
+
+async def slow_page(answer: httpx.Response) -> httpx.Response:
+    """The page's answer after the event loop ran the other calls up to the priming lock (a
+    mocked exchange otherwise completes without ever yielding, and no call would wait)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return answer
+
+
+async def test_concurrent_snapshots_share_one_priming(
+    nse: NseOptionsProvider, respx_mock: respx.MockRouter
+) -> None:
+    page = respx_mock.get(f"{BASE}/option-chain").mock(side_effect=lambda _r: slow_page(page_ok()))
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    listed = await asyncio.gather(nse.get_expiry_dates("NIFTY"), nse.get_expiry_dates("BANKNIFTY"))
+    assert listed == [NIFTY_EXPIRIES, NIFTY_EXPIRIES]
+    assert page.call_count == 1
+
+
+async def test_a_refused_priming_fails_every_waiting_call_without_priming_again(
+    nse: NseOptionsProvider, respx_mock: respx.MockRouter
+) -> None:
+    page = respx_mock.get(f"{BASE}/option-chain").mock(
+        side_effect=lambda _r: slow_page(httpx.Response(403, html=DENIED))
+    )
+    api = respx_mock.get(f"{BASE}/api/option-chain-contract-info")
+    outcomes = await asyncio.gather(
+        nse.get_expiry_dates("NIFTY"), nse.get_expiry_dates("BANKNIFTY"), return_exceptions=True
+    )
+    assert all(isinstance(o, BlockedError) for o in outcomes)
+    assert page.call_count == 1 and api.call_count == 0
+
+
+async def test_a_failing_expiry_fails_the_chain_with_its_typed_error_and_stops_the_rest(
+    nse: NseOptionsProvider, page: respx.Route, respx_mock: respx.MockRouter
+) -> None:
+    respx_mock.get(f"{BASE}/api/option-chain-contract-info").mock(
+        return_value=httpx.Response(200, json=contract_info_json())
+    )
+    broken = NIFTY_EXPIRIES[2]
+    others_in_flight = asyncio.Event()
+    waiting: list[date] = []
+    cancelled: list[date] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        expiry = datetime.strptime(request.url.params["expiry"], "%d-%b-%Y").date()
+        if expiry == broken:
+            await others_in_flight.wait()
+            return httpx.Response(503, html="<html>Service Unavailable</html>")
+        waiting.append(expiry)
+        if len(waiting) == len(NIFTY_EXPIRIES) - 1:
+            others_in_flight.set()
+        try:
+            await asyncio.Event().wait()  # never answers: only cancellation ends it
+        except asyncio.CancelledError:
+            cancelled.append(expiry)
+            raise
+        raise AssertionError("unreachable")
+
+    respx_mock.get(f"{BASE}/api/option-chain-v3").mock(side_effect=answer)
+    with pytest.raises(TransientError, match="503") as err:
+        await asyncio.wait_for(nse.get_option_chain("NIFTY"), 10)
+    assert type(err.value) is TransientError  # typed, not an ExceptionGroup
+    assert sorted(cancelled) == [e for e in NIFTY_EXPIRIES if e != broken]
 
 
 async def test_an_empty_object_reprimes_the_cookies_once_then_reads_the_chain(

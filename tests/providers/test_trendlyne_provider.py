@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -163,6 +164,58 @@ async def test_option_chain_covers_every_expiry_at_one_time(
     assert {r.expiry.isoformat() for r in rows} == set(EXPIRIES)
     assert {c.request.url.params["maxTime"] for c in oi.calls} == {"11:37"}
     assert await tl.get_expiry_dates("NIFTY") == [date.fromisoformat(e) for e in EXPIRIES]
+
+
+async def test_option_chain_fetches_expiries_concurrently_in_the_listed_order(
+    tl: TrendlyneOptionsProvider,
+    search: respx.Route,
+    expiries_route: respx.Route,
+    respx_mock: respx.MockRouter,
+) -> None:
+    arrived: list[str] = []
+    all_in_flight = asyncio.Event()
+    turn = {e: asyncio.Event() for e in EXPIRIES}
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        expiry = request.url.params["expDateList"]
+        arrived.append(expiry)
+        if len(arrived) == len(EXPIRIES):
+            all_in_flight.set()
+        await all_in_flight.wait()  # every expiry's request is out at once
+        if expiry == EXPIRIES[-1]:
+            turn[expiry].set()
+        await turn[expiry].wait()  # then they answer last expiry first
+        position = EXPIRIES.index(expiry)
+        if position > 0:
+            turn[EXPIRIES[position - 1]].set()
+        return httpx.Response(200, json=oi_json(request))
+
+    respx_mock.get(f"{BASE}/live-oi-data/").mock(side_effect=answer)
+    # A safety net against a hang, not a timing assertion.
+    rows = await asyncio.wait_for(tl.get_option_chain("NIFTY"), 10)
+    order: list[str] = []
+    for row in rows:
+        if not order or order[-1] != row.expiry.isoformat():
+            order.append(row.expiry.isoformat())
+    assert order == EXPIRIES and sorted(arrived) == EXPIRIES
+    assert search.call_count == 1  # the stock id is looked up once, not once per expiry
+
+
+async def test_a_failing_expiry_fails_the_chain_with_its_typed_error(
+    tl: TrendlyneOptionsProvider,
+    search: respx.Route,
+    expiries_route: respx.Route,
+    respx_mock: respx.MockRouter,
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.params["expDateList"] == EXPIRIES[1]:
+            return httpx.Response(502, html="<html>Bad gateway</html>")
+        return httpx.Response(200, json=oi_json(request))
+
+    respx_mock.get(f"{BASE}/live-oi-data/").mock(side_effect=answer)
+    with pytest.raises(TransientError, match="502") as err:
+        await tl.get_option_chain("NIFTY")
+    assert type(err.value) is TransientError
 
 
 async def test_option_chain_of_one_expiry_makes_one_oi_call(

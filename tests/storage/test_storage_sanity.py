@@ -86,6 +86,21 @@ def test_a_bar_opening_later_than_now_plus_one_interval_is_refused_one_within_it
     assert keep is not None and keep.to_pylist() == [True, True, False, True, False, False]
 
 
+def test_a_bar_without_an_interval_is_never_refused_as_future_dated() -> None:
+    # Its span is unknown; the others of its batch are still held to theirs.
+    late = NOW + timedelta(days=40)
+    table = candles(
+        ("1", NOW, 10, 11, 9, 10.5, 100),
+        ("1", NOW + timedelta(minutes=2), 10, 11, 9, 10.5, 100),
+        (None, late, 10, 11, 9, 10.5, 100),  # type: ignore[arg-type]
+    )
+    screened = screen_candles(table, NOW)
+    assert screened.refused == {FUTURE: 1}
+    assert screened.kept["ts"].to_pylist() == [NOW, late]
+    only_unknown = screen_candles(table.slice(2), NOW)
+    assert only_unknown.refused == {} and only_unknown.kept.num_rows == 1
+
+
 def test_bars_whose_high_and_low_do_not_contain_open_and_close_are_refused_per_reason() -> None:
     past = NOW - timedelta(hours=1)
     table = candles(
@@ -106,6 +121,21 @@ def test_bars_whose_high_and_low_do_not_contain_open_and_close_are_refused_per_r
     }
     assert screened.kept.num_rows == 2
     assert screened.kept.schema == table.schema
+
+
+def test_a_missing_open_or_close_does_not_hide_a_high_or_low_that_misses_the_other() -> None:
+    past = NOW - timedelta(hours=1)
+    nan = float("nan")
+    table = candles(
+        ("1", past, None, 10.4, 9, 10.5, 100),  # no open; high below the close
+        ("1", past, 10, 11, 10.1, None, 100),  # no close; low above the open
+        ("1", past, nan, 11, 9, 10.5, 100),  # NaN open: the close alone is checked
+        ("1", past, None, 11, 9, None, 100),  # nothing to compare: kept
+    )  # type: ignore[arg-type]
+    screened = screen_candles(table, NOW)
+    assert screened.refused == {HIGH_BELOW_OPEN_CLOSE: 1, LOW_ABOVE_OPEN_CLOSE: 1}
+    assert screened.keep is not None
+    assert screened.keep.to_pylist() == [False, False, True, True]
 
 
 def test_a_row_failing_several_checks_is_counted_once_under_the_first() -> None:

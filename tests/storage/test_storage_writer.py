@@ -204,6 +204,89 @@ def test_the_same_rows_written_twice_land_once(any_data_dir) -> None:
     assert len(changed.files) == 1 and changed.files != first.files
 
 
+def test_the_same_rows_land_once_however_the_table_holding_them_was_cut(any_data_dir) -> None:
+    # The name hashes the rows' own values where they lie in memory: a slice of a larger
+    # batch (whose buffers are the parent's), a table in several chunks and a list of dicts
+    # are the same content.
+    rows = candle_rows(count=6)
+    first = writer(any_data_dir).write("candles", rows)
+    before = candle_rows(start=T0 - timedelta(minutes=3), count=3)
+    after = candle_rows(start=T0 + timedelta(minutes=6), count=3)
+    bigger = pa.Table.from_pylist(before + rows + after)
+    sliced = bigger.slice(3, 6)
+    chunked = pa.concat_tables([sliced.slice(0, 2), sliced.slice(2)])
+    assert chunked["ts"].num_chunks == 2 and sliced["ts"].chunk(0).offset == 3
+    for table in (sliced, chunked):
+        again = writer(any_data_dir, FIXED_NOW + timedelta(hours=1)).write("candles", table)
+        assert (again.files, again.existing_files) == ((), first.files)
+    assert lake_files(any_data_dir) == list(first.files)
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("volume", None), ("volume", 0.0), ("provider", ""), ("provider", None), ("open", 100.5)],
+)
+def test_any_changed_value_a_null_included_is_other_content(
+    data_dir: Path, column: str, value: object
+) -> None:
+    rows = candle_rows(count=3)
+    base = writer(data_dir).write("candles", rows)
+    changed = [dict(r) for r in rows]
+    changed[1][column] = value
+    other = writer(data_dir).write("candles", changed)
+    assert len(other.files) == 1 and other.files != base.files
+    # A null and the value its slot happens to hold are different content too.
+    if value is None:
+        zero = [dict(r) for r in rows]
+        zero[1][column] = 0.0 if column == "volume" else ""
+        third = writer(data_dir).write("candles", zero)
+        assert len(third.files) == 1 and third.files not in (base.files, other.files)
+
+
+def test_a_value_hidden_under_a_null_does_not_change_the_name(data_dir: Path) -> None:
+    rows = pa.Table.from_pylist(candle_rows(count=3))
+    volume = rows["volume"].chunk(0)
+    mask = pa.array([True, False, True]).buffers()[1]
+    # Two arrays with the same nulls, whose buffers differ only under the null slot.
+    under_null = pa.Array.from_buffers(pa.float64(), 3, [mask, volume.buffers()[1]])
+    garbage = pa.array([volume[0].as_py(), 123456.0, volume[2].as_py()]).buffers()[1]
+    other_under_null = pa.Array.from_buffers(pa.float64(), 3, [mask, garbage])
+    first = writer(data_dir).write("candles", rows.set_column(7, "volume", under_null))
+    again = writer(data_dir).write("candles", rows.set_column(7, "volume", other_under_null))
+    assert again.files == () and again.existing_files == first.files
+
+
+def test_a_repeat_on_a_local_disk_serializes_nothing(data_dir: Path, monkeypatch) -> None:
+    import storage.publish
+
+    first = writer(data_dir).write("option_chain", option_rows())
+    serialized: list[object] = []
+    real = storage.publish.serialize
+    monkeypatch.setattr(
+        storage.publish, "serialize", lambda *a, **k: serialized.append(a) or real(*a, **k)
+    )
+    again = writer(data_dir).write("option_chain", option_rows())
+    assert again.existing_files == first.files and serialized == []
+    keyed = writer(data_dir).write("option_chain", option_rows(), idempotency_key="slot-1")
+    assert len(keyed.files) == 1 and len(serialized) == 1  # a new file is serialized
+    keyed_again = writer(data_dir).write("option_chain", option_rows(), idempotency_key="slot-1")
+    assert keyed_again.existing_files == keyed.files and len(serialized) == 1
+
+
+def test_bar_opens_are_delta_encoded_and_read_back_exactly(any_data_dir) -> None:
+    rows = candle_rows(count=50)
+    result = writer(any_data_dir).write("candles", rows)
+    (key,) = result.files
+    column = read_metadata(store_for(any_data_dir), key).row_group(0)
+    encodings = {
+        column.column(i).path_in_schema: column.column(i).encodings
+        for i in range(column.num_columns)
+    }
+    assert "DELTA_BINARY_PACKED" in encodings["ts"]
+    assert "DELTA_BINARY_PACKED" not in encodings["open"]  # floats: plain, under zstd
+    assert read_key(any_data_dir, key)["ts"].to_pylist() == [r["ts"] for r in rows]
+
+
 def test_a_repeated_idempotency_key_writes_nothing_even_with_other_rows(any_data_dir) -> None:
     key = "snapshot:2026-11-23T09:30:NIFTY"
     w = writer(any_data_dir)
@@ -371,6 +454,38 @@ def test_writing_many_partitions_is_vectorised_enough_for_backfills(data_dir: Pa
     lake = data_dir / "lake"
     assert sum(pq.read_metadata(data_dir / k).num_rows for k in result.files) == n
     assert not leftovers(lake)
+
+
+def test_new_folders_of_a_batch_fsync_each_parent_once(data_dir: Path, monkeypatch) -> None:
+    import storage.lakestore
+
+    w = writer(data_dir)
+    w.write("candles", candle_rows(count=1))  # the seed and the dataset's folders exist now
+    synced: list[Path] = []
+    real = storage.lakestore.fsync_dir
+
+    def counting(folder: Path) -> None:
+        synced.append(Path(folder))
+        real(folder)
+
+    monkeypatch.setattr(storage.lakestore, "fsync_dir", counting)
+    rows = [
+        row
+        for month in (1, 2, 3)
+        for symbol in ("NSE:A", "NSE:B", "NSE:C")
+        for row in candle_rows(symbol, start=datetime(2025, month, 10, 4, 0, tzinfo=UTC), count=2)
+    ]
+    result = w.write("candles", rows)
+    assert len(result.files) == 9
+    dataset = (data_dir / "lake" / "candles").resolve()
+    months = [dataset / f"date=2025-0{m}-01" for m in (1, 2, 3)]
+    # Each new month folder once for its three new symbol folders, the dataset folder once
+    # for the three months, and each symbol folder once for its file.
+    assert sorted(synced.count(m) for m in months) == [1, 1, 1]
+    assert synced.count(dataset) == 1
+    folders = [data_dir.resolve() / key.rpartition("/")[0] for key in result.files]
+    assert [synced.count(folder) for folder in folders] == [1] * 9
+    assert sum(pq.read_metadata(data_dir / k).num_rows for k in result.files) == 18
 
 
 def test_the_legacy_root_argument_writes_below_that_lake_folder(data_dir: Path) -> None:

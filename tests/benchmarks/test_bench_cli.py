@@ -1,0 +1,43 @@
+"""bench_cli's judgement and its plain-script baseline (the timed runs are the benchmark's)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.bench_cli import EXCESS_TARGET, PLAIN_CODE, _excess_figure
+from providers.emulators.nse import NseEmulator
+
+
+@pytest.mark.parametrize(
+    ("ours", "verdict"),
+    [(1.0 + EXCESS_TARGET - 0.01, "pass"), (1.0 + EXCESS_TARGET + 0.01, "FAIL")],
+)
+def test_the_verdict_is_on_the_time_above_the_import_floor(ours: float, verdict: str) -> None:
+    samples = {"floor": [0.9, 1.0, 1.1], "ours": [ours - 0.1, ours, ours + 0.1]}
+    result = _excess_figure("probe", samples, "ours")
+    assert result.verdict == verdict
+    assert result.ours == pytest.approx(ours) and result.baseline == pytest.approx(1.0)
+    assert result.ratio == pytest.approx(ours)  # shown, not judged: 2.5x passes
+    assert result.target == f"<= floor + {EXCESS_TARGET:g} s"
+
+
+def test_the_plain_script_fetches_and_parses_every_expiry_of_the_chain() -> None:
+    with NseEmulator() as nse:
+        done = subprocess.run(
+            [sys.executable, "-c", PLAIN_CODE, nse.base_url], capture_output=True, timeout=60
+        )
+        listed = nse.log.items("contract-info")
+        chains = nse.log.items("v3")
+    assert done.returncode == 0, done.stderr
+    assert len(listed) == 1 and len(chains) >= 2  # one chain request per listed expiry
+    assert all(request.had_cookies for request in chains)
+
+
+def test_the_plain_script_fails_when_it_gets_no_chain() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_CODE, "http://127.0.0.1:9"], capture_output=True, timeout=60
+    )
+    assert done.returncode != 0

@@ -1,0 +1,212 @@
+"""Where a real `protrade snapshot` process reports its run, against the NSE emulator.
+
+No server up: a temporary server of its own, in the data dir's Prefect home, stopped when the
+command ends; the run, its task run and its log lines are in that home's database afterwards
+(what `make run`'s UI shows later). `make run` up: the run goes to its server. A server
+that is not ours is never asked. Failures stay one line on stderr, details in the run's logs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from test_server_marker import fake_server
+
+from flows.server import (
+    MARKER_NAME,
+    MIGRATIONS_RECORD_NAME,
+    TEMPORARY_LOG_NAME,
+    LocalPrefectServer,
+    prefect_home,
+    write_marker,
+)
+from providers.emulators.nse import NseEmulator
+
+PROTRADE = str(Path(sys.executable).with_name("protrade"))
+TIMEOUT = 180.0  # a first start migrates a fresh database: ~10 s on a busy 2-core machine
+
+
+@pytest.fixture
+def nse() -> Iterator[NseEmulator]:
+    with NseEmulator() as emulator:
+        yield emulator
+
+
+def cli_env(data: Path, nse_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(
+        PROTRADE_DATA_DIR=str(data),
+        PROTRADE_NSE_BASE_URL=nse_url,
+        PROTRADE_OPTIONS_PROVIDERS="nse",
+    )
+    return env
+
+
+def snapshot(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROTRADE, "snapshot", "--underlying", "NIFTY"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def verdicts(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("snapshot failed")]
+
+
+def servers_of(home: Path) -> list[psutil.Process]:
+    """Processes running with this Prefect home: the servers started for it."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PREFECT_HOME") == str(home):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def recorded(home: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{home / 'prefect.db'}?mode=ro", uri=True) as db:
+        return db.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_with_no_server_up_the_run_goes_to_a_temporary_server_in_the_data_dir(
+    tmp_path: Path, nse: NseEmulator
+) -> None:
+    data = tmp_path / "data"
+    home = prefect_home(data)
+    home.mkdir(parents=True)
+    # A healthy stranger named by a marker in our home (another data dir's Prefect server):
+    # the command must neither report to it nor ask it anything.
+    with fake_server(tmp_path / "elsewhere" / "prefect") as stranger:
+        write_marker(home, stranger.api_url, stranger.process.pid)
+        done = snapshot(cli_env(data, nse.base_url))
+    assert stranger.requests() == []
+
+    assert done.returncode == 0, done.stderr
+    assert "NIFTY" in done.stdout and "nse" in done.stdout
+    assert servers_of(home) == []  # the temporary server stopped with the command
+    assert (home / MIGRATIONS_RECORD_NAME).exists()  # the next start skips migrations
+    runs = recorded(home, "SELECT name, state_type FROM flow_run")
+    assert [(str(name).split(" ")[:2], state) for name, state in runs] == [
+        (["oi-snapshot", "NIFTY"], "COMPLETED")
+    ]
+    # Task runs are recorded from events, which the command delivered before stopping it.
+    assert recorded(home, "SELECT name, state_type FROM task_run") == [
+        ("snapshot-NIFTY", "COMPLETED")
+    ]
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_one_line_and_its_details_are_in_the_runs_logs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = cli_env(data, "http://127.0.0.1:9")  # nothing listens there: NSE is down
+    done = snapshot(env)
+
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (verdict,) = verdicts(done.stderr)
+    assert verdict.startswith("snapshot failed: NIFTY: ") and "connection refused" in verdict
+    home = prefect_home(data)
+    assert servers_of(home) == []
+    assert recorded(home, "SELECT state_type FROM flow_run") == [("FAILED",)]
+    logged = "\n".join(str(m) for (m,) in recorded(home, "SELECT message FROM log"))
+    assert "Traceback" in logged and "UnderlyingFailedError" in logged
+
+
+@pytest.mark.slow
+def test_a_temporary_server_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = cli_env(data, "http://127.0.0.1:9")
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+        f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'prefect.db'}"
+    )
+    done = snapshot(env)
+
+    home = prefect_home(data)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert verdicts(done.stderr) == [
+        "snapshot failed: the temporary Prefect server exited with code 3 before it was ready; "
+        f"see {home / TEMPORARY_LOG_NAME}"
+    ]
+    assert "unable to open database file" in (home / TEMPORARY_LOG_NAME).read_text()
+    assert servers_of(home) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(api: str, path: str, name_prefix: str, timeout: float = 30.0) -> list[dict]:
+    """The objects of `path`'s filter whose name starts with `name_prefix`, once there are any
+    (the server records task runs from events, a moment after they arrive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [
+            item
+            for item in httpx.post(f"{api}{path}", json={}, timeout=10).json()
+            if item["name"].startswith(name_prefix)
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_with_make_run_up_the_run_shows_in_its_server(tmp_path: Path, nse: NseEmulator) -> None:
+    data = tmp_path / "data"
+    home = prefect_home(data)
+    server = LocalPrefectServer(home=home, port=_free_port())  # what `protrade serve` starts
+    server.start()
+    try:
+        assert (home / MARKER_NAME).exists()
+        done = snapshot(cli_env(data, nse.base_url))
+        assert done.returncode == 0, done.stderr
+        flow_runs = _wait_for(server.api_url, "/flow_runs/filter", "oi-snapshot NIFTY")
+        task_runs = _wait_for(server.api_url, "/task_runs/filter", "snapshot-NIFTY")
+    finally:
+        server.stop()
+    assert [run["state_type"] for run in flow_runs] == ["COMPLETED"]
+    assert [run["state_type"] for run in task_runs] == ["COMPLETED"]
+    assert not (home / TEMPORARY_LOG_NAME).exists()  # no temporary server was started
+    assert not (home / MARKER_NAME).exists()  # the stopped server took its marker away
+
+
+@pytest.mark.slow
+def test_the_demo_gets_a_temporary_server_even_when_another_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.prefect_env as prefect_env
+
+    configured = "http://127.0.0.1:9/api"  # a real server the demo must never reach
+    monkeypatch.setenv("PREFECT_API_URL", configured)
+    home = tmp_path / "demo" / "prefect"
+    url = prefect_env.prepare_prefect_env(temporary_home=home)
+    try:
+        assert url != configured and os.environ["PREFECT_API_URL"] == url
+        server = prefect_env._temporary
+        assert server is not None and server.home == home
+        server.wait_ready()
+        assert httpx.get(f"{url}/health", timeout=10).json() is True
+        process = psutil.Process(server.process.pid)
+    finally:
+        prefect_env.finish_runs()
+    assert os.environ["PREFECT_API_URL"] == configured
+    assert not process.is_running()
