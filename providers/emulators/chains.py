@@ -15,40 +15,18 @@ import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from providers.emulators.prices import price_at
+
+# The universe lives in its own module (the price path reads it too); re-exported here.
+from providers.emulators.universe import UNDERLYINGS as UNDERLYINGS
+from providers.emulators.universe import UnderlyingSpec as UnderlyingSpec
 
 IST = ZoneInfo("Asia/Kolkata")
 SESSION_OPEN = time(9, 15)
 SESSION_CLOSE = time(15, 30)
 SESSION_MINUTES = 375  # 09:15 -> 15:30
-
-
-@dataclass(frozen=True)
-class UnderlyingSpec:
-    symbol: str
-    spot: float
-    step: float
-    strikes: int
-    kind: Literal["Indices", "Equity"]
-    weekly: bool
-    stock_id: int  # Trendlyne's id
-    lot_size: int
-
-
-UNDERLYINGS: dict[str, UnderlyingSpec] = {
-    s.symbol: s
-    for s in (
-        UnderlyingSpec("NIFTY", 25_800.0, 50.0, 100, "Indices", True, 1887, 75),
-        UnderlyingSpec("BANKNIFTY", 57_000.0, 100.0, 90, "Indices", False, 1898, 35),
-        UnderlyingSpec("FINNIFTY", 27_300.0, 50.0, 84, "Indices", False, 1900, 65),
-        UnderlyingSpec("MIDCPNIFTY", 13_400.0, 25.0, 84, "Indices", False, 1902, 140),
-        UnderlyingSpec("RELIANCE", 1_520.0, 10.0, 84, "Equity", False, 1127, 500),
-        UnderlyingSpec("M&M", 3_650.0, 25.0, 84, "Equity", False, 1260, 200),
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -171,26 +149,45 @@ def _price(kind: str, spot: float, strike: float, years: float, vol: float) -> f
     return max(0.05, round(round(value / 0.05) * 0.05, 2))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _LegSeed:
     prev_oi: float
     oi_move: float  # fraction of prev_oi gained by the close
     fractional: bool
     volume_total: float
     iv: float  # percent; 0.0 when illiquid
+    #: The volatility the leg is priced at (its IV, 25% when it shows none).
+    price_vol: float
+    #: Yesterday's close: a constant of the day, so priced once per day, not per request.
+    prev_close: float
 
 
-@lru_cache(maxsize=256)
-def _leg_seeds(symbol: str, expiry: date, day: date) -> dict[tuple[float, str], _LegSeed]:
+#: Strikes x legs per (symbol, expiry, day): a slot asks ~650 chains of a ~220-underlying
+#: universe, so the cache holds every chain of a day twice over (each entry ~200 legs, ~60 kB).
+_SEED_CACHE_SIZE = 2048
+
+
+@lru_cache(maxsize=_SEED_CACHE_SIZE)
+def _leg_seeds(
+    symbol: str, expiry: date, day: date
+) -> tuple[tuple[float, _LegSeed | None, _LegSeed | None], ...]:
+    """Per strike, ascending: (strike, CE seed, PE seed); None for a leg that is not listed."""
     spec = UNDERLYINGS[symbol]
     rng = random.Random(_seed("chain", symbol, expiry, day))
     strikes = strikes_of(symbol)
     days_out = max((expiry - day).days, 0)
     # Nearer expiries carry more open interest.
     scale = 90_000 / (1 + days_out / 10) / max(1.0, spec.step / 50)
-    seeds: dict[tuple[float, str], _LegSeed] = {}
+    open_spot = spot_at(symbol, datetime.combine(day, SESSION_OPEN, IST))
+    expiry_close = datetime.combine(expiry, SESSION_CLOSE, IST)
+    session_open = datetime.combine(day, SESSION_OPEN, IST)
+    # Yesterday's close is priced a day further from expiry than this morning's open.
+    years_at_close = max((expiry_close - session_open).total_seconds(), 60.0) / (365 * 86_400)
+    years_at_close += 1 / 365
+    rows: list[tuple[float, _LegSeed | None, _LegSeed | None]] = []
     for index, strike in enumerate(strikes):
         moneyness = (strike - spec.spot) / spec.spot
+        legs: dict[str, _LegSeed | None] = {"CE": None, "PE": None}
         for kind in ("CE", "PE"):
             # Far strikes list only one leg (real chains have such rows).
             if kind == "PE" and index >= len(strikes) - 3:
@@ -205,18 +202,30 @@ def _leg_seeds(symbol: str, expiry: date, day: date) -> dict[tuple[float, str], 
             prev_oi = float(round(scale * weight * rng.uniform(0.6, 1.4)))
             illiquid = abs(moneyness) > 0.06 or rng.random() < 0.03
             smile = 11.5 + 45 * moneyness**2 + (2.0 if kind == "PE" else 0.0) + days_out * 0.02
-            seeds[(strike, kind)] = _LegSeed(
+            oi_move = rng.uniform(-0.25, 0.6)
+            fractional = rng.random() < 0.08
+            volume_total = 0.0 if illiquid else float(round(prev_oi * rng.uniform(0.8, 4.0)))
+            iv = 0.0 if illiquid else round(smile * rng.uniform(0.95, 1.05), 2)
+            price_vol = (iv or 25.0) / 100
+            legs[kind] = _LegSeed(
                 prev_oi=prev_oi,
-                oi_move=rng.uniform(-0.25, 0.6),
-                fractional=rng.random() < 0.08,
-                volume_total=0.0 if illiquid else float(round(prev_oi * rng.uniform(0.8, 4.0))),
-                iv=0.0 if illiquid else round(smile * rng.uniform(0.95, 1.05), 2),
+                oi_move=oi_move,
+                fractional=fractional,
+                volume_total=volume_total,
+                iv=iv,
+                price_vol=price_vol,
+                prev_close=_price(kind, open_spot, strike, years_at_close, price_vol),
             )
-    return seeds
+        rows.append((strike, legs["CE"], legs["PE"]))
+    return tuple(rows)
 
 
 def chain_at(symbol: str, expiry: date, as_of: datetime) -> ChainState:
-    """The chain of `symbol`/`expiry` as of `as_of` (clamped into the session)."""
+    """The chain of `symbol`/`expiry` as of `as_of` (clamped into the session).
+
+    Cheap per call (~0.5 ms for a stock): what is fixed for the day is seeded once per
+    (symbol, expiry, day); a call prices each listed leg at the current spot and time.
+    """
     symbol = symbol.upper()
     if symbol not in UNDERLYINGS:
         raise KeyError(symbol)
@@ -224,34 +233,48 @@ def chain_at(symbol: str, expiry: date, as_of: datetime) -> ChainState:
     day = moment.date()
     minute = _minute(moment)
     progress = minute / SESSION_MINUTES
+    oi_growth = progress**0.8
+    volume_share = progress**0.9
     spot = spot_at(symbol, moment)
-    open_spot = spot_at(symbol, datetime.combine(day, SESSION_OPEN, IST))
     expiry_close = datetime.combine(expiry, SESSION_CLOSE, IST)
     years = max((expiry_close - moment).total_seconds(), 60.0) / (365 * 86_400)
-    seeds = _leg_seeds(symbol, expiry, day)
     rows: list[StrikeState] = []
-    for strike in strikes_of(symbol):
-        legs: dict[str, LegState | None] = {}
-        for kind in ("CE", "PE"):
-            seed = seeds.get((strike, kind))
-            if seed is None:
-                legs[kind] = None
-                continue
-            # OI builds up through the day with a small seeded wobble; monotone enough to look
-            # real, different at every minute so "as of HH:MM" is observable.
-            wobble = 0.02 * math.sin(minute / 11.0 + strike / 1000.0)
-            oi = seed.prev_oi * (1 + seed.oi_move * progress**0.8 + wobble * progress)
-            oi = float(max(0, round(oi)))
-            if seed.fractional:
-                oi += 0.5
-            vol_for_price = (seed.iv or 25.0) / 100
-            legs[kind] = LegState(
-                open_interest=oi,
-                prev_open_interest=seed.prev_oi,
-                volume=float(round(seed.volume_total * progress**0.9)),
-                iv=seed.iv,
-                ltp=_price(kind, spot, strike, years, vol_for_price),
-                prev_close=_price(kind, open_spot, strike, years + 1 / 365, vol_for_price),
-            )
-        rows.append(StrikeState(strike=strike, ce=legs["CE"], pe=legs["PE"]))
+    for strike, ce_seed, pe_seed in _leg_seeds(symbol, expiry, day):
+        # OI builds up through the day with a small seeded wobble; monotone enough to look
+        # real, different at every minute so "as of HH:MM" is observable.
+        wobble = 0.02 * math.sin(minute / 11.0 + strike / 1000.0) * progress
+        ce = (
+            None
+            if ce_seed is None
+            else _leg_at("CE", ce_seed, strike, spot, years, oi_growth, wobble, volume_share)
+        )
+        pe = (
+            None
+            if pe_seed is None
+            else _leg_at("PE", pe_seed, strike, spot, years, oi_growth, wobble, volume_share)
+        )
+        rows.append(StrikeState(strike=strike, ce=ce, pe=pe))
     return ChainState(symbol=symbol, expiry=expiry, as_of=moment, spot=spot, strikes=rows)
+
+
+def _leg_at(
+    kind: str,
+    seed: _LegSeed,
+    strike: float,
+    spot: float,
+    years: float,
+    oi_growth: float,
+    wobble: float,
+    volume_share: float,
+) -> LegState:
+    oi = float(max(0, round(seed.prev_oi * (1 + seed.oi_move * oi_growth + wobble))))
+    if seed.fractional:
+        oi += 0.5
+    return LegState(
+        open_interest=oi,
+        prev_open_interest=seed.prev_oi,
+        volume=float(round(seed.volume_total * volume_share)),
+        iv=seed.iv,
+        ltp=_price(kind, spot, strike, years, seed.price_vol),
+        prev_close=seed.prev_close,
+    )

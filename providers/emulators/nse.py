@@ -15,6 +15,9 @@ Built from what is known of the real site, not from our client:
 - Cookies expire: with `cookie_lifetime=N`, a cookie is good for N API answers, after which
   the API answers 200 `{}` to it until the client primes a new one (N is ours; the real
   lifetime is in minutes and unknown).
+- `/api/underlying-information` answers `{"data": {"IndexList": [{"symbol", "underlying"}],
+  "UnderlyingList": [...]}}` (the shape maintained public clients read; a 2026 capture listed 5
+  indices and 210 stocks). Unverified: any key beyond the two symbol lists (none served).
 - The legacy endpoints keep the older leg shape (`strikePrice, expiryDate DD-Mon-YYYY,
   underlying, bidQty, bidprice, askQty, askPrice`) and omit a missing leg.
 """
@@ -63,9 +66,14 @@ def _parse_nse_date(text: str) -> date | None:
         return None
 
 
-def _identifier(state: ChainState, strike: float, kind: str) -> str:
+def _contract_stem(state: ChainState) -> str:
+    """What every contract identifier of one chain starts with: `OPTSTKM&M30-12-2026`."""
     prefix = "OPTIDX" if UNDERLYINGS[state.symbol].kind == "Indices" else "OPTSTK"
-    return f"{prefix}{state.symbol}{state.expiry:%d-%m-%Y}{kind}{strike:.2f}"
+    return f"{prefix}{state.symbol}{state.expiry:%d-%m-%Y}"
+
+
+def _identifier(state: ChainState, strike: float, kind: str, stem: str | None = None) -> str:
+    return f"{stem or _contract_stem(state)}{kind}{strike:.2f}"
 
 
 def _figures(leg: LegState) -> dict[str, Any]:
@@ -104,10 +112,15 @@ def _legacy_leg_json(state: ChainState, strike: float, kind: str, leg: LegState)
     }
 
 
-def _v3_leg_json(state: ChainState, strike: float, kind: str, leg: LegState) -> dict[str, Any]:
+def _v3_leg_json(
+    state: ChainState, strike: float, kind: str, leg: LegState, stem: str | None = None
+) -> dict[str, Any]:
+    # `stem` (the chain's identifier stem) is passed in by `_v3_items`: formatting the expiry
+    # once per chain, not twice per leg, is a tenth of a payload's cost.
+    stem = stem or _contract_stem(state)
     return {
-        "identifier": _identifier(state, strike, kind),
-        "expiryDate": f"{state.expiry:%d-%m-%Y}",
+        "identifier": _identifier(state, strike, kind, stem),
+        "expiryDate": stem[-10:],
         **_figures(leg),
         "buyPrice1": round(max(leg.ltp - 0.05, 0.0), 2),
         "buyQuantity1": 75,
@@ -147,11 +160,12 @@ def _v3_placeholder(state: ChainState) -> dict[str, Any]:
 
 def _v3_items(state: ChainState) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
+    stem = _contract_stem(state)
     for row in state.strikes:
         item: dict[str, Any] = {"strikePrice": row.strike, "expiryDates": nse_date(state.expiry)}
         for kind, leg in (("CE", row.ce), ("PE", row.pe)):
             if leg is not None:
-                item[kind] = _v3_leg_json(state, row.strike, kind, leg)
+                item[kind] = _v3_leg_json(state, row.strike, kind, leg, stem)
             elif row.ce is not None or row.pe is not None:
                 item[kind] = _v3_placeholder(state)
         items.append(item)
@@ -222,6 +236,19 @@ def legacy_payload(states: list[ChainState]) -> dict[str, Any]:
     }
 
 
+def underlyings_payload() -> dict[str, Any]:
+    """`/api/underlying-information`: every F&O underlying, indices and stocks apart.
+
+    Each item is `{"symbol", "underlying"}` (the display name), the shape maintained public
+    clients read; whatever else the real answer carries is unknown and not served.
+    """
+    lists: dict[str, list[dict[str, str]]] = {"IndexList": [], "UnderlyingList": []}
+    for spec in UNDERLYINGS.values():
+        which = "IndexList" if spec.kind == "Indices" else "UnderlyingList"
+        lists[which].append({"symbol": spec.symbol, "underlying": spec.display_name})
+    return {"data": lists}
+
+
 #: What the emulator's `holiday-master` publishes: test data for the calendar supplement, in the
 #: real format (a few 2026 and 2027 exchange holidays).
 PUBLISHED_HOLIDAYS: tuple[tuple[date, str], ...] = (
@@ -243,13 +270,15 @@ def _lifetime(value: Any) -> int | None:
 
 
 class NseEmulator(HttpEmulator):
-    """The NSE option-chain site. Fault endpoints: page, contract-info, v3, legacy."""
+    """The NSE option-chain site. Fault endpoints: page, contract-info, v3, legacy, holidays,
+    underlyings."""
 
     schema_keys: ClassVar[dict[str, str]] = {
         "contract-info": "expiryDates",
         "v3": "records",
         "legacy": "records",
         "holidays": "FO",
+        "underlyings": "data",
     }
 
     def __init__(
@@ -297,6 +326,7 @@ class NseEmulator(HttpEmulator):
             Route("/api/option-chain-indices", self._legacy),
             Route("/api/option-chain-equities", self._legacy),
             Route("/api/holiday-master", self._holidays),
+            Route("/api/underlying-information", self._underlyings),
         ]
 
     # -- gatekeeping -------------------------------------------------------------------------
@@ -400,6 +430,16 @@ class NseEmulator(HttpEmulator):
             return 200, {"CM": rows, "FO": rows, "CD": rows[:3]}
 
         return await self.answer(request, "holidays", produce)
+
+    async def _underlyings(self, request: Request) -> Response:
+        self.record(request, "underlyings")
+        if (denied := self._gate(request)) is not None:
+            return denied
+
+        async def produce() -> tuple[int, Any]:
+            return 200, underlyings_payload()
+
+        return await self.answer(request, "underlyings", produce)
 
     async def _v3(self, request: Request) -> Response:
         self.record(request, "v3")

@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from providers.emulators.universe import UNDERLYINGS
+
 IST = timezone(timedelta(hours=5, minutes=30))
 OPEN_SECONDS = 9 * 3600 + 15 * 60  # after IST midnight
 CLOSE_SECONDS = 15 * 3600 + 30 * 60
@@ -35,14 +37,7 @@ SESSION_MINUTES = (CLOSE_SECONDS - OPEN_SECONDS) // 60  # 375
 
 #: Price levels of the symbols the option-chain emulators list, so their strikes sit around the
 #: money; any other symbol gets a stable level from its name.
-BASE_LEVELS: dict[str, float] = {
-    "NSE:NIFTY": 25_800.0,
-    "NSE:BANKNIFTY": 57_000.0,
-    "NSE:FINNIFTY": 27_300.0,
-    "NSE:MIDCPNIFTY": 13_400.0,
-    "NSE:RELIANCE": 1_520.0,
-    "NSE:M&M": 3_650.0,
-}
+BASE_LEVELS: dict[str, float] = {f"NSE:{spec.symbol}": spec.spot for spec in UNDERLYINGS.values()}
 
 #: Per-minute step of the intraday walk, uniform in +-this (~0.8% over a session, like a
 #: 0.04% standard deviation a minute), and the widest wick.

@@ -48,6 +48,10 @@ def _error(description: str) -> tuple[int, Any]:
     return 200, {"head": _head("1", description), "body": {}}
 
 
+#: The universe by Trendlyne id (as the query string spells it): every OI and expiry call looks
+#: one up, and a scan of ~220 underlyings per call would add up over a slot's ~650 chains.
+_BY_STOCK_ID: dict[str, str] = {str(spec.stock_id): spec.symbol for spec in UNDERLYINGS.values()}
+
 LEG_SPELLINGS: dict[str, tuple[str, str]] = {
     "short": ("Vol", "Ltp"),
     "long": ("Volume", "LastPrice"),
@@ -123,10 +127,7 @@ class TrendlyneEmulator(HttpEmulator):
 
     @staticmethod
     def _symbol_for(stock_id: str) -> str | None:
-        for spec in UNDERLYINGS.values():
-            if str(spec.stock_id) == stock_id:
-                return spec.symbol
-        return None
+        return _BY_STOCK_ID.get(stock_id.strip())
 
     async def _search(self, request: Request) -> Response:
         self.record(request, "search")

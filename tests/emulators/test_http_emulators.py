@@ -328,7 +328,7 @@ async def test_trendlyne_status_errors_and_faults(
         await tl.get_oi_data("NIFTY", date(2026, 11, 25), "10:00")  # not a listed expiry
     assert "expiry" in str(err.value)
     with pytest.raises(UnknownSymbolError):
-        await tl.get_expiry_dates("NIFTYNXT50")
+        await tl.get_expiry_dates("NOSUCHCO")  # listed nowhere in the emulated universe
     tl_emu.set_fault("block", "oi", times=1)
     with pytest.raises(BlockedError):
         await tl.get_oi_data("NIFTY", EXPIRY, "10:00")
