@@ -13,9 +13,16 @@ from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UnsupportedOperationError
 from providers.journal import PayloadSink
-from providers.records import Bar, Disconnect, LiveMessage, LiveStats, OptionChainRow
+from providers.records import (
+    Bar,
+    Disconnect,
+    LiveMessage,
+    LiveStats,
+    OptionChainRow,
+    Underlying,
+)
 
 LiveCallback = Callable[[LiveMessage], Awaitable[None] | None]
 
@@ -31,6 +38,8 @@ class Capability(StrEnum):
     OI_AS_OF = "oi_as_of"
     #: options: `get_expiry_dates`, the listed expiries.
     EXPIRIES = "expiries"
+    #: options: `get_underlyings`, every underlying with listed options (the F&O universe).
+    UNDERLYINGS = "underlyings"
     #: live: `live_feed` quotes for subscribed symbols.
     QUOTES = "quotes"
     #: live: `chart_update` bars for a subscription with an interval.
@@ -39,7 +48,7 @@ class Capability(StrEnum):
 
 #: The capabilities that mean something for each kind; a provider declares a subset of these.
 KIND_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "options": frozenset({Capability.OI_AS_OF, Capability.EXPIRIES}),
+    "options": frozenset({Capability.OI_AS_OF, Capability.EXPIRIES, Capability.UNDERLYINGS}),
     "historical": frozenset(),
     "live": frozenset({Capability.QUOTES, Capability.BARS}),
 }
@@ -176,7 +185,8 @@ class IOptionsDataProvider(ABC):
 
     #: What this provider can do, declared per class and read by the registry:
     #: `EXPIRIES` if it lists expiries, `OI_AS_OF` if it can answer `get_oi_data` for a past
-    #: minute. Chains (`get_option_chain`, `get_oi_data` for now) are the baseline.
+    #: minute, `UNDERLYINGS` if it lists the F&O universe (`get_underlyings`). Chains
+    #: (`get_option_chain`, `get_oi_data` for now) are the baseline.
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EXPIRIES})
 
     @abstractmethod
@@ -203,6 +213,18 @@ class IOptionsDataProvider(ABC):
         that cannot answer for a past minute and is called anyway (directly, not through the
         registry) raises `UnsupportedOperationError`: it must never serve "now" for a past slot.
         """
+
+    async def get_underlyings(self) -> list[Underlying]:
+        """Every underlying with listed options (indices, then stocks), as the source lists
+        them; for a provider declaring `Capability.UNDERLYINGS`.
+
+        Optional: the default refuses, as a provider that does not declare it must (the
+        registry never asks one; called directly, it raises `UnsupportedOperationError`).
+        """
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} does not list underlyings",
+            provider=getattr(self, "name", None),
+        )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release sessions; providers with long-lived clients override it."""

@@ -311,6 +311,19 @@ LiveMessage = Quote | ChartUpdate
 
 
 @dataclass(frozen=True, slots=True)
+class Underlying:
+    """One underlying with listed options (an index or a stock), as a provider lists them.
+
+    `symbol` is the exchange's trading symbol, upper-case (the one chains are asked for);
+    `name` the display name when the provider sends one.
+    """
+
+    symbol: str
+    kind: Literal["index", "stock"]
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One try of one provider for one operation; lands in the `provider_attempts` dataset."""
 

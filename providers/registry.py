@@ -50,7 +50,7 @@ from providers.interfaces import (
     capabilities_of,
     historical_limits_of,
 )
-from providers.records import AttemptRecord, Bar, OptionChainRow
+from providers.records import AttemptRecord, Bar, OptionChainRow, Underlying
 from providers.settings import DEFAULT_PROVIDER_SETTINGS, ProviderSettings
 
 log = logging.getLogger(__name__)
@@ -666,6 +666,17 @@ class ProviderRegistry:
             dataset="option_chain",
             flow_run_id=flow_run_id,
             requires=(Capability.EXPIRIES,),
+        )
+
+    async def get_underlyings(self, *, flow_run_id: str | None = None) -> Fetched[list[Underlying]]:
+        """The F&O universe (indices, then stocks), only from providers that list it."""
+        return await self.call(
+            "options",
+            "get_underlyings",
+            lambda p: p.get_underlyings(),
+            dataset="option_chain",
+            flow_run_id=flow_run_id,
+            requires=(Capability.UNDERLYINGS,),
         )
 
     async def get_oi_data(

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from providers.errors import EmptyPayloadError
 from providers.payload import PayloadReader
-from providers.records import OptionChainLeg, OptionChainRow, OptionType, option_chain_snapshot
+from providers.records import (
+    OptionChainLeg,
+    OptionChainRow,
+    OptionType,
+    Underlying,
+    option_chain_snapshot,
+)
 
 PROVIDER = "nse"
 IST = ZoneInfo("Asia/Kolkata")
@@ -237,3 +243,51 @@ def parse_trading_holidays(payload: Any) -> list[date]:
     if not days:
         raise EmptyPayloadError("NSE's holiday list is empty", provider=PROVIDER)
     return sorted(days)
+
+
+#: `/api/underlying-information`'s two lists, in the order they are returned (indices first).
+_UNDERLYING_LISTS: tuple[tuple[str, Literal["index", "stock"]], ...] = (
+    ("IndexList", "index"),
+    ("UnderlyingList", "stock"),
+)
+
+
+def parse_underlyings(payload: Any) -> list[Underlying]:
+    """`/api/underlying-information` -> every F&O underlying: indices, then stocks, as served.
+
+    Shape (from maintained public clients; unverified beyond the symbol lists, so every other
+    key is ignored): `{"data": {"IndexList": [{"symbol": "NIFTY", "underlying": "NIFTY 50"},
+    ...], "UnderlyingList": [{"symbol": "RELIANCE", "underlying": "Reliance Industries
+    Limited"}, ...]}}`.
+
+    Symbols are upper-cased and stripped, and a symbol seen before is dropped (the first, an
+    index's, wins). An item without a string symbol is skipped; lists with items none of which
+    has one mean the key was renamed (`SchemaChangedError`), while two empty lists are an
+    empty answer (`EmptyPayloadError`), as is `{}` (expired cookies, once re-primed).
+    """
+    root = _require_dict(payload, "$")
+    if not root:
+        raise EmptyPayloadError(
+            "NSE answered the underlying list with an empty object", provider=PROVIDER
+        )
+    data = _require_dict(root.get("data"), "data")
+    found: list[Underlying] = []
+    seen: set[str] = set()
+    items = 0
+    for key, kind in _UNDERLYING_LISTS:
+        entries = _require_list(data.get(key), f"data.{key}")
+        items += len(entries)
+        for entry in entries:
+            raw = entry.get("symbol") if isinstance(entry, dict) else None
+            symbol = raw.strip().upper() if isinstance(raw, str) else ""
+            if not symbol or symbol in seen:
+                continue
+            seen.add(symbol)
+            name = entry.get("underlying")
+            name = (name.strip() or None) if isinstance(name, str) else None
+            found.append(Underlying(symbol, kind, name))
+    if not items:
+        raise EmptyPayloadError("NSE's underlying lists are both empty", provider=PROVIDER)
+    if not found:
+        raise _schema("data.UnderlyingList[].symbol", "is missing from every item")
+    return found

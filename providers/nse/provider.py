@@ -35,8 +35,9 @@ from providers.nse.parse import (
     parse_chain,
     parse_expiry_dates,
     parse_trading_holidays,
+    parse_underlyings,
 )
-from providers.records import OptionChainRow
+from providers.records import OptionChainRow, Underlying
 from providers.settings import DEFAULT_NSE_BASE_URL
 
 PROVIDER = "nse"
@@ -59,8 +60,8 @@ class NseOptionsProvider(IOptionsDataProvider):
     """
 
     name = PROVIDER
-    #: Lists expiries; no `OI_AS_OF`: NSE serves only the current chain.
-    capabilities = frozenset({Capability.EXPIRIES})
+    #: Lists expiries and the F&O universe; no `OI_AS_OF`: NSE serves only the current chain.
+    capabilities = frozenset({Capability.EXPIRIES, Capability.UNDERLYINGS})
 
     def __init__(
         self,
@@ -102,6 +103,18 @@ class NseOptionsProvider(IOptionsDataProvider):
         except _FallBack as fallback:
             payload = await self._legacy_or_raise(symbol, reason=fallback.reason)
         return sorted({row.expiry for row in parse_chain(payload, symbol)})
+
+    async def get_underlyings(self) -> list[Underlying]:
+        """Every F&O underlying NSE lists (indices, then stocks), from `underlying-information`.
+
+        No legacy fallback: there is no older endpoint for the list. A 404 means the endpoint
+        is gone (`SchemaChangedError`); `{}` re-primes the cookies once, as every data call does.
+        """
+        request = query.underlyings()
+        payload = await self._get_json(request, allow_404=True)
+        if payload is None:
+            raise _gone(request.path)
+        return parse_underlyings(payload)
 
     async def get_trading_holidays(self) -> list[date]:
         """The exchange's published trading holidays (F&O segment), from `holiday-master`."""

@@ -14,6 +14,8 @@ V3_PATH = "/api/option-chain-v3"
 LEGACY_INDICES_PATH = "/api/option-chain-indices"
 LEGACY_EQUITIES_PATH = "/api/option-chain-equities"
 HOLIDAYS_PATH = "/api/holiday-master"
+#: The F&O universe: every index and stock with listed options (`parse.parse_underlyings`).
+UNDERLYINGS_PATH = "/api/underlying-information"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +52,8 @@ def legacy_chain(underlying: str) -> NseRequest:
 
 def trading_holidays() -> NseRequest:
     return NseRequest(HOLIDAYS_PATH, {"type": "trading"})
+
+
+def underlyings() -> NseRequest:
+    """Every underlying with listed options; the endpoint takes no parameters."""
+    return NseRequest(UNDERLYINGS_PATH, {})

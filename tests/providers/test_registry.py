@@ -31,7 +31,7 @@ from providers.interfaces import (
     ILiveStreamProvider,
     IOptionsDataProvider,
 )
-from providers.records import AttemptRecord, Bar
+from providers.records import AttemptRecord, Bar, Underlying
 from providers.registry import (
     BreakerPolicy,
     Fetched,
@@ -529,7 +529,7 @@ def test_capabilities_are_declared_per_class_with_each_interfaces_baseline_by_de
     assert ScriptedOptions.capabilities == {Capability.EXPIRIES}
     assert FakeLive.capabilities == {Capability.QUOTES, Capability.BARS}
     assert FakeHistorical.historical_limits == HistoricalLimits(None, None)  # unrestricted
-    assert NseOptionsProvider.capabilities == {Capability.EXPIRIES}
+    assert NseOptionsProvider.capabilities == {Capability.EXPIRIES, Capability.UNDERLYINGS}
     assert TrendlyneOptionsProvider.capabilities == {Capability.OI_AS_OF, Capability.EXPIRIES}
     assert TradingViewLiveProvider.capabilities == {Capability.QUOTES, Capability.BARS}
     limits = TradingViewHistoricalProvider.historical_limits
@@ -916,3 +916,84 @@ async def test_aclose_closes_each_provider_once_even_when_one_fails(fake):
     registry.register("live", FakeLive(), 1)  # no aclose: left alone
     await registry.aclose()
     assert (both.closed, hist.closed) == (1, 1)
+
+
+# -- the F&O universe (get_underlyings) ---------------------------------------------------------
+
+UNIVERSE = [Underlying("NIFTY", "index", "NIFTY 50"), Underlying("M&M", "stock")]
+
+
+class ListingOptions(ScriptedOptions):
+    """Lists the F&O universe from its own script (as NSE does); the last item repeats."""
+
+    capabilities = frozenset({Capability.EXPIRIES, Capability.UNDERLYINGS})
+
+    def __init__(self, *universe_script: Any) -> None:
+        super().__init__()
+        self.universe_script = list(universe_script) or [UNIVERSE]
+        self.universe_calls = 0
+
+    async def get_underlyings(self) -> list[Underlying]:
+        step = self.universe_script[min(self.universe_calls, len(self.universe_script) - 1)]
+        self.universe_calls += 1
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+async def test_underlyings_retry_then_fail_over_with_every_attempt_recorded(fake):
+    registry = make_registry(fake)
+    sunk: list[AttemptRecord] = []
+    registry.add_sink(sunk.append)
+    flaky = ListingOptions(TransientError("503"))
+    backup = ListingOptions([Underlying("BANKNIFTY", "index")])
+    registry.register("nse", flaky, 100)
+    registry.register("backup", backup, 50)
+    fetched = await registry.get_underlyings(flow_run_id="run-1")
+    assert fetched.value == [Underlying("BANKNIFTY", "index")] and fetched.provider == "backup"
+    assert [(a.provider, a.outcome) for a in fetched.attempts] == [
+        ("nse", "error"),
+        ("nse", "error"),
+        ("nse", "error"),
+        ("backup", "ok"),
+    ]
+    assert {a.operation for a in fetched.attempts} == {"get_underlyings"}
+    assert {a.flow_run_id for a in fetched.attempts} == {"run-1"}
+    assert sunk == fetched.attempts
+    assert flaky.universe_calls == 3 and fake.sleeps == [1.0, 2.0]  # backoff between tries
+
+
+async def test_underlyings_are_asked_only_of_providers_declaring_the_capability(fake):
+    registry = make_registry(fake)
+    plain = ScriptedOptions()  # lists expiries, not the universe
+    lister = ListingOptions()
+    registry.register("trendlyne", plain, 100)
+    registry.register("nse", lister, 50)
+    fetched = await registry.get_underlyings()
+    assert fetched.value == UNIVERSE and fetched.provider == "nse"
+    assert [a.provider for a in fetched.attempts] == ["nse"]  # no attempt, no error for plain
+    assert registry.capable_providers("options", [Capability.UNDERLYINGS]) == [("nse", lister)]
+
+
+async def test_underlyings_without_a_capable_provider_fail_without_asking_anyone(fake):
+    registry = make_registry(fake)
+    plain = ScriptedOptions()
+    registry.register("trendlyne", plain, 100)
+    with pytest.raises(NoCapableProviderError) as info:
+        await registry.get_underlyings()
+    assert info.value.capability == "underlyings" and info.value.enabled == ["trendlyne"]
+    with pytest.raises(UnsupportedOperationError):  # the interface's default, called directly
+        await plain.get_underlyings()
+
+
+async def test_underlyings_all_failing_raise_with_each_providers_failure(fake):
+    registry = make_registry(fake)
+    registry.register("nse", ListingOptions(SchemaChangedError("data renamed", key="data")), 100)
+    registry.register("other", ListingOptions(EmptyPayloadError("nothing")), 50)
+    with pytest.raises(AllProvidersFailedError) as info:
+        await registry.get_underlyings()
+    assert [(f.provider, f.error_class) for f in info.value.failures] == [
+        ("nse", "SchemaChangedError"),
+        ("other", "EmptyPayloadError"),
+    ]
+    assert len(info.value.attempts) == 2  # neither is retried: not transient
