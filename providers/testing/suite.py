@@ -32,7 +32,7 @@ from providers.interfaces import (
     capabilities_of,
     historical_limits_of,
 )
-from providers.records import BarBatch, ChartUpdate, LiveMessage, Quote
+from providers.records import BarBatch, ChartUpdate, LiveMessage, Quote, Underlying
 from providers.testing import (
     EXPECTED_ACTIONS,
     Scenario,
@@ -141,6 +141,23 @@ class OptionsProviderConformance(_Conformance):
                 assert listed == sorted(set(listed))
             else:
                 error = await _raised(p.get_expiry_dates(self.underlying))
+                assert isinstance(error, UnsupportedOperationError), error
+
+        self.run(Scenario.OK, body)
+
+    def test_underlyings_are_listed_exactly_when_declared(self) -> None:
+        async def body(p: Any) -> None:
+            if Capability.UNDERLYINGS in capabilities_of(p):
+                listed = await p.get_underlyings()
+                assert listed and all(isinstance(u, Underlying) for u in listed), listed
+                symbols = [u.symbol for u in listed]
+                assert len(set(symbols)) == len(symbols), symbols
+                assert all(s == s.strip().upper() and s for s in symbols), symbols
+                kinds = [u.kind for u in listed]
+                assert set(kinds) <= {"index", "stock"}, kinds
+                assert kinds == sorted(kinds, key=lambda k: k != "index")  # indices first
+            else:
+                error = await _raised(p.get_underlyings())
                 assert isinstance(error, UnsupportedOperationError), error
 
         self.run(Scenario.OK, body)

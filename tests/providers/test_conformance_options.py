@@ -45,13 +45,28 @@ def _routes(table: dict[str, Any], default: Any) -> Handler:
 NSE_LEGACY = json.loads((PAYLOADS / "nse_legacy_nifty_small.json").read_text())
 NSE_PAGE = httpx.Response(200, html="<html>option chain</html>", headers={"set-cookie": "nsit=a"})
 NSE_GONE = httpx.Response(404, json={})
+#: `/api/underlying-information`, cut to a few entries of each list.
+NSE_UNDERLYINGS = {
+    "data": {
+        "IndexList": [{"symbol": "NIFTY", "underlying": "NIFTY 50"}],
+        "UnderlyingList": [
+            {"symbol": "RELIANCE", "underlying": "Reliance Industries Limited"},
+            {"symbol": "M&M", "underlying": "Mahindra & Mahindra Limited"},
+        ],
+    }
+}
 
 
 def nse_answers(scenario: Scenario) -> Handler:
     page = nse_query.PAGE_PATH
     if scenario is Scenario.OK:
         return _routes(
-            {page: NSE_PAGE, nse_query.LEGACY_INDICES_PATH: NSE_LEGACY}, default=NSE_GONE
+            {
+                page: NSE_PAGE,
+                nse_query.LEGACY_INDICES_PATH: NSE_LEGACY,
+                nse_query.UNDERLYINGS_PATH: NSE_UNDERLYINGS,
+            },
+            default=NSE_GONE,
         )
     if scenario is Scenario.UNAVAILABLE:
         return _routes({}, default=http_failure(scenario))
