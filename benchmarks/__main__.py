@@ -23,6 +23,7 @@ BENCHMARKS = {
     "views": "benchmarks.bench_views",
     "s3": "benchmarks.bench_s3",
     "cli": "benchmarks.bench_cli",
+    "universe": "benchmarks.bench_universe",
 }
 
 

@@ -330,6 +330,10 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
     raise typer.Exit(1)
 
 
+#: Up to this many underlyings, `snapshot` prints every provider attempt; beyond, one row each.
+ATTEMPT_ROWS_UP_TO = 20
+
+
 def render_records(rows: list[dict[str, Any]], title: str) -> None:
     """A flow's summary rows (dicts with the same keys) as a table."""
     if rows:
@@ -345,14 +349,19 @@ def snapshot(
         ),
     ] = None,
 ) -> None:
-    """One option-chain/OI snapshot (all expiries) per underlying, through the registry."""
+    """One option-chain/OI snapshot per underlying (names, or the groups INDICES and FNO), of
+    the expiries the slot planner picks (all of them when NSE's pacing allows), through the
+    registry."""
     from flows.prefect_env import prepare_prefect_env
 
     prepare_prefect_env()
-    from flows.snapshot import oi_snapshot, summary_table
+    from flows.snapshot import oi_snapshot, summary_table, underlying_table
 
     results = _run_flow("snapshot", oi_snapshot, underlyings=underlying or None)
-    render_records(summary_table(results), "OI snapshot")
+    if len(results) > ATTEMPT_ROWS_UP_TO:
+        render_records(underlying_table(results), "OI snapshot (one row per underlying)")
+    else:
+        render_records(summary_table(results), "OI snapshot")
 
 
 @app.command("oi-backfill")
@@ -525,6 +534,19 @@ def compact(
     render_records(_run_flow("compaction", compact_lake, before=cutoff), "Compaction")
 
 
+def _expected_underlyings(day: date) -> list[str]:
+    """`PROTRADE_UNDERLYINGS` with its groups (`FNO`, `INDICES`) read from the list the
+    snapshots kept for `day` (no request: status only reads)."""
+    from flows.universe import kept_universe
+    from storage.paths import store_for
+
+    try:
+        return kept_universe(settings().underlyings, store_for(settings().data_dir), day)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("could not read the kept F&O list: %s", exc)
+        return [u for u in settings().underlyings if u not in ("FNO", "INDICES")]
+
+
 @app.command()
 def status(
     hours: Annotated[float, typer.Option(help="Provider health window, in hours")] = 24.0,
@@ -543,10 +565,23 @@ def status(
         raise fail(str(exc), 2) from exc
     existing_data_dir()
     from flows import clock
-    from flows.status import ProviderHealth, assess, format_time, stale_sentences
+    from flows.status import (
+        ProviderHealth,
+        assess,
+        coverage_problems,
+        coverage_summary,
+        format_time,
+        stale_sentences,
+    )
     from flows.status_gaps import gaps_today
     from providers.calendar import IST, is_market_open
-    from storage.queries import dataset_status, recent_attempts, shared_reads
+    from storage.queries import (
+        dataset_status,
+        ist_day_bounds,
+        recent_attempts,
+        shared_reads,
+        slot_coverage,
+    )
 
     now = clock.now()
     try:
@@ -554,11 +589,12 @@ def status(
             rows = dataset_status(now=lambda: now)
             attempts = recent_attempts(now - timedelta(hours=hours))
             gaps = gaps_today(rows, now)
+            coverage = slot_coverage(ist_day_bounds(now.astimezone(IST).date())[0])
     except Exception as exc:
         raise fail(f"could not read the lake: {str(exc).splitlines()[0]}") from exc
     market_open = is_market_open(now)
     known = {(r.dataset, r.instrument) for r in rows}
-    expected = [("option_chain", u) for u in settings().underlyings]
+    expected = [("option_chain", u) for u in _expected_underlyings(now.astimezone(IST).date())]
     missing = [key for key in expected if key not in known]
     health = assess([r for r in rows if r.instrument is not None], now, market_open, gaps)
 
@@ -597,10 +633,12 @@ def status(
             Text(f"{a.last_error_class}: {a.last_error}" if a.last_error else ""),
         )
     out.print(providers)
+    if coverage:
+        out.print(Text(coverage_summary(coverage)))
     _print_journal_sizes()
     _print_where()
 
-    problems = stale_sentences(health)
+    problems = stale_sentences(health) + coverage_problems(coverage, now)
     if market_open:
         problems += [f"{d} {i} has no data at all" for d, i in missing]
     for line in problems:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
-from datetime import datetime
+from datetime import date, datetime
 from itertools import accumulate, groupby
 from typing import Any
 
@@ -182,3 +182,34 @@ def _labels(name: str, value: Labels, n: int) -> pa.Array:
     if len(value) != n:
         raise ValueError(f"{len(value)} {name} values for {n} bars")
     return pa.array(value, pa.string())
+
+
+def snapshot_pair_rows(
+    slot: datetime,
+    state: str,
+    pairs: Iterable[tuple[str, date]],
+    *,
+    flow_run_id: str | None = None,
+    details: Mapping[tuple[str, date], tuple[int | None, str | None]] | None = None,
+    due_in_slots: Mapping[tuple[str, date], int] | None = None,
+) -> list[dict[str, Any]]:
+    """`snapshot_pairs` rows: one per (underlying, expiry) of a slot in `state` ('planned',
+    'deferred', 'stored'); `details` the stored ones' (rows, provider)."""
+    details = details or {}
+    due_in_slots = due_in_slots or {}
+    out = []
+    for underlying, expiry in pairs:
+        rows, provider = details.get((underlying, expiry), (None, None))
+        out.append(
+            {
+                "slot_ts": slot,
+                "underlying": underlying,
+                "expiry": expiry,
+                "state": state,
+                "rows": rows,
+                "provider": provider,
+                "due_in_slots": due_in_slots.get((underlying, expiry)),
+                "flow_run_id": flow_run_id,
+            }
+        )
+    return out

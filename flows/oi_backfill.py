@@ -22,9 +22,10 @@ from flows.gaps import missing_by_slot
 from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context, run_settings
 from flows.settings import load_settings
+from flows.universe import resolve_universe
 from providers.calendar import IST, snapshot_slots
 from providers.errors import AllProvidersFailedError, NoCapableProviderError, ProviderError
-from storage.queries import existing_snapshot_times_by_expiry
+from storage.queries import existing_snapshot_times_by_expiry, planned_expiries_by_slot
 
 DEFAULT_EVERY = timedelta(minutes=3)
 
@@ -70,6 +71,15 @@ async def fill_underlying(
     # Per expiry: a slot whose snapshot holds only some expiries (the others failed then)
     # still gets the missing ones; per underlying it would look filled and never be repaired.
     todo = missing_by_slot(slots, {e: present.get(e, set()) for e in expiries}, every)
+    # A planned slot lacks only what its plan fetched: the expiries it deferred (the slot
+    # planner's rotation) are not gaps, or a full universe would ask for half of every slot.
+    plans = await asyncio.to_thread(planned_expiries_by_slot, underlying, day)
+    by_slot = planned_by_grid_slot(plans, slots, every)
+    todo = {
+        slot: [e for e in needed if slot not in by_slot or e in by_slot[slot]]
+        for slot, needed in todo.items()
+    }
+    todo = {slot: needed for slot, needed in todo.items() if needed}
     result.slots, result.missing = len(slots), len(todo)
     if not todo:
         logger.info("%s: all %d slots of %s present", underlying, len(slots), day)
@@ -109,6 +119,20 @@ async def fill_underlying(
     return result
 
 
+def planned_by_grid_slot(
+    plans: dict[datetime, set[date]], slots: list[datetime], every: timedelta
+) -> dict[datetime, set[date]]:
+    """Each plan's expiries under the slot of `slots` whose window [slot, slot + every) holds
+    the plan's time (a CLI run's slot is its start minute); plans of one window add up."""
+    out: dict[datetime, set[date]] = {}
+    for ts, planned in plans.items():
+        for slot in slots:
+            if slot <= ts < slot + every:
+                out.setdefault(slot, set()).update(planned)
+                break
+    return out
+
+
 def _run_name() -> str:
     from prefect.runtime import flow_run
 
@@ -137,7 +161,10 @@ async def oi_backfill(
     every = timedelta(minutes=every_minutes)
     names = [u.upper() for u in (underlyings or settings.underlyings)]
     async with run_context(settings) as ctx:
-        results = [await fill_underlying(u, day, every, ctx) for u in names]
+        universe = await resolve_universe(names, ctx.registry, ctx.writer.store, day)
+        if universe.warning:
+            logger.warning(universe.warning)
+        results = [await fill_underlying(u, day, every, ctx) for u in universe.names]
     await acreate_table_artifact(
         key="oi-backfill",
         table=[r.__dict__ for r in results],

@@ -34,8 +34,9 @@ from flows.report_charts import (
 )
 from flows.report_queries import UnderlyingDay, latest_day, read_underlying_day
 from flows.runtime import holiday_skip, run_settings
+from flows.universe import kept_universe
 from storage.catalog import connect, with_vanished_file_retry
-from storage.paths import DataDir, catalog_path, data_location
+from storage.paths import DataDir, catalog_path, data_location, store_for
 
 #: The chart kinds of each underlying's section, in page order (a test checks each is drawn).
 CHART_KINDS = ("oi-by-strike", "pcr-spot", "oi-change", "max-pain", "candles")
@@ -235,7 +236,7 @@ async def daily_report(
     target = day or today_ist()
     if only_on_trading_days and (skipped := holiday_skip(target, "daily report", logger)):
         return skipped  # type: ignore[return-value]
-    names = list(underlyings or settings.underlyings)
+    names = kept_universe(underlyings or settings.underlyings, store_for(settings.data_dir), target)
     out = report_path(settings.local_dir, target)
     result = await asyncio.to_thread(build_report, settings.data_root, target, names, out)
     logger.info(

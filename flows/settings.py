@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from providers.calendar import HOLIDAYS_FILE_NAME, configure_holidays_file
@@ -50,6 +50,9 @@ DEFAULT_CAPTURE_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
 DEFAULT_BACKFILL_SYMBOLS = ("NSE:NIFTY", "NSE:BANKNIFTY")
 DEFAULT_JOURNAL_RETENTION_DAYS = 30
 DEFAULT_SNAPSHOT_CHUNK_SIZE = 10
+DEFAULT_SNAPSHOT_HOSTS = 1
+DEFAULT_NEAREST_EXPIRIES = 1
+DEFAULT_FAR_EVERY = 10
 
 #: A comma-separated list (`nse,trendlyne`): split by our validators, never parsed as JSON.
 CsvList = Annotated[tuple[str, ...], NoDecode]
@@ -106,6 +109,15 @@ class Settings(BaseSettings):
     #: "process": each process keeps NSE to 3 requests/s; "cluster": every process sharing the
     #: Prefect server does, together (one egress IP), through a global concurrency limit.
     nse_pacing: Literal["process", "cluster"] = "process"
+    #: Hosts sharing a slot's snapshot (its fanned-out chunks), each pacing NSE on its own
+    #: (own egress IP, `nse_pacing` "process"): the slot planner's budget is this many times
+    #: one host's.
+    snapshot_hosts: int = DEFAULT_SNAPSHOT_HOSTS
+    #: Every slot fetches each underlying's nearest this many expiries; the farther ones are
+    #: spread over later slots when the budget is short.
+    snapshot_nearest_expiries: int = DEFAULT_NEAREST_EXPIRIES
+    #: A farther expiry is fetched at least once every this many slots, budget or not.
+    snapshot_far_every: int = DEFAULT_FAR_EVERY
 
     @field_validator("snapshot_chunk_size", mode="before")
     @classmethod
@@ -119,6 +131,26 @@ class Settings(BaseSettings):
         if size < 1:
             raise ValueError("expected a whole number of underlyings per flow run, >= 1")
         return size
+
+    @field_validator(
+        "snapshot_hosts", "snapshot_nearest_expiries", "snapshot_far_every", mode="before"
+    )
+    @classmethod
+    def _positive_count(cls, value: Any, info: ValidationInfo) -> Any:
+        defaults = {
+            "snapshot_hosts": DEFAULT_SNAPSHOT_HOSTS,
+            "snapshot_nearest_expiries": DEFAULT_NEAREST_EXPIRIES,
+            "snapshot_far_every": DEFAULT_FAR_EVERY,
+        }
+        if _blank(value):
+            return defaults[info.field_name or ""]
+        try:
+            count = int(str(value).strip())
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError("expected a whole number >= 1")
+        return count
 
     @field_validator("nse_pacing", mode="before")
     @classmethod

@@ -35,15 +35,37 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
-from flows.lake_rows import option_chain_table
-from flows.runtime import RunContext, holiday_skip, run_context, run_settings
+from flows.lake_rows import option_chain_table, snapshot_pair_rows
+from flows.runtime import (
+    RunContext,
+    current_flow_run_id,
+    holiday_skip,
+    run_context,
+    run_settings,
+)
 from flows.settings import load_settings
+from flows.slot_plan import (
+    PlanPolicy,
+    SlotBudget,
+    SlotPlan,
+    plan_description,
+    plan_slot,
+    plan_table,
+)
+from flows.universe import expiry_lists, has_group, resolve_universe
+from providers import http
 from providers.calendar import IST
 from providers.errors import AllProvidersFailedError, ProviderError, ProviderFailure
-from providers.records import AttemptRecord
+from providers.records import AttemptRecord, OptionChainRow
+from providers.registry import Fetched
+from storage.errors import StorageError
 
 #: Longest error text in an artifact cell; the full text is in the run log and the lake.
 ARTIFACT_ERROR_CHARS = 200
+#: Chain requests one run has in flight at most. The provider's pacing spaces them (NSE: 3/s,
+#: ~1 in flight); the bound keeps a fast provider, or a whole universe asked at once, from
+#: queueing hundreds on the connection pool, where they would time out waiting.
+MAX_CHAINS_IN_FLIGHT = 8
 #: The task run name of one underlying's snapshot (`snapshot_underlying`).
 TASK_RUN_NAME = "snapshot-{underlying}"
 
@@ -63,6 +85,10 @@ class UnderlyingSnapshot:
     attempts: list[AttemptRecord] = field(default_factory=list)
     #: The run's slot already had this underlying's chain: nothing fetched, nothing written.
     already_stored: bool = False
+    #: Each expiry stored: expiry -> (rows, provider).
+    stored: dict[date, tuple[int, str]] = field(default_factory=dict)
+    #: Planned expiries that answered no contracts anywhere (e.g. an expiry after its close).
+    empty: list[date] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -71,6 +97,11 @@ class UnderlyingSnapshot:
 
 class SnapshotIncompleteError(RuntimeError):
     """At least one underlying got no data from any provider; the message has one line each."""
+
+
+class CoverageRecordError(RuntimeError):
+    """The chains were stored, but the slot's `snapshot_pairs` record could not be written:
+    `coverage` would show the slot's pairs as missing."""
 
 
 class UnderlyingFailedError(RuntimeError):
@@ -95,19 +126,30 @@ def _failure_summary(
 
 @task(name="snapshot-underlying", task_run_name=TASK_RUN_NAME, cache_policy=NO_CACHE)
 async def snapshot_underlying(
-    underlying: str, ctx: RunContext, idempotency_key: str | None = None
+    underlying: str,
+    ctx: RunContext,
+    idempotency_key: str | None = None,
+    expiries: list[date] | None = None,
+    in_flight: asyncio.Semaphore | None = None,
 ) -> UnderlyingSnapshot:
-    """Fetch every expiry of one underlying through the registry and write it to the lake
-    (once per `idempotency_key`, when given: the slot's).
+    """Fetch one underlying's planned `expiries` (None: every expiry its provider lists, one
+    call) through the registry and write them to the lake in one write (once per
+    `idempotency_key`, when given: the slot's, with the expiries written).
 
-    Raises `UnderlyingFailedError` (the task run ends Failed) when no provider had the chain.
+    Raises `UnderlyingFailedError` (the task run ends Failed) when an expiry got no chain from
+    any provider; what the others got is written first.
     """
     logger = get_run_logger()
-    try:
-        fetched = await ctx.registry.get_option_chain(underlying)
-    except (AllProvidersFailedError, ProviderError) as exc:
-        message, failures, attempts = _failure_summary(exc)
-        for failure in failures:
+    in_flight = in_flight or asyncio.Semaphore(MAX_CHAINS_IN_FLIGHT)
+    if expiries:
+        fetched, failed, attempts, empty = await _fetch_expiries(
+            ctx, underlying, expiries, in_flight
+        )
+    else:
+        async with in_flight:
+            fetched, failed, attempts, empty = await _fetch_whole_chain(ctx, underlying)
+    for exc in failed.values():
+        for failure in _failure_summary(exc)[1]:
             logger.error(
                 "%s: %s failed: %s: %s",
                 underlying,
@@ -115,32 +157,122 @@ async def snapshot_underlying(
                 failure.error_class,
                 failure.message,
             )
+    for expiry in empty:
+        logger.warning("%s %s: no provider answered any contract; skipped", underlying, expiry)
+    records = [r for answer in fetched for r in answer.value]
+    error = _expiries_error(underlying, failed)
+    if not records:
+        if error is None:
+            error = f"no contracts for any planned expiry of {underlying}"
         logger.error("%s: no option chain from any provider", underlying)
+        failures = [f for exc in failed.values() for f in _failure_summary(exc)[1]]
         raise UnderlyingFailedError(
-            UnderlyingSnapshot(underlying, error=message, failures=failures, attempts=attempts)
+            UnderlyingSnapshot(
+                underlying, error=error, failures=failures, attempts=attempts, empty=empty
+            )
         ) from None
-    records = fetched.value
+    stored: dict[date, tuple[int, str]] = {}
+    for answer in fetched:
+        for expiry in sorted({r.expiry for r in answer.value}):
+            rows_of = sum(1 for r in answer.value if r.expiry == expiry)
+            stored[expiry] = (rows_of, answer.provider)
     rows = option_chain_table(records)
-    await asyncio.to_thread(
-        lambda: ctx.writer.write("option_chain", rows, idempotency_key=idempotency_key)
+    key = (
+        f"{idempotency_key}/{','.join(e.isoformat() for e in sorted(stored))}"
+        if idempotency_key is not None and expiries
+        else idempotency_key
     )
+    await asyncio.to_thread(lambda: ctx.writer.write("option_chain", rows, idempotency_key=key))
+    providers = [a.provider for a in fetched]
     result = UnderlyingSnapshot(
         underlying,
-        provider=fetched.provider,
-        expiries=len({r.expiry for r in records}),
+        provider=max(set(providers), key=providers.count),
+        expiries=len(stored),
         rows=len(rows),
         snapshot_ts=max((r.snapshot_ts for r in records), default=None),
-        attempts=fetched.attempts,
+        attempts=attempts,
+        error=error,
+        failures=[f for exc in failed.values() for f in _failure_summary(exc)[1]],
+        stored=stored,
+        empty=empty,
     )
     logger.info(
         "%s: %d rows, %d expiries from %s (data time %s)",
         underlying,
         result.rows,
         result.expiries,
-        result.provider,
+        ", ".join(sorted(set(providers))),
         result.snapshot_ts,
     )
+    if error is not None:
+        raise UnderlyingFailedError(result)
     return result
+
+
+_Fetch = tuple[
+    list[Fetched[list[OptionChainRow]]],
+    dict[date | None, Exception],
+    list[AttemptRecord],
+    list[date],
+]
+
+
+async def _fetch_expiries(
+    ctx: RunContext, underlying: str, expiries: list[date], in_flight: asyncio.Semaphore
+) -> _Fetch:
+    """Every planned expiry, up to `in_flight` at a time (the provider's pacing spaces them)."""
+
+    async def one(expiry: date) -> Fetched[list[OptionChainRow]]:
+        async with in_flight:
+            return await ctx.registry.get_option_chain(underlying, expiry)
+
+    answers = await asyncio.gather(*(one(e) for e in expiries), return_exceptions=True)
+    fetched: list[Fetched[list[OptionChainRow]]] = []
+    failed: dict[date | None, Exception] = {}
+    attempts: list[AttemptRecord] = []
+    empty: list[date] = []
+    for expiry, answer in zip(expiries, answers, strict=True):
+        if isinstance(answer, (AllProvidersFailedError, ProviderError)):
+            attempts += _failure_summary(answer)[2]
+            if _only_empty(answer):
+                empty.append(expiry)
+            else:
+                failed[expiry] = answer
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            attempts += answer.attempts
+            fetched.append(answer)
+    return fetched, failed, attempts, empty
+
+
+async def _fetch_whole_chain(ctx: RunContext, underlying: str) -> _Fetch:
+    """Every expiry in one registry call: for an underlying whose expiries no provider listed."""
+    try:
+        answer = await ctx.registry.get_option_chain(underlying)
+    except (AllProvidersFailedError, ProviderError) as exc:
+        return [], {None: exc}, _failure_summary(exc)[2], []
+    return [answer], {}, list(answer.attempts), []
+
+
+def _only_empty(exc: Exception) -> bool:
+    """Every provider answered "no contracts" (an expiry past its close): not a failure."""
+    return (
+        isinstance(exc, AllProvidersFailedError)
+        and bool(exc.failures)
+        and all(f.error_class == "EmptyPayloadError" for f in exc.failures)
+    )
+
+
+def _expiries_error(underlying: str, failed: dict[date | None, Exception]) -> str | None:
+    if not failed:
+        return None
+    if list(failed) == [None]:
+        return _failure_summary(failed[None])[0]
+    return "; ".join(
+        f"expiry {expiry}: {_failure_summary(exc)[0]}"
+        for expiry, exc in sorted(failed.items(), key=lambda item: str(item[0]))
+    )
 
 
 def _run_name() -> str:
@@ -216,6 +348,23 @@ def summary_table(results: list[UnderlyingSnapshot]) -> list[dict[str, object]]:
     return table
 
 
+def underlying_table(results: list[UnderlyingSnapshot]) -> list[dict[str, object]]:
+    """One row per underlying (for a large universe, where one row per attempt is too long):
+    who answered, expiries and rows stored, the data time, the error."""
+    return [
+        {
+            "underlying": r.underlying,
+            "provider": r.provider or ("none" if not r.already_stored else ""),
+            "outcome": "already stored" if r.already_stored else "ok" if r.ok else "failed",
+            "expiries": r.expiries,
+            "rows": r.rows,
+            "data_time": r.snapshot_ts.isoformat() if r.snapshot_ts else "",
+            "error": _cell(r.error),
+        }
+        for r in results
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class RunOrigin:
     """Where a flow run comes from: a deployment (served or from a work pool) or neither."""
@@ -248,7 +397,9 @@ def slot_of(slot: datetime | None, origin: RunOrigin) -> datetime | None:
     chosen = slot or origin.scheduled_start
     if chosen is None:
         return None
-    return (chosen if chosen.tzinfo else chosen.replace(tzinfo=UTC)).astimezone(UTC)
+    aware = chosen if chosen.tzinfo else chosen.replace(tzinfo=UTC)
+    # A plain datetime: Prefect's scheduled start is a datetime subclass of its own.
+    return datetime.fromtimestamp(aware.timestamp(), UTC)
 
 
 def idempotency_key(slot: datetime, underlying: str) -> str:
@@ -261,8 +412,15 @@ def chunks(names: list[str], size: int) -> list[list[str]]:
     return [names[i : i + size] for i in range(0, len(names), size)]
 
 
-async def fan_out(names: list[str], size: int, slot: datetime, origin: RunOrigin) -> list[Any]:
-    """Start one run of this deployment per chunk of `names`, for `slot`, without waiting.
+async def fan_out(
+    names: list[str],
+    size: int,
+    slot: datetime,
+    origin: RunOrigin,
+    expiries: dict[str, list[date] | None] | None = None,
+) -> list[Any]:
+    """Start one run of this deployment per chunk of `names`, for `slot`, without waiting;
+    each gets its underlyings' planned `expiries` (the parent planned the slot).
 
     The flow-run idempotency key (slot and chunk) makes a re-queued parent find the children
     it already started instead of starting them twice.
@@ -274,13 +432,25 @@ async def fan_out(names: list[str], size: int, slot: datetime, origin: RunOrigin
         started.append(
             await run_deployment(
                 name=origin.deployment_id,  # type: ignore[arg-type]
-                parameters={"underlyings": chunk, "slot": slot.isoformat()},
+                parameters={
+                    "underlyings": chunk,
+                    "slot": slot.isoformat(),
+                    **(
+                        {"expiries": {u: _iso(expiries.get(u)) for u in chunk}}
+                        if expiries is not None
+                        else {}
+                    ),
+                },
                 timeout=0,
                 idempotency_key=f"oi-snapshot/{slot.isoformat()}/{','.join(chunk)}",
                 tags=["protrade", "fan-out"],
             )
         )
     return started
+
+
+def _iso(expiries: list[date] | None) -> list[str] | None:
+    return None if expiries is None else [e.isoformat() for e in expiries]
 
 
 async def done_in_earlier_attempt(names: list[str], origin: RunOrigin) -> set[str]:
@@ -329,49 +499,77 @@ async def oi_snapshot(
     underlyings: list[str] | None = None,
     only_on_trading_days: bool = False,
     slot: datetime | None = None,
+    expiries: dict[str, list[date] | None] | None = None,
 ) -> list[UnderlyingSnapshot]:
-    """Snapshot each underlying's full chain; Failed if any underlying got no data at all.
+    """Snapshot each underlying's planned expiries; Failed if any planned chain got no data.
 
+    `underlyings`: names and groups (`INDICES`, `FNO`); default `PROTRADE_UNDERLYINGS`.
     `slot`: the scheduled time this snapshot is for (default: the run's scheduled start when
     it runs from a deployment); a slot is snapshotted at most once per underlying.
+    `expiries`: the plan's expiries per underlying (None for one: its whole chain), given to
+    the runs a planned slot fans out to; without it the run plans the slot itself.
     """
     logger = get_run_logger()
     settings = run_settings()
-    today = clock.now().astimezone(IST).date()
+    now = clock.now()
+    today = now.astimezone(IST).date()
     if only_on_trading_days and (skipped := holiday_skip(today, "snapshot", logger)):
         return skipped  # type: ignore[return-value]
     names = [u.strip().upper() for u in (underlyings or settings.underlyings)]
     origin = run_origin()
     run_slot = slot_of(slot, origin)
-    if origin.work_pool is not None and origin.deployment_id is not None:
-        if slot is None:  # a scheduled run, not a fanned-out piece: put lost slots back
-            from flows.requeue import requeue_lost_runs
+    from_pool = origin.work_pool is not None and origin.deployment_id is not None
+    if from_pool and slot is None:  # a scheduled run, not a fanned-out piece: put lost slots back
+        from flows.requeue import requeue_lost_runs
 
-            try:
-                await requeue_lost_runs(origin.deployment_id, exclude=origin.flow_run_id)
-            except Exception as exc:  # recovery must never cost this slot its snapshot
-                logger.warning("could not look for lost runs to re-queue: %s", exc)
-        if run_slot is not None and len(names) > settings.snapshot_chunk_size:
-            children = await fan_out(names, settings.snapshot_chunk_size, run_slot, origin)
-            logger.info(
-                "slot %s: %d underlyings in %d flow runs of up to %d: %s",
-                run_slot.isoformat(),
-                len(names),
-                len(children),
-                settings.snapshot_chunk_size,
-                ", ".join(c.name for c in children),
-            )
-            return []
-    done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
-    for name in names:
-        if name in done:
-            logger.info("%s: slot %s already stored by an earlier attempt; skipped", name, run_slot)
-    todo = [u for u in names if u not in done]
-    if not todo:  # a re-run of a stored slot: not even the lake's catalog is touched
-        stored = [UnderlyingSnapshot(u, already_stored=True) for u in names]
-        await _publish_summary(stored, today)
-        return stored
+        try:
+            await requeue_lost_runs(origin.deployment_id, exclude=origin.flow_run_id)
+        except Exception as exc:  # recovery must never cost this slot its snapshot
+            logger.warning("could not look for lost runs to re-queue: %s", exc)
+    # The slot the pairs are recorded under: a CLI run's is its start (to the minute).
+    pair_slot = run_slot or now.astimezone(UTC).replace(second=0, microsecond=0)
+    planned: dict[str, list[date] | None] | None = (
+        {u.upper(): _dates(e) for u, e in expiries.items()} if expiries is not None else None
+    )
+    if planned is not None:
+        names = [n for n in names if n in planned]
+    if planned is not None or not has_group(names):
+        done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
+        if names and done.issuperset(names):
+            # A re-run of a stored slot: nothing is written, not even the lake's catalog is
+            # touched (its pairs were recorded when the first attempt ended).
+            stored = [UnderlyingSnapshot(u, already_stored=True) for u in names]
+            await _publish_summary(stored, today)
+            return stored
+    #: What could not be recorded in `snapshot_pairs` (the chains were fetched regardless).
+    record_errors: list[str] = []
     async with run_context(settings) as ctx:
+        if planned is None:
+            fans_out = from_pool and run_slot is not None
+            plan = await _plan_slot(ctx, names, pair_slot, today, fans_out, logger, record_errors)
+            names = list(dict.fromkeys([*plan.by_underlying(), *plan.unlisted]))
+            planned = {u: plan.by_underlying().get(u) for u in names}
+            if fans_out and len(names) > settings.snapshot_chunk_size:
+                children = await fan_out(
+                    names, settings.snapshot_chunk_size, pair_slot, origin, planned
+                )
+                logger.info(
+                    "slot %s: %d underlyings in %d flow runs of up to %d: %s",
+                    pair_slot.isoformat(),
+                    len(names),
+                    len(children),
+                    settings.snapshot_chunk_size,
+                    ", ".join(c.name for c in children),
+                )
+                return []
+        done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
+        for name in names:
+            if name in done:
+                logger.info(
+                    "%s: slot %s already stored by an earlier attempt; skipped", name, run_slot
+                )
+        todo = [u for u in names if u not in done]
+        in_flight = asyncio.Semaphore(MAX_CHAINS_IN_FLIGHT)
         # States, not values: a failed underlying must not cancel or hide the others.
         states = await asyncio.gather(
             *(
@@ -379,6 +577,8 @@ async def oi_snapshot(
                     u,
                     ctx,
                     idempotency_key(run_slot, u) if run_slot is not None else None,
+                    planned.get(u),
+                    in_flight,
                     return_state=True,
                 )
                 for u in todo
@@ -392,8 +592,117 @@ async def oi_snapshot(
             fetched[u] if u in fetched else UnderlyingSnapshot(u, already_stored=True)
             for u in names
         ]
+        try:
+            await asyncio.to_thread(_record_stored, ctx, pair_slot, results, planned)
+        except (StorageError, OSError) as exc:
+            logger.error("could not record the stored pairs in snapshot_pairs: %s", exc)
+            record_errors.append(f"the stored pairs: {exc}")
         await _publish_summary(results, today)
         failed = [r for r in results if not r.ok]
         if failed:
             raise SnapshotIncompleteError("\n".join(f"{r.underlying}: {r.error}" for r in failed))
+        if record_errors:
+            raise CoverageRecordError(
+                "the chains are stored, but coverage will show them missing: could not record "
+                + "; ".join(record_errors)
+            )
     return results
+
+
+def _dates(values: list[Any] | None) -> list[date] | None:
+    if values is None:
+        return None
+    return [v if isinstance(v, date) else date.fromisoformat(str(v)) for v in values]
+
+
+async def _plan_slot(
+    ctx: RunContext,
+    names: list[str],
+    slot: datetime,
+    today: date,
+    fans_out: bool,
+    logger: Any,
+    record_errors: list[str],
+) -> SlotPlan:
+    """Resolve the universe, read (or fetch and keep) the day's expiries, plan the slot, and
+    show the plan: the run's `oi-snapshot-plan` artifact, `snapshot_pairs` rows, a warning
+    when it does not fit."""
+    settings = ctx.settings
+    store = ctx.writer.store
+    universe = await resolve_universe(names, ctx.registry, store, today)
+    if universe.warning:
+        logger.warning(universe.warning)
+    if universe.source:
+        logger.info("%d underlyings from %s", len(universe.names), universe.source)
+    lists = await expiry_lists(universe.names, ctx.registry, store, today)
+    for name, error in lists.failed.items():
+        logger.warning(
+            "%s: no expiry list from any provider (%s); its whole chain is asked", name, error
+        )
+    listed = {u: [e for e in lists.expiries.get(u, []) if e >= today] for u in universe.names}
+    hosts = settings.snapshot_hosts if fans_out and settings.nse_pacing == "process" else 1
+    chunk_count = -(-len(universe.names) // settings.snapshot_chunk_size) if fans_out else 1
+    budget = SlotBudget(
+        rate=http.DEFAULT_MAX_RATE,
+        burst=http.DEFAULT_BURST,
+        hosts=hosts,
+        overhead=lists.fetched + chunk_count,
+    )
+    policy = PlanPolicy(
+        nearest=settings.snapshot_nearest_expiries, far_every=settings.snapshot_far_every
+    )
+    plan = plan_slot(slot, listed, budget, policy)
+    if plan.warning:
+        logger.warning(plan.warning)
+    logger.info(
+        "plan: %d chain requests, budget %d, %d farther pairs deferred (rotation %d)",
+        plan.requests,
+        budget.chains,
+        len(plan.deferred),
+        plan.rotation,
+    )
+    run_id = current_flow_run_id()
+    due = {(p.underlying, p.expiry): plan.slots_until(p) for p in plan.deferred}
+    rows = snapshot_pair_rows(
+        slot, "planned", ((p.underlying, p.expiry) for p in plan.planned), flow_run_id=run_id
+    ) + snapshot_pair_rows(
+        slot,
+        "deferred",
+        ((p.underlying, p.expiry) for p in plan.deferred),
+        flow_run_id=run_id,
+        due_in_slots=due,
+    )
+    if rows:
+        try:
+            await asyncio.to_thread(ctx.writer.write, "snapshot_pairs", rows)
+        except (StorageError, OSError) as exc:  # the chains come first: fetched regardless
+            logger.error("could not record the slot's plan in snapshot_pairs: %s", exc)
+            record_errors.append(f"the plan: {exc}")
+    await acreate_table_artifact(
+        key="oi-snapshot-plan", table=plan_table(plan), description=plan_description(plan)
+    )
+    return plan
+
+
+def _record_stored(
+    ctx: RunContext,
+    slot: datetime,
+    results: list[UnderlyingSnapshot],
+    planned: dict[str, list[date] | None],
+) -> None:
+    """`snapshot_pairs` 'stored' rows: what this run wrote, and the planned pairs of the
+    underlyings an earlier attempt of the run stored (their task completed after its write)."""
+    details: dict[tuple[str, date], tuple[int | None, str | None]] = {}
+    for r in results:
+        for expiry, (rows, provider) in r.stored.items():
+            details[(r.underlying, expiry)] = (rows, provider)
+        if r.already_stored:
+            for expiry in planned.get(r.underlying) or []:
+                details.setdefault((r.underlying, expiry), (None, None))
+    if details:
+        ctx.writer.write(
+            "snapshot_pairs",
+            snapshot_pair_rows(
+                slot, "stored", details, flow_run_id=current_flow_run_id(), details=details
+            ),
+        )

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from providers.calendar import IST
+
 #: How old the newest row may be, during market hours, before the dataset counts as stale.
 #: Snapshots run every 3 minutes; the live stream ticks every few seconds.
 STALE_AFTER = {
@@ -119,3 +121,40 @@ def stale_sentences(health: Sequence[InstrumentHealth]) -> list[str]:
         for h in health
         if h.stale
     ]
+
+
+#: A slot's pairs may still be arriving this long after its start (the slot, and a margin).
+COVERAGE_GRACE = timedelta(minutes=6)
+#: Missing pairs named per incomplete slot in a problem sentence; the rest are counted.
+MISSING_SHOWN = 3
+
+
+def coverage_problems(slots: Iterable[Any], now: datetime) -> list[str]:
+    """One sentence per snapshot slot (older than `COVERAGE_GRACE`) that stored fewer of its
+    planned underlying x expiry pairs than planned, naming the first missing ones."""
+    problems = []
+    for slot in slots:
+        if slot.complete or now - slot.slot_ts < COVERAGE_GRACE:
+            continue
+        shown = ", ".join(slot.missing[:MISSING_SHOWN])
+        more = len(slot.missing) - MISSING_SHOWN
+        if more > 0:
+            shown += f" and {more} more"
+        problems.append(
+            f"oi-snapshot slot {slot.slot_ts.astimezone(IST):%Y-%m-%d %H:%M} stored "
+            f"{slot.stored} of {slot.planned} planned underlying x expiry pairs (missing: "
+            f"{shown})"
+        )
+    return problems
+
+
+def coverage_summary(slots: Sequence[Any]) -> str:
+    """One line over the slots: how many, pairs planned and stored, and the share."""
+    planned = sum(s.planned for s in slots)
+    stored = sum(min(s.stored, s.planned) for s in slots)
+    share = f"{100 * stored / planned:.1f}%" if planned else "-"
+    deferred = sum(s.deferred for s in slots)
+    return (
+        f"{len(slots)} snapshot slots today: {stored} of {planned} planned underlying x expiry "
+        f"pairs stored ({share}); {deferred} farther pairs left to later slots by the plan"
+    )

@@ -459,6 +459,26 @@ FROM (
 WHERE prev_snapshot_ts IS NOT NULL"""
 
 
+def _coverage_sql() -> str:
+    """Per snapshot slot: the underlying x expiry pairs its plan fetches, how many of them are
+    stored (a stored pair the plan did not ask for is not counted), the pairs deferred to
+    later slots, and the planned pairs missing, as 'UNDERLYING YYYY-MM-DD' (empty when none)."""
+    return """CREATE OR REPLACE VIEW coverage AS
+SELECT p.slot_ts,
+       count(*) AS planned,
+       count(s.underlying) AS stored,
+       round(100.0 * count(s.underlying) / count(*), 2) AS coverage_pct,
+       (SELECT count(*) FROM snapshot_pairs AS d
+        WHERE d.slot_ts = p.slot_ts AND d.state = 'deferred') AS deferred,
+       coalesce(list(p.underlying || ' ' || CAST(p.expiry AS VARCHAR)
+                     ORDER BY p.underlying, p.expiry) FILTER (WHERE s.underlying IS NULL),
+                []) AS missing
+FROM (SELECT slot_ts, underlying, expiry FROM snapshot_pairs WHERE state = 'planned') AS p
+LEFT JOIN (SELECT slot_ts, underlying, expiry FROM snapshot_pairs WHERE state = 'stored') AS s
+    USING (slot_ts, underlying, expiry)
+GROUP BY p.slot_ts"""
+
+
 def _candles_resampled_sql() -> str:
     """`candles_resampled(symbol, interval, minutes)`: stored bars of one interval regrouped
     into `minutes`-minute bars aligned to each IST day's 09:15 session open (a 5-minute bar
@@ -486,14 +506,20 @@ ORDER BY ts"""
 
 
 #: The analysis views, in the order they are created (each reads only earlier ones).
-ANALYSIS_VIEWS = ("option_chain_latest", "oi_summary", "oi_buildup")
+ANALYSIS_VIEWS = ("option_chain_latest", "oi_summary", "oi_buildup", "coverage")
 #: The table macros (not views: no comment, not in `duckdb_views()`).
 ANALYSIS_MACROS = ("candles_resampled",)
 
 
 def analysis_sql(lake: LakeRoot) -> list[str]:
     """The statements creating the analysis views and macros over the base views."""
-    return [_latest_chain_sql(lake), _oi_summary_sql(), _oi_buildup_sql(), _candles_resampled_sql()]
+    return [
+        _latest_chain_sql(lake),
+        _oi_summary_sql(),
+        _oi_buildup_sql(),
+        _coverage_sql(),
+        _candles_resampled_sql(),
+    ]
 
 
 # ---------------------------------------------------------------------------- the catalog file

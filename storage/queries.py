@@ -307,6 +307,57 @@ def recent_attempts(since: datetime, data_dir: DataDir = None) -> list[ProviderA
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class SlotCoverage:
+    """One snapshot slot's plan against what is stored (the `coverage` view's row)."""
+
+    slot_ts: datetime
+    planned: int
+    stored: int
+    deferred: int
+    #: Planned pairs not stored, as 'UNDERLYING YYYY-MM-DD'.
+    missing: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.stored >= self.planned
+
+
+def slot_coverage(since: datetime, data_dir: DataDir = None) -> list[SlotCoverage]:
+    """Every snapshot slot at or after `since`, oldest first."""
+    _require_aware("since", since)
+    rows = _fetch(
+        "SELECT slot_ts, planned, stored, deferred, missing FROM coverage "
+        "WHERE slot_ts >= ? ORDER BY slot_ts",
+        [since],
+        data_dir,
+    )
+    return [
+        SlotCoverage(_utc(ts) or ts, planned, stored, deferred, tuple(missing))
+        for ts, planned, stored, deferred, missing in rows
+    ]
+
+
+def planned_expiries_by_slot(
+    underlying: str, trading_date: date, data_dir: DataDir = None
+) -> dict[datetime, set[date]]:
+    """Per snapshot slot of the IST day that was planned (`snapshot_pairs`): the expiries of
+    `underlying` its plan fetched; empty for a slot whose plan deferred all of them."""
+    start, end = ist_day_bounds(trading_date)
+    rows = _fetch(
+        "SELECT slot_ts, expiry, state FROM snapshot_pairs WHERE underlying = ? "
+        "AND slot_ts >= ? AND slot_ts < ? AND state IN ('planned', 'deferred')",
+        [underlying, start, end],
+        data_dir,
+    )
+    plans: dict[datetime, set[date]] = {}
+    for ts, expiry, state in rows:
+        planned = plans.setdefault(_utc(ts) or ts, set())
+        if state == "planned":
+            planned.add(expiry)
+    return plans
+
+
 class PastAttempt(NamedTuple):
     """One stored provider attempt, as breaker seeding reads it."""
 

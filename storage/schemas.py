@@ -238,8 +238,33 @@ JOURNAL = DatasetSpec(
     plain_columns=("payload", "received_at", "seq"),
 )
 
+SNAPSHOT_PAIRS = DatasetSpec(
+    name="snapshot_pairs",
+    schema=_schema(
+        # The slot (scheduled time, or a CLI run's start) the pair belongs to.
+        ("slot_ts", TS),
+        ("underlying", STR),
+        ("expiry", pa.date32()),
+        # 'planned' (the slot's plan fetches it), 'deferred' (a later slot of the rotation
+        # does), 'stored' (its chain rows are in option_chain).
+        ("state", STR),
+        # 'stored': the chain's rows and the provider that answered; 'deferred': how many
+        # slots later it is due.
+        ("rows", pa.int64()),
+        ("provider", STR),
+        ("due_in_slots", pa.int64()),
+        ("flow_run_id", STR),
+        (INGESTED_AT, TS),
+    ),
+    key=("slot_ts", "underlying", "expiry", "state"),
+    time_column="slot_ts",
+    instrument_column=None,
+    sort_columns=("slot_ts", "underlying", "expiry", "state"),
+)
+
 DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (OPTION_CHAIN, CANDLES, TICKS, PROVIDER_ATTEMPTS, JOURNAL)
+    spec.name: spec
+    for spec in (OPTION_CHAIN, CANDLES, TICKS, PROVIDER_ATTEMPTS, JOURNAL, SNAPSHOT_PAIRS)
 }
 
 

@@ -3,7 +3,6 @@ and Trendlyne knowing every stock NSE lists."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -209,20 +208,15 @@ def test_a_stock_chain_has_placeholder_legs_at_its_far_strikes(
         assert all(v == 0 for k, v in leg.items() if k not in ("identifier", "expiryDate"))
 
 
-def test_a_slot_of_stock_chains_is_cheap_to_build() -> None:
-    # ~650 chains a slot (every stock's three expiries): a chain costs under a millisecond
-    # here, so a benchmark of the client measures the client, not the emulator. The bound is
-    # several times that, for a loaded CI machine.
+def test_every_stock_expiry_of_a_slot_builds_a_chain_with_strikes() -> None:
+    # ~650 chains a slot (every stock's three expiries). How fast they build is a benchmark
+    # matter (`make bench`, the universe figures), never a timed test.
     moment = datetime.combine(TODAY, datetime.min.time(), IST).replace(hour=11, minute=5)
     pairs = [(s.symbol, e) for s in STOCKS for e in expiries(s.symbol, TODAY)]
-    for symbol, expiry in pairs:  # seeds the day
-        chain_at(symbol, expiry, moment)
-    started = time.perf_counter()
+    assert len(pairs) >= 3 * 200
     for symbol, expiry in pairs:
         state = chain_at(symbol, expiry, moment + timedelta(minutes=1, seconds=7))
         assert state.strikes
-    elapsed = time.perf_counter() - started
-    assert elapsed < 3.0, f"{len(pairs)} chains took {elapsed:.2f}s"
 
 
 # -- Trendlyne knows the same stocks --------------------------------------------------------------

@@ -129,8 +129,12 @@ async def test_one_underlying_failing_keeps_the_others_and_fails_the_run(
         u: [(r["provider"], r["outcome"]) for r in table if r["underlying"] == u]
         for u in ("NIFTY", "NOSUCHSTOCK")
     }
+    # One chain request per planned expiry, each its own attempt.
+    nifty_expiries = rows_of(
+        "select count(distinct expiry) from option_chain where underlying = 'NIFTY'"
+    )[0][0]
     assert by_underlying == {
-        "NIFTY": [("nse", "ok")],
+        "NIFTY": [("nse", "ok")] * nifty_expiries,
         "NOSUCHSTOCK": [("nse", "error"), ("trendlyne", "error")],
     }
     for row in table:

@@ -7,6 +7,6 @@ from typing import Any
 from storage.catalog import connect
 
 
-def rows_of(sql: str) -> list[tuple[Any, ...]]:
-    """Run SQL over the views of the current PROTRADE_DATA_DIR."""
-    return connect().execute(sql).fetchall()
+def rows_of(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Run SQL (with `params` for its `?`) over the views of the current PROTRADE_DATA_DIR."""
+    return connect().execute(sql, params or []).fetchall()

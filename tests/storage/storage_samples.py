@@ -126,12 +126,34 @@ def journal_rows(
     ]
 
 
+def snapshot_pair_rows(count: int = 3, start: datetime = T0) -> list[dict[str, Any]]:
+    """A slot's plan: `count` planned pairs, the first stored, one deferred."""
+    pairs = [("NIFTY", date(2026, 12, 8 + 7 * i)) for i in range(count)]
+    planned = [
+        {
+            "slot_ts": start,
+            "underlying": u,
+            "expiry": e,
+            "state": "planned",
+            "rows": None,
+            "provider": None,
+            "due_in_slots": None,
+            "flow_run_id": None,
+        }
+        for u, e in pairs
+    ]
+    stored = [{**planned[0], "state": "stored", "rows": 240, "provider": "nse"}]
+    deferred = [{**planned[0], "expiry": date(2027, 2, 23), "state": "deferred", "due_in_slots": 4}]
+    return planned + stored + deferred
+
+
 SAMPLES = {
     "option_chain": option_rows,
     "candles": candle_rows,
     "ticks": tick_rows,
     "provider_attempts": attempt_rows,
     "journal": journal_rows,
+    "snapshot_pairs": snapshot_pair_rows,
 }
 
 
