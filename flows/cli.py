@@ -330,6 +330,8 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
     raise typer.Exit(1)
 
 
+#: `status` shows this many of today's latest snapshot slots.
+COVERAGE_SLOTS_SHOWN = 5
 #: Up to this many underlyings, `snapshot` prints every provider attempt; beyond, one row each.
 ATTEMPT_ROWS_UP_TO = 20
 
@@ -634,6 +636,18 @@ def status(
         )
     out.print(providers)
     if coverage:
+        slots = Table(title="Snapshot coverage (today's last slots)")
+        for column in ("slot", "planned", "stored", "deferred", "missing"):
+            slots.add_column(column, overflow="fold")
+        for c in coverage[-COVERAGE_SLOTS_SHOWN:]:
+            slots.add_row(
+                format_time(c.slot_ts, IST),
+                str(c.planned),
+                Text(str(c.stored), style="" if c.complete else "red"),
+                str(c.deferred),
+                Text(", ".join(c.missing[:3]) + (" ..." if len(c.missing) > 3 else "")),
+            )
+        out.print(slots)
         out.print(Text(coverage_summary(coverage)))
     _print_journal_sizes()
     _print_where()

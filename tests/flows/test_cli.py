@@ -146,6 +146,29 @@ def test_status_counts_todays_missing_snapshot_slots(small_lake, monkeypatch) ->
     assert "│ 34" in result.output
 
 
+def test_status_shows_snapshot_coverage_and_fails_on_a_slot_missing_planned_pairs(
+    small_lake, monkeypatch
+) -> None:
+    from flows.lake_rows import snapshot_pair_rows
+
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY")
+    monkeypatch.setattr("flows.clock.now", lambda: OPEN)
+    complete, short = OPEN - timedelta(minutes=12), OPEN - timedelta(minutes=9)
+    pairs = [("NIFTY", date(2026, 11, 24)), ("NIFTY", date(2026, 12, 29))]
+    writer = LakeWriter()
+    for slot in (complete, short):
+        writer.write("snapshot_pairs", snapshot_pair_rows(slot, "planned", pairs))
+    writer.write("snapshot_pairs", snapshot_pair_rows(complete, "stored", pairs))
+    writer.write("snapshot_pairs", snapshot_pair_rows(short, "stored", pairs[:1]))
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 1
+    assert "2 snapshot slots today: 3 of 4 planned" in result.output
+    assert (
+        "oi-snapshot slot 2026-11-20 10:51 stored 1 of 2 planned underlying x expiry pairs "
+        "(missing: NIFTY 2026-12-29)"
+    ) in " ".join(result.output.split())
+
+
 def test_backfill_refuses_an_unknown_interval_before_any_work(data_dir) -> None:
     result = runner.invoke(app, ["backfill", "NSE:NIFTY", "--interval", "7"])
     assert result.exit_code == 2 and "interval" in result.output.lower()
