@@ -1,24 +1,32 @@
-"""Flow `oi-snapshot`: one option-chain snapshot (all expiries) per underlying, via the registry.
+"""Flow `oi-snapshot`: one option-chain snapshot per underlying, of the slot's planned expiries.
+
+Before any chain, the run resolves its underlyings (names, or the groups INDICES / FNO: the day's
+F&O list, `flows.universe`), reads the day's expiry lists (kept in the data dir, fetched once a
+day) and plans the slot (`flows.slot_plan`): which underlying x expiry pairs fit NSE's pace in
+this slot, the farther expiries rotating over later slots. The plan is the run's
+`oi-snapshot-plan` artifact and `snapshot_pairs` rows ('planned', 'deferred'); what was stored is
+recorded there too ('stored'), so the `coverage` view shows per slot what was planned and not
+stored. Then every planned pair is fetched through the registry.
 
 One underlying failing never loses the others: what succeeded is written, the failed underlying's
 task run ends Failed, and so does the flow run. The run's table artifact has one row per provider
-attempt, so an operator sees in the UI which provider failed how for which underlying.
+attempt, so an operator sees in the UI which provider failed how for which underlying and expiry.
 
 Run from a deployment, a run has a slot: its scheduled start (or the `slot` parameter). A slot's
 snapshot is idempotent, so a re-queued or retried run of it writes nothing new: before any fetch,
 an underlying whose snapshot task already completed in an earlier attempt of the same flow run
-(Prefect keeps its task runs) is skipped, and every write carries the key (slot, underlying),
-which the lake stores at most once (a run killed between its write and its task's completion
-fetches again, and the key keeps the second copy out). The lake's own times cannot say which
-slot a chain belongs to: the data time is the provider's (NSE serves its close all evening)
-and a late run of one slot writes after the next slot began.
+(Prefect keeps its task runs) is skipped, and every write carries the key (slot, underlying,
+expiries written), which the lake stores at most once (a run killed between its write and its
+task's completion fetches again, and the key keeps the second copy out). The lake's own times
+cannot say which slot a chain belongs to: the data time is the provider's (NSE serves its close
+all evening) and a late run of one slot writes after the next slot began.
 
 Run from a work pool (workers on several hosts), a run first re-queues the deployment's runs
-whose process was lost (flows/requeue.py), then, with more underlyings than
+whose process was lost (flows/requeue.py), plans the slot, then, with more underlyings than
 `PROTRADE_SNAPSHOT_CHUNK_SIZE`, fans out: one flow run of the same deployment per chunk, for the
-same slot, which any worker may take. It does not wait for them: a worker slot held while
-waiting for children would deadlock two `--limit 1` workers. From the CLI or `protrade serve`
-the run snapshots every underlying itself, as it always has.
+same slot, each with its part of the plan, which any worker may take. It does not wait for them:
+a worker slot held while waiting for children would deadlock two `--limit 1` workers. From the
+CLI or `protrade serve` the run snapshots every underlying itself.
 """
 
 from __future__ import annotations
