@@ -24,6 +24,7 @@ BENCHMARKS = {
     "s3": "benchmarks.bench_s3",
     "cli": "benchmarks.bench_cli",
     "universe": "benchmarks.bench_universe",
+    "day": "benchmarks.bench_day",
 }
 
 

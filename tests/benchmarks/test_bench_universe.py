@@ -19,3 +19,14 @@ def test_a_plan_splits_into_pieces_of_about_equal_requests_losing_nothing() -> N
 def test_the_pacing_floor_counts_the_requests_past_the_burst() -> None:
     assert pacing_floor(3, rate=3.0, burst=3) == 0
     assert pacing_floor(453, rate=3.0, burst=3) == 150.0
+
+
+def test_the_longest_wait_counts_from_the_first_slot_to_the_last() -> None:
+    from benchmarks.bench_day import longest_wait
+
+    a, b, c = "a", "b", "c"
+    fetched = [{a, b}, {a}, {a, b}, {a}, set()]
+    # b: slots 0 and 2, then none to the day's end (slots 3 and 4): as if next at slot 5.
+    assert longest_wait(fetched, {a, b}) == 3
+    assert longest_wait(fetched, {a, b, c}) == 6  # c never fetched: the whole day and one
+    assert longest_wait([{a}] * 3, {a}) == 1

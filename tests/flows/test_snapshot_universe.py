@@ -181,7 +181,7 @@ async def test_oi_backfill_never_asks_for_a_pair_the_plan_deferred(
     deferred = rows_of("select count(*) from snapshot_pairs where state = 'deferred'")[0][0]
     assert deferred > 0
     # The evening's backfill, as of 09:25: the three planned slots and one no run planned.
-    monkeypatch.setattr("flows.clock.now", lambda: (FIRST_SLOT + timedelta(minutes=10)))
+    monkeypatch.setattr("flows.clock.now", lambda: FIRST_SLOT + timedelta(minutes=10))
     await oi_backfill()
     by_id = {str(spec.stock_id): spec.symbol for spec in UNDERLYINGS.values()}
     asked = {
