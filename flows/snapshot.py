@@ -541,6 +541,9 @@ async def oi_snapshot(
     )
     if planned is not None:
         names = [n for n in names if n in planned]
+    #: Underlyings an earlier attempt of this run stored; None until asked (a group's names
+    #: are known only once the slot is planned).
+    done: set[str] | None = None
     if planned is not None or not has_group(names):
         done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
         if names and done.issuperset(names):
@@ -570,7 +573,8 @@ async def oi_snapshot(
                     ", ".join(c.name for c in children),
                 )
                 return []
-        done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
+        if done is None:
+            done = await done_in_earlier_attempt(names, origin) if run_slot is not None else set()
         for name in names:
             if name in done:
                 logger.info(

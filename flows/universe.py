@@ -61,6 +61,15 @@ def _unique(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip().upper() for n in names if n.strip()))
 
 
+def _expand(names: Sequence[str], listed: Sequence[Underlying]) -> tuple[str, ...]:
+    """`names` in order, each group replaced by its members in `listed`, each name once."""
+    resolved: list[str] = []
+    for name in names:
+        kinds = GROUPS.get(name)
+        resolved += [name] if kinds is None else [u.symbol for u in listed if u.kind in kinds]
+    return _unique(resolved)
+
+
 def _encode(listed: Sequence[Underlying]) -> list[dict[str, Any]]:
     return [{"symbol": u.symbol, "kind": u.kind, "name": u.name} for u in listed]
 
@@ -78,12 +87,7 @@ def kept_universe(names: Sequence[str], store: LakeStore, day: date) -> list[str
     kept for the day."""
     names = _unique(names)
     kept = read_day(store, UNDERLYINGS_KIND, day) if has_group(names) else None
-    listed = _decode(kept) if kept is not None else []
-    resolved: list[str] = []
-    for name in names:
-        kinds = GROUPS.get(name)
-        resolved += [name] if kinds is None else [u.symbol for u in listed if u.kind in kinds]
-    return list(_unique(resolved))
+    return list(_expand(names, _decode(kept) if kept is not None else []))
 
 
 async def resolve_universe(
@@ -94,14 +98,7 @@ async def resolve_universe(
     if not has_group(names):
         return Universe(names)
     listed, source, warning = await _listed_underlyings(registry, store, day)
-    resolved: list[str] = []
-    for name in names:
-        kinds = GROUPS.get(name)
-        if kinds is None:
-            resolved.append(name)
-        else:
-            resolved += [u.symbol for u in listed if u.kind in kinds]
-    return Universe(_unique(resolved), source, warning)
+    return Universe(_expand(names, listed), source, warning)
 
 
 async def _listed_underlyings(

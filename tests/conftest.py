@@ -98,3 +98,24 @@ def any_data_dir(request) -> Path | str:
     if request.param == "local":
         return request.getfixturevalue("data_dir")
     return request.getfixturevalue("s3_data_dir")
+
+
+# The NSE emulator for provider and emulator tests: one per test module, on the module's `NOW`
+# (its clock), faults and request log cleared around each test that asks for `nse_emu`.
+@pytest.fixture(scope="module")
+def nse_server(request) -> Iterator[object]:
+    from providers.emulators.nse import NseEmulator
+
+    now = request.module.NOW
+    with NseEmulator(clock=lambda: now) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def nse_emu(nse_server) -> Iterator[object]:
+    nse_server.clear_faults()
+    nse_server.log.clear()
+    nse_server.configure(cookie_lifetime=None)
+    yield nse_server
+    nse_server.clear_faults()
+    nse_server.configure(cookie_lifetime=None)

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 import httpx
 import pytest
 from aiolimiter import AsyncLimiter
+from doubles import NoLimit
 
 from providers.emulators import EmulatorServer, NseEmulator, TrendlyneEmulator
 from providers.emulators.chains import IST, expiries
@@ -28,11 +29,6 @@ NOW = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)  # Monday 11:30 IST
 NIFTY_EXPIRIES = expiries("NIFTY", NOW.date())
 EXPIRY = NIFTY_EXPIRIES[0]
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/142.0"}
-
-
-class NoLimit:
-    async def acquire(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")

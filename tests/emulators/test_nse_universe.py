@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from doubles import NoLimit
 
 from providers.emulators import NseEmulator, TrendlyneEmulator
 from providers.emulators.chains import IST, chain_at, expiries, strikes_of, trading_day
@@ -19,27 +20,6 @@ TODAY = trading_day(NOW.astimezone(IST).date())
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/142.0"}
 PATH = "/api/underlying-information"
 STOCKS = [s for s in UNDERLYINGS.values() if s.kind == "Equity"]
-
-
-class NoLimit:
-    async def acquire(self) -> None:
-        return None
-
-
-@pytest.fixture(scope="module")
-def nse_server() -> Iterator[NseEmulator]:
-    with NseEmulator(clock=lambda: NOW) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def nse_emu(nse_server: NseEmulator) -> Iterator[NseEmulator]:
-    nse_server.clear_faults()
-    nse_server.log.clear()
-    nse_server.configure(cookie_lifetime=None)
-    yield nse_server
-    nse_server.clear_faults()
-    nse_server.configure(cookie_lifetime=None)
 
 
 @pytest.fixture

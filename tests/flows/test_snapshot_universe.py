@@ -193,3 +193,27 @@ async def test_oi_backfill_never_asks_for_a_pair_the_plan_deferred(
     assert in_planned_slots <= planned
     # A slot no run planned is filled whole, every expiry.
     assert any(a[0] == "09:24" for a in asked)
+
+
+async def test_a_coverage_record_that_cannot_be_written_keeps_the_chains_and_fails_the_run(
+    emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.snapshot import CoverageRecordError
+    from storage.errors import LakeWriteError
+    from storage.writer import LakeWriter
+
+    real_write = LakeWriter.write
+
+    def refuse_pairs(self: LakeWriter, dataset: str, rows: Any, **kwargs: Any) -> Any:
+        if dataset == "snapshot_pairs":
+            raise LakeWriteError("Could not write snapshot_pairs: the disk is full.")
+        return real_write(self, dataset, rows, **kwargs)
+
+    monkeypatch.setattr(LakeWriter, "write", refuse_pairs)
+    monkeypatch.setenv("PROTRADE_UNDERLYINGS", "NIFTY,RELIANCE")
+    with pytest.raises(CoverageRecordError, match=r"the plan: .*the stored pairs: "):
+        await oi_snapshot(slot=FIRST_SLOT + timedelta(minutes=90))
+    # The chains came first: both underlyings are in the lake, every planned expiry.
+    stored = rows_of("select underlying, count(distinct expiry) from option_chain group by 1")
+    assert {u for u, _ in stored} == {"NIFTY", "RELIANCE"}
+    assert rows_of("select count(*) from snapshot_pairs") == [(0,)]

@@ -137,3 +137,14 @@ def test_a_plan_counts_for_the_grid_slot_whose_window_holds_it() -> None:
         slots[2] + timedelta(minutes=9): {e2},  # after the last slot: no window
     }
     assert planned_by_grid_slot(plans, slots, every) == {slots[0]: {e1}, slots[1]: {e1, e2}}
+
+
+async def test_readers_resolve_groups_from_the_kept_list_without_asking(tmp_path: Path) -> None:
+    from flows.universe import kept_universe
+
+    store = LocalStore(tmp_path)
+    assert kept_universe(["FNO", "TCS"], store, TODAY) == ["TCS"]  # no list kept: group left out
+    registry = _registry()
+    await resolve_universe(["FNO"], registry, store, TODAY)
+    assert kept_universe(["INDICES", "TCS", "NIFTY"], store, TODAY) == ["NIFTY", "BANKNIFTY", "TCS"]
+    assert registry.asked == ["underlyings"]

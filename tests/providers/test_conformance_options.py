@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from doubles import NoLimit
 
 from providers.nse import NseOptionsProvider
 from providers.nse import query as nse_query
@@ -20,13 +21,6 @@ from providers.trendlyne import query as tl_query
 
 PAYLOADS = Path(__file__).parent / "payloads"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class NoLimit:
-    """The rate limiter, minus the waiting: recorded answers need no courtesy."""
-
-    async def acquire(self) -> None:
-        return None
 
 
 def _routes(table: dict[str, Any], default: Any) -> Handler:

@@ -6,11 +6,12 @@ provider tests run against the NSE emulator on 127.0.0.1, `{}` re-priming includ
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from doubles import NoLimit
 
 from providers.emulators.nse import NseEmulator
 from providers.emulators.universe import UNDERLYINGS
@@ -163,27 +164,6 @@ async def test_an_options_provider_that_does_not_list_the_universe_refuses_it() 
 
 
 # -- provider against the emulator --------------------------------------------------------------
-
-
-class NoLimit:
-    async def acquire(self) -> None:
-        return None
-
-
-@pytest.fixture(scope="module")
-def nse_server() -> Iterator[NseEmulator]:
-    with NseEmulator(clock=lambda: NOW) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def nse_emu(nse_server: NseEmulator) -> Iterator[NseEmulator]:
-    nse_server.clear_faults()
-    nse_server.log.clear()
-    nse_server.configure(cookie_lifetime=None)
-    yield nse_server
-    nse_server.clear_faults()
-    nse_server.configure(cookie_lifetime=None)
 
 
 @pytest.fixture

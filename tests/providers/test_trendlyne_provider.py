@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from doubles import NoLimit
 
 from providers.errors import (
     BlockedError,
@@ -30,11 +31,6 @@ NOW = datetime(2026, 11, 23, 6, 7, 42, tzinfo=UTC)  # Monday 11:37 IST
 EXPIRIES = ["2026-11-24", "2026-12-01", "2026-12-29"]
 HEAD = {"status": "0", "statusDescription": "Success", "responseCode": None}
 DENIED = "<HTML><HEAD><TITLE>Access Denied</TITLE></HEAD><BODY>Denied</BODY></HTML>"
-
-
-class NoLimit:
-    async def acquire(self) -> None:
-        return None
 
 
 def search_json() -> dict[str, Any]:
