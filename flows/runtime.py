@@ -244,7 +244,7 @@ def seed_breakers(
     now = now or datetime.now(UTC)
     since = now - timedelta(seconds=registry.breaker_policy.cooldown)
     try:
-        attempts = attempts_since(since, data_dir)
+        attempts = attempts_since(since, data_dir, now=now)
     except Exception as exc:
         log.warning("could not read recent provider attempts; breakers start closed: %s", exc)
         return {}
@@ -292,8 +292,12 @@ async def run_context(settings: Settings | None = None) -> AsyncIterator[RunCont
     settings = settings or run_settings()
     registry = registry_factory(settings.providers)
     writer = RunWriter(registry, settings.data_root, risk_free_rate=settings.risk_free_rate)
-    await asyncio.to_thread(ensure_catalog, writer.data_dir)
-    await asyncio.to_thread(seed_breakers, registry, writer.data_dir)
+    # Side by side: neither raises, and both are mostly DuckDB and file I/O, which run
+    # outside the GIL.
+    await asyncio.gather(
+        asyncio.to_thread(ensure_catalog, writer.data_dir),
+        asyncio.to_thread(seed_breakers, registry, writer.data_dir),
+    )
     share_provider_limits(registry, settings)
     attempts = AttemptLog(writer, current_flow_run_id())
     registry.add_sink(attempts)
@@ -311,23 +315,26 @@ async def run_context(settings: Settings | None = None) -> AsyncIterator[RunCont
         raise
     finally:
         try:
-            attempts.flush()
-        except Exception as exc:
-            if failure is None:
-                raise
-            # On a full disk the run's own write fails first and this flush after it: the run's
-            # failure must stay the one reported first, this one follows as a note (the flush
-            # logged its traceback). Implicit chaining is no help: by the time the writer
-            # raises, the handled exception is no longer set (observed: __context__ is None).
-            failure.add_note(str(exc))
+            await registry.aclose()
         finally:
-            try:
-                await registry.aclose()
-            finally:
-                if journal is not None:
-                    # After the sessions closed: nothing can arrive any more. Never raises.
-                    await journal.aflush()
-                    _report_unwritten(journal.take())
+            # After the sessions closed, nothing can arrive any more: the attempts and the
+            # journal are written side by side (two writes, each mostly I/O).
+            flushed, *_ = await asyncio.gather(
+                asyncio.to_thread(attempts.flush),
+                *([journal.aflush()] if journal is not None else []),  # never raises
+                return_exceptions=True,
+            )
+            if journal is not None:
+                _report_unwritten(journal.take())
+            if isinstance(flushed, Exception):
+                if failure is None:
+                    raise flushed
+                # On a full disk the run's own write fails first and this flush after it: the
+                # run's failure must stay the one reported first, this one follows as a note
+                # (the flush logged its traceback). Implicit chaining is no help: by the time
+                # the writer raises, the handled exception is no longer set (observed:
+                # __context__ is None).
+                failure.add_note(str(flushed))
 
 
 def _report_unwritten(entries: list[Any]) -> None:

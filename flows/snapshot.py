@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -554,10 +556,16 @@ async def oi_snapshot(
             return stored
     #: What could not be recorded in `snapshot_pairs` (the chains were fetched regardless).
     record_errors: list[str] = []
-    async with run_context(settings) as ctx:
+    #: The plan's artifact and record, written while the chains are fetched.
+    showing: list[asyncio.Task[Any]] = []
+    # Left in this order: the run context's closing writes (attempts, journal) overlap the
+    # tasks still showing what the run did.
+    async with _awaited(showing), run_context(settings) as ctx:
         if planned is None:
             fans_out = from_pool and run_slot is not None
-            plan = await _plan_slot(ctx, names, pair_slot, today, fans_out, logger, record_errors)
+            plan, showing[:] = await _plan_slot(
+                ctx, names, pair_slot, today, fans_out, logger, record_errors
+            )
             names = list(dict.fromkeys([*plan.by_underlying(), *plan.unlisted]))
             planned = {u: plan.by_underlying().get(u) for u in names}
             if fans_out and len(names) > settings.snapshot_chunk_size:
@@ -604,12 +612,18 @@ async def oi_snapshot(
             fetched[u] if u in fetched else UnderlyingSnapshot(u, already_stored=True)
             for u in names
         ]
-        try:
-            await asyncio.to_thread(_record_stored, ctx, pair_slot, results, planned)
-        except (StorageError, OSError) as exc:
-            logger.error("could not record the stored pairs in snapshot_pairs: %s", exc)
-            record_errors.append(f"the stored pairs: {exc}")
-        await _publish_summary(results, today)
+        await asyncio.gather(*showing)  # the plan's record before what was stored
+        showing.clear()
+
+        async def record_stored() -> None:
+            try:
+                await asyncio.to_thread(_record_stored, ctx, pair_slot, results, planned)
+            except (StorageError, OSError) as exc:
+                logger.error("could not record the stored pairs in snapshot_pairs: %s", exc)
+                record_errors.append(f"the stored pairs: {exc}")
+
+        showing.append(asyncio.create_task(_publish_summary(results, today)))
+        await record_stored()
         failed = [r for r in results if not r.ok]
         if failed:
             raise SnapshotIncompleteError("\n".join(f"{r.underlying}: {r.error}" for r in failed))
@@ -619,6 +633,19 @@ async def oi_snapshot(
                 + "; ".join(record_errors)
             )
     return results
+
+
+@asynccontextmanager
+async def _awaited(tasks: list[asyncio.Task[Any]]) -> AsyncIterator[None]:
+    """On leaving, whatever happened, the `tasks` still in the list have ended: a run never
+    ends with its plan half-recorded behind it. Their errors surface unless one is already
+    on its way out."""
+    try:
+        yield
+    except BaseException:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    await asyncio.gather(*tasks)
 
 
 def _dates(values: list[Any] | None) -> list[date] | None:
@@ -635,10 +662,10 @@ async def _plan_slot(
     fans_out: bool,
     logger: Any,
     record_errors: list[str],
-) -> SlotPlan:
+) -> tuple[SlotPlan, list[asyncio.Task[Any]]]:
     """Resolve the universe, read (or fetch and keep) the day's expiries, plan the slot, and
-    show the plan: the run's `oi-snapshot-plan` artifact, `snapshot_pairs` rows, a warning
-    when it does not fit."""
+    show the plan: a warning when it does not fit, and, in the tasks returned (the caller
+    awaits them), the run's `oi-snapshot-plan` artifact and its `snapshot_pairs` rows."""
     settings = ctx.settings
     store = ctx.writer.store
     universe = await resolve_universe(names, ctx.registry, store, today)
@@ -684,16 +711,25 @@ async def _plan_slot(
         flow_run_id=run_id,
         due_in_slots=due,
     )
+    # Recorded and shown while the chains are fetched (the flow awaits both before it ends).
+    shown = [
+        asyncio.create_task(
+            acreate_table_artifact(
+                key="oi-snapshot-plan", table=plan_table(plan), description=plan_description(plan)
+            )
+        )
+    ]
     if rows:
-        try:
-            await asyncio.to_thread(ctx.writer.write, "snapshot_pairs", rows)
-        except (StorageError, OSError) as exc:  # the chains come first: fetched regardless
-            logger.error("could not record the slot's plan in snapshot_pairs: %s", exc)
-            record_errors.append(f"the plan: {exc}")
-    await acreate_table_artifact(
-        key="oi-snapshot-plan", table=plan_table(plan), description=plan_description(plan)
-    )
-    return plan
+        shown.append(asyncio.create_task(_record_plan(ctx, rows, logger, record_errors)))
+    return plan, shown
+
+
+async def _record_plan(ctx: RunContext, rows: Any, logger: Any, record_errors: list[str]) -> None:
+    try:
+        await asyncio.to_thread(ctx.writer.write, "snapshot_pairs", rows)
+    except (StorageError, OSError) as exc:  # the chains come first: fetched regardless
+        logger.error("could not record the slot's plan in snapshot_pairs: %s", exc)
+        record_errors.append(f"the plan: {exc}")
 
 
 def _record_stored(

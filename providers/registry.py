@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -768,9 +770,39 @@ _reported_plugins: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
 
 
+#: The last discovery: (what it depended on, its entry points).
+_discovered: tuple[tuple[tuple[str, int, int], ...], list[PluginEntryPoint]] | None = None
+
+
+def _search_path_state() -> tuple[tuple[str, int, int], ...]:
+    """`sys.path` with each folder's mtime and link count: installing or removing a
+    distribution adds or removes a `.dist-info` folder in one of them, which changes both
+    (the link count even within the file system's timestamp granularity)."""
+    state: list[tuple[str, int, int]] = []
+    for folder in sys.path:
+        try:
+            st = os.stat(folder or ".")
+            state.append((folder, st.st_mtime_ns, st.st_nlink))
+        except OSError:
+            state.append((folder, -1, -1))
+    return tuple(state)
+
+
 def plugin_entry_points() -> list[PluginEntryPoint]:
-    """The installed `protrade.providers` entry points, sorted by name (a stable tie-break)."""
-    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value))
+    """The installed `protrade.providers` entry points, sorted by name (a stable tie-break).
+
+    Scanning every installed distribution's metadata takes ~8 ms and every flow run builds a
+    registry, so the answer is kept while `sys.path` and its folders are unchanged.
+    """
+    global _discovered
+    state = _search_path_state()
+    if _discovered is not None and _discovered[0] == state:
+        return list(_discovered[1])
+    found: list[PluginEntryPoint] = sorted(
+        entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name, ep.value)
+    )
+    _discovered = (state, found)
+    return list(found)
 
 
 def _report_broken_plugin(ep: PluginEntryPoint, stage: str, exc: BaseException) -> None:

@@ -175,7 +175,7 @@ def test_runs_seed_their_breakers_from_the_attempts_other_runs_stored(data_dir):
 def test_seeding_never_fails_a_run_when_the_lake_cannot_be_read(data_dir, monkeypatch, caplog):
     import flows.runtime
 
-    def unreadable(*_args: object) -> list[object]:
+    def unreadable(*_args: object, **_kwargs: object) -> list[object]:
         raise OSError("the store did not answer")
 
     monkeypatch.setattr(flows.runtime, "attempts_since", unreadable)

@@ -76,11 +76,16 @@ async def write_in_a_run(records: list[OptionChainRow]) -> None:
         ctx.writer.write("option_chain", option_chain_table(records))
 
 
+@pytest.mark.parametrize("stamped", [True, False], ids=["stamped", "unstamped"])
 def test_writing_goes_on_while_an_analyst_holds_the_catalog_read_write(
-    data_dir: Path, registry: ProviderRegistry, caplog: pytest.LogCaptureFixture
+    data_dir: Path, registry: ProviderRegistry, caplog: pytest.LogCaptureFixture, stamped: bool
 ) -> None:
+    """Stamped as current (its views unchanged since), the catalog is not even opened: no
+    warning. Without the stamp the check must open it, cannot, and only warns."""
     asyncio.run(write_in_a_run([]))  # creates the catalog
     path = data_dir / "protrade.duckdb"
+    if not stamped:
+        (data_dir / ".protrade.duckdb.views").unlink()
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -100,7 +105,7 @@ def test_writing_goes_on_while_an_analyst_holds_the_catalog_read_write(
         assert holder.stdin is not None
         holder.stdin.close()
         holder.wait(timeout=30)
-    assert "open read-write in another process" in caplog.text
+    assert ("open read-write in another process" in caplog.text) is not stamped
     assert connect(data_dir).execute("SELECT count(*) FROM option_chain").fetchall() == [(1,)]
 
 

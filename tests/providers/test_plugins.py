@@ -92,6 +92,26 @@ def test_the_built_ins_are_registered_through_entry_points_in_priority_order() -
     assert [n for n, _ in registry.providers("live")] == ["tradingview"]
 
 
+def test_discovery_is_kept_until_a_distribution_is_installed_or_sys_path_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every flow run builds a registry: discovery is kept, but a plugin installed meanwhile
+    (a new folder on sys.path, or a `.dist-info` added to a folder already on it) is found."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    before = {ep.name for ep in plugin_entry_points()}
+    assert "example" not in before
+    assert {ep.name for ep in plugin_entry_points()} == before  # kept: nothing changed
+    try:
+        install_example_plugin(site)  # into a folder already on sys.path: its mtime changes
+        assert {ep.name for ep in plugin_entry_points()} == before | {"example"}
+    finally:
+        forget_example_plugin()
+    monkeypatch.undo()
+    assert {ep.name for ep in plugin_entry_points()} == before
+
+
 def test_the_registry_module_imports_no_concrete_provider() -> None:
     code = (
         "import sys, providers.registry; "

@@ -51,8 +51,12 @@ def test_a_missing_catalog_is_created_and_its_views_see_later_writes(data_dir: P
     assert count(path, "candles") == 0
     LakeWriter(data_dir=data_dir).write("candles", candle_rows(count=3))
     assert count(path, "candles") == 3
-    # no temporary or WAL file is left beside it
-    assert sorted(p.name for p in data_dir.iterdir()) == ["lake", "protrade.duckdb"]
+    # no temporary or WAL file is left beside it; the stamp says which views it holds
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        ".protrade.duckdb.views",
+        "lake",
+        "protrade.duckdb",
+    ]
 
 
 def test_a_current_catalog_is_left_as_it_is(data_dir: Path) -> None:
@@ -86,11 +90,45 @@ def test_a_catalog_held_read_write_elsewhere_only_warns_and_writing_goes_on(
 ) -> None:
     path = data_dir / "protrade.duckdb"
     ensure_catalog(data_dir)
+    (data_dir / ".protrade.duckdb.views").unlink()  # no stamp: the check must open the file
     with held_read_write(path), caplog.at_level(logging.WARNING, logger="storage.catalog"):
         assert ensure_catalog(data_dir) is CatalogState.LOCKED
         LakeWriter(data_dir=data_dir).write("candles", candle_rows(count=1))
     assert "open read-write in another process" in caplog.text
     assert count(path, "candles") == 1  # the views were there all along
+
+
+def test_a_stamped_current_catalog_is_not_opened_even_when_held_elsewhere(
+    data_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stamp beside the catalog says its views are current while the file is unchanged:
+    the check opens no DuckDB, so an analyst's read-write session is no obstacle."""
+    import storage.catalog
+
+    path = data_dir / "protrade.duckdb"
+    ensure_catalog(data_dir)
+
+    def never(_path: Path) -> set[str]:
+        raise AssertionError("a stamped, unchanged catalog was opened")
+
+    monkeypatch.setattr(storage.catalog, "_stored_fingerprints", never)
+    with held_read_write(path), caplog.at_level(logging.WARNING, logger="storage.catalog"):
+        assert ensure_catalog(data_dir) is CatalogState.CURRENT
+    assert "another process" not in caplog.text
+
+
+def test_a_stamped_catalog_that_changed_since_is_checked_again(data_dir: Path) -> None:
+    """An analyst's session wrote a view into the catalog after it was stamped: the stamp no
+    longer matches the file, so the check opens it and replaces it (our views only)."""
+    path = data_dir / "protrade.duckdb"
+    ensure_catalog(data_dir)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE VIEW analysts_own AS SELECT 1 AS x")
+    assert ensure_catalog(data_dir) is CatalogState.REFRESHED
+    assert ensure_catalog(data_dir) is CatalogState.CURRENT
+    with duckdb.connect(str(path), read_only=True) as conn:
+        names = {n for (n,) in conn.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    assert "analysts_own" not in names
 
 
 def test_an_outdated_catalog_held_elsewhere_is_not_replaced(data_dir: Path) -> None:
