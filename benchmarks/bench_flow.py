@@ -8,8 +8,9 @@ The flow is measured twice, interleaved with the empty flow in one loop: without
 limit lifted; the figure the <= 2x target applies to: what the flow itself costs) and with the
 product's pacing (3 requests/s after a burst of 3, `providers.http`). The paced figure states
 its pacing floor, measured: the requests one snapshot made, less the burst, over the rate.
-A "skeleton" flow of the same Prefect shape (one task per underlying and a table artifact, no
-work) shows the floor Prefect itself sets, and the provider's fetch timed alone (no Prefect)
+A "skeleton" flow of the same Prefect shape (a run named from its parameters, one task per
+underlying, the plan's and the summary's table artifacts, no work) shows the floor Prefect itself
+sets, and the provider's fetch timed alone (no Prefect)
 shows its part. Call `benchmarks.env.prepare` before this module imports Prefect.
 """
 
@@ -104,8 +105,9 @@ def unpaced_note(*, unpaced: float, empty: float, skeleton: float, fetched: floa
         f"NSE's pacing lifted ({UNPACED_RATE:g} requests/s): what the flow costs beyond the "
         f"deliberate waits. Of its {unpaced * 1000:.0f} ms: Prefect's floor for this shape "
         f"(the skeleton flow) {skeleton * 1000:.0f} ms, the provider's fetch "
-        f"{fetched * 1000:.0f} ms (measured alone), the rest {rest * 1000:.0f} ms (run "
-        f"context, lake writes of the chain and the attempts). Skeleton + fetch = "
+        f"{fetched * 1000:.0f} ms (measured alone), the rest {rest * 1000:.0f} ms (ours: "
+        f"breaker seeding, catalog check, slot plan, the lake writes of the chain, its "
+        f"snapshot_pairs, attempts and journal; partly overlapped). Skeleton + fetch = "
         f"{floor * 1000:.0f} ms = {floor / empty:.1f}x the empty flow, {verdict}"
     )
 
@@ -128,10 +130,25 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
     async def skeleton_task(underlying: str) -> str:
         return underlying
 
-    @flow(name="skeleton-benchmark-flow")
+    def skeleton_run_name() -> str:
+        from prefect.runtime import flow_run
+
+        return f"skeleton {','.join((flow_run.parameters or {}).get('underlyings', []))}"
+
+    @flow(name="skeleton-benchmark-flow", flow_run_name=skeleton_run_name)
     async def skeleton_flow(underlyings: list[str]) -> None:
+        # oi-snapshot's Prefect shape: a run named from its parameters (Prefect renames the
+        # run it created: a client and two API calls), the plan's artifact made while the
+        # tasks run, one task per underlying, the summary artifact.
+        plan = asyncio.create_task(
+            acreate_table_artifact(
+                key="skeleton-plan", table=[{"underlying": u} for u in underlyings]
+            )
+        )
         names = await asyncio.gather(*(skeleton_task(u) for u in underlyings))
-        await acreate_table_artifact(key="skeleton", table=[{"underlying": n} for n in names])
+        await asyncio.gather(
+            plan, acreate_table_artifact(key="skeleton", table=[{"underlying": n} for n in names])
+        )
 
     repeats = repeats or (3 if quick else 7)
     underlyings = ["NIFTY"]
@@ -255,7 +272,7 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
         ),
         figure(
             NAME,
-            "skeleton flow (1 task + artifact, no work) vs empty flow (diagnostic)",
+            "skeleton flow (named run, 1 task, 2 artifacts, no work) vs empty flow (diagnostic)",
             "s",
             skeleton,
             empty,

@@ -10,6 +10,8 @@ their own typed errors.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -48,6 +50,34 @@ SEED_NAME = "_seed.parquet"
 #: files, 2 cores) ran alike with 3 to 8 threads and ~10% slower with 16 (the encoders then
 #: contend for the cores); 8 leaves room for an S3 PUT's longer wait.
 PUBLISH_WORKERS = 8
+
+_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _forget_pools() -> None:
+    """In a forked child: the parent's threads are not there, so its pools would take jobs
+    and never run them. The child makes its own."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pools.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def shared_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of `workers` threads for the writer's CPU and I/O work, made once:
+    a batch is often small (a chain, a flush) and starting 8 threads for it cost more than
+    its files (~1.6 ms a batch; a backfill writes a batch per symbol). A job on it must never
+    wait for another job on the same pool (it could deadlock); concurrent writers queue."""
+    with _pool_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=f"lake-{workers}"
+            )
+        return pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,23 +203,23 @@ def publish_files(
                 failure = (planned.key, exc)
                 break
     else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(files))) as pool:
-            futures: dict[Future[bool], int] = {
-                pool.submit(one, planned): i for i, planned in enumerate(files)
-            }
-            _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in pending:
-                future.cancel()  # not started yet: skip; running ones finish
-            for future, i in futures.items():
-                if future.cancelled():
-                    continue
-                exc = future.exception()  # waits for a running one
-                if exc is None:
-                    outcome[i] = future.result()
-                elif failure is None:
-                    if not isinstance(exc, OSError | pa.ArrowException):
-                        raise exc
-                    failure = (files[i].key, exc)
+        pool = shared_pool(workers)
+        futures: dict[Future[bool], int] = {
+            pool.submit(one, planned): i for i, planned in enumerate(files)
+        }
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()  # not started yet: skip; running ones finish
+        for future, i in futures.items():
+            if future.cancelled():
+                continue
+            exc = future.exception()  # waits for a running one
+            if exc is None:
+                outcome[i] = future.result()
+            elif failure is None:
+                if not isinstance(exc, OSError | pa.ArrowException):
+                    raise exc
+                failure = (files[i].key, exc)
 
     done = Published()
     for i in sorted(outcome):

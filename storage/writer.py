@@ -16,7 +16,6 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,13 @@ from storage.errors import InvalidInstrumentName, LakeWriteError, UnsupportedLoc
 from storage.lakestore import LakeStore, LocalStore, check_key
 from storage.partitioning import partition_path, split_by_partition
 from storage.paths import LAKE, DataDir, store_for
-from storage.publish import BatchPublishError, PlannedFile, ensure_seed, publish_files
+from storage.publish import (
+    BatchPublishError,
+    PlannedFile,
+    ensure_seed,
+    publish_files,
+    shared_pool,
+)
 from storage.schemas import INGESTED_AT, DatasetSpec, get_spec
 from storage.validation import Rows, conform
 
@@ -319,8 +324,7 @@ def _content_names(spec: DatasetSpec, tables: list[pa.Table]) -> list[str]:
     """
     if len(tables) < 2 or HASH_WORKERS < 2:
         return [content_file_name(spec, t) for t in tables]
-    with ThreadPoolExecutor(max_workers=min(HASH_WORKERS, len(tables))) as pool:
-        return list(pool.map(lambda t: content_file_name(spec, t), tables))
+    return list(shared_pool(HASH_WORKERS).map(lambda t: content_file_name(spec, t), tables))
 
 
 def _reason(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -65,3 +66,43 @@ def test_two_writer_processes_and_a_reader_run_without_errors_or_lost_rows(data_
     assert total == [(2 * BATCHES * 100, 2 * BATCHES * 100)]
     assert run_readonly_query("SELECT count(*) FROM candles", data_dir)[1] == [(2 * BATCHES,)]
     assert not list((data_dir / "lake").rglob("*.tmp"))
+
+
+def test_a_forked_child_writes_with_its_own_publishing_threads(data_dir: Path) -> None:
+    """The writer's thread pool is made once per process; a child forked after the parent
+    used it (multiprocessing's default on Linux) must not inherit a pool with no threads,
+    which would take the child's files and never write them."""
+    import os
+
+    from storage.writer import LakeWriter
+
+    def candles(symbol: str, bars: int) -> list[dict[str, object]]:
+        t0 = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
+        return [
+            {"symbol": symbol, "interval": "1D", "ts": t0 + timedelta(days=31 * i), "open": 1.0,
+             "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0, "provider": "tv"}
+            for i in range(bars)
+        ]  # fmt: skip
+
+    assert len(LakeWriter(data_dir).write("candles", candles("PARENT", 3)).files) == 3
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its write of three partitions completes
+        code = 1
+        try:
+            code = (
+                0
+                if len(LakeWriter(data_dir).write("candles", candles("CHILD", 3)).files) == 3
+                else 1
+            )
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the forked child's write never completed")
