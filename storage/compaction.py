@@ -44,7 +44,7 @@ from storage.errors import InvalidInstrumentName
 from storage.lakestore import LakeStore, LocalStore, ObjectInfo
 from storage.partitioning import IST, parse_date_folder
 from storage.paths import DataDir, dataset_prefix, decode_segment, store_for
-from storage.publish import ROW_GROUP_SIZE, read_metadata, read_table, serialize
+from storage.publish import ROW_GROUP_SIZE, encoding, read_metadata, read_table, serialize
 from storage.schemas import (
     COMPACTED_PREFIX,
     INGESTED_AT,
@@ -244,7 +244,7 @@ def serialize_compacted(spec: DatasetSpec, table: pa.Table) -> pa.Buffer:
     """A compacted file's bytes: `serialize`'s, and for `LAST_TIME_ROW_GROUP` datasets the
     rows at the last time (sorted last) in a row group of their own."""
     n = table.num_rows
-    if spec.name not in LAST_TIME_ROW_GROUP or spec.plain_columns or n == 0:
+    if spec.name not in LAST_TIME_ROW_GROUP or n == 0:
         return serialize(table, dictionary=spec.dictionary_columns)
     times = table[spec.time_column]
     last = pc.max(times)
@@ -252,11 +252,10 @@ def serialize_compacted(spec: DatasetSpec, table: pa.Table) -> pa.Buffer:
     at_end = pc.all(pc.equal(times.slice(n - tail), last)).as_py() if tail else False
     if tail == n or not at_end:
         return serialize(table, dictionary=spec.dictionary_columns)
-    # `serialize`'s settings: zstd, its row-group size, these dictionary columns (a dataset
-    # without plain columns gets no other encoding there).
+    # `serialize`'s settings: its codec, encodings and row-group size.
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(
-        sink, table.schema, compression="zstd", use_dictionary=spec.dictionary_columns
+        sink, table.schema, **encoding(table.schema, spec.dictionary_columns)
     ) as out:
         out.write_table(table.slice(0, n - tail), row_group_size=ROW_GROUP_SIZE)
         out.write_table(table.slice(n - tail), row_group_size=ROW_GROUP_SIZE)

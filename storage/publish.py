@@ -31,6 +31,7 @@ __all__ = [
     "BatchPublishError",
     "PlannedFile",
     "Published",
+    "encoding",
     "ensure_seed",
     "fsync_dir",
     "publish_files",
@@ -135,15 +136,17 @@ def serialize(table: pa.Table, *, dictionary: bool | list[str] = True) -> pa.Buf
     polars) decodes it.
     """
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        row_group_size=ROW_GROUP_SIZE,
-        use_dictionary=dictionary,
-        column_encoding=_delta_columns(table.schema, dictionary) or None,
-    )
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_SIZE, **encoding(table.schema, dictionary))
     return sink.getvalue()
+
+
+def encoding(schema: pa.Schema, dictionary: bool | list[str] = True) -> dict[str, object]:
+    """`serialize`'s codec and encodings, for a `pq.ParquetWriter` that writes alike."""
+    return {
+        "compression": "zstd",
+        "use_dictionary": dictionary,
+        "column_encoding": _delta_columns(schema, dictionary) or None,
+    }
 
 
 def _delta_columns(schema: pa.Schema, dictionary: bool | list[str]) -> dict[str, str]:

