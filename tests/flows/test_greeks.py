@@ -185,3 +185,21 @@ def test_the_run_writer_stores_greeks_for_every_provider_and_says_why_when_it_ca
         (26_100.0, None, False, None, None, 0.05, NOTE_NO_PRICE),
         (26_200.0, None, False, None, None, 0.05, NOTE_NO_SPOT),
     ]
+
+
+def test_the_run_context_does_not_import_scipy_until_a_chain_is_priced() -> None:
+    """Every flow command imports the run context; only chain writers need scipy (~0.1 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, flows.runtime\n"
+        "before = 'scipy' in sys.modules\n"
+        "import numpy as np\n"
+        "from flows.greeks import ndtr\n"
+        "assert abs(float(ndtr(np.array([0.0]))[0]) - 0.5) < 1e-12\n"
+        "print(before, 'scipy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
