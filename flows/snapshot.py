@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -613,17 +614,13 @@ async def oi_snapshot(
             for u in names
         ]
         await asyncio.gather(*showing)  # the plan's record before what was stored
-        showing.clear()
-
-        async def record_stored() -> None:
-            try:
-                await asyncio.to_thread(_record_stored, ctx, pair_slot, results, planned)
-            except (StorageError, OSError) as exc:
-                logger.error("could not record the stored pairs in snapshot_pairs: %s", exc)
-                record_errors.append(f"the stored pairs: {exc}")
-
-        showing.append(asyncio.create_task(_publish_summary(results, today)))
-        await record_stored()
+        showing[:] = [asyncio.create_task(_publish_summary(results, today))]
+        await _record_pairs(
+            "the stored pairs",
+            lambda: _record_stored(ctx, pair_slot, results, planned),
+            logger,
+            record_errors,
+        )
         failed = [r for r in results if not r.ok]
         if failed:
             raise SnapshotIncompleteError("\n".join(f"{r.underlying}: {r.error}" for r in failed))
@@ -720,16 +717,22 @@ async def _plan_slot(
         )
     ]
     if rows:
-        shown.append(asyncio.create_task(_record_plan(ctx, rows, logger, record_errors)))
+        record = partial(ctx.writer.write, "snapshot_pairs", rows)
+        shown.append(asyncio.create_task(_record_pairs("the plan", record, logger, record_errors)))
     return plan, shown
 
 
-async def _record_plan(ctx: RunContext, rows: Any, logger: Any, record_errors: list[str]) -> None:
+async def _record_pairs(
+    what: str, write: Callable[[], object], logger: Any, record_errors: list[str]
+) -> None:
+    """`write` `snapshot_pairs` rows in a thread. A failure never costs the chains (they are
+    fetched regardless): it is logged and kept in `record_errors` ("<what>: <error>"), which
+    fails the run once the chains are stored (`CoverageRecordError`)."""
     try:
-        await asyncio.to_thread(ctx.writer.write, "snapshot_pairs", rows)
-    except (StorageError, OSError) as exc:  # the chains come first: fetched regardless
-        logger.error("could not record the slot's plan in snapshot_pairs: %s", exc)
-        record_errors.append(f"the plan: {exc}")
+        await asyncio.to_thread(write)
+    except (StorageError, OSError) as exc:
+        logger.error("could not record %s in snapshot_pairs: %s", what, exc)
+        record_errors.append(f"{what}: {exc}")
 
 
 def _record_stored(
