@@ -365,10 +365,7 @@ def compact_journal_partition(
     tmp = _scratch_file(store, folder)
     try:
         with pq.ParquetWriter(
-            tmp,
-            spec.file_schema,
-            compression="zstd",
-            use_dictionary=spec.dictionary_columns,
+            tmp, spec.file_schema, **encoding(spec.file_schema, spec.dictionary_columns)
         ) as out:
             for obj in inputs:
                 table = read_partition_file(spec, store, obj.key).drop_columns(
