@@ -146,3 +146,16 @@ def test_an_unwritable_data_dir_fails_softly(data_dir: Path, tmp_path: Path) -> 
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the data dir should be")
     assert ensure_catalog(blocker / "data") is CatalogState.FAILED
+
+
+@pytest.mark.parametrize("stamp", ["", "not a stamp\n", "0123abcd 1:2:3\n"])
+def test_a_garbled_or_stale_stamp_is_not_trusted(data_dir: Path, stamp: str) -> None:
+    """A stamp that is empty, unreadable or names another fingerprint and file sends the check
+    to the catalog itself, which is current: the stamp is then written again, and trusted."""
+    ensure_catalog(data_dir)
+    stamp_file = data_dir / ".protrade.duckdb.views"
+    stamp_file.write_text(stamp)
+    assert ensure_catalog(data_dir) is CatalogState.CURRENT
+    fingerprint, identity = stamp_file.read_text().split()
+    assert fingerprint == catalog_fingerprint(data_dir / "lake")
+    assert identity != "1:2:3"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,35 +69,19 @@ def test_two_writer_processes_and_a_reader_run_without_errors_or_lost_rows(data_
     assert not list((data_dir / "lake").rglob("*.tmp"))
 
 
-def test_a_forked_child_writes_with_its_own_publishing_threads(data_dir: Path) -> None:
-    """The writer's thread pool is made once per process; a child forked after the parent
-    used it (multiprocessing's default on Linux) must not inherit a pool with no threads,
-    which would take the child's files and never write them."""
+def _in_forked_child(action: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Run `action` in a forked child (multiprocessing's default on Linux); fail unless it
+    returns True before `timeout`."""
     import os
 
-    from storage.writer import LakeWriter
-
-    def candles(symbol: str, bars: int) -> list[dict[str, object]]:
-        t0 = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
-        return [
-            {"symbol": symbol, "interval": "1D", "ts": t0 + timedelta(days=31 * i), "open": 1.0,
-             "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0, "provider": "tv"}
-            for i in range(bars)
-        ]  # fmt: skip
-
-    assert len(LakeWriter(data_dir).write("candles", candles("PARENT", 3)).files) == 3
     pid = os.fork()
-    if pid == 0:  # the child: exit 0 only if its write of three partitions completes
+    if pid == 0:
         code = 1
         try:
-            code = (
-                0
-                if len(LakeWriter(data_dir).write("candles", candles("CHILD", 3)).files) == 3
-                else 1
-            )
+            code = 0 if action() else 1
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -105,4 +90,25 @@ def test_a_forked_child_writes_with_its_own_publishing_threads(data_dir: Path) -
         time.sleep(0.05)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
-    raise AssertionError("the forked child's write never completed")
+    raise AssertionError("the forked child never finished")
+
+
+def _candles(symbol: str, bars: int) -> list[dict[str, object]]:
+    t0 = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
+    return [
+        {"symbol": symbol, "interval": "1D", "ts": t0 + timedelta(days=31 * i), "open": 1.0,
+         "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0, "provider": "tv"}
+        for i in range(bars)
+    ]  # fmt: skip
+
+
+def test_a_forked_child_writes_with_its_own_publishing_threads(data_dir: Path) -> None:
+    """The writer's thread pool is made once per process; a child forked after the parent
+    used it must not inherit a pool with no threads, which would take the child's files and
+    never write them."""
+    from storage.writer import LakeWriter
+
+    assert len(LakeWriter(data_dir).write("candles", _candles("PARENT", 3)).files) == 3
+    _in_forked_child(
+        lambda: len(LakeWriter(data_dir).write("candles", _candles("CHILD", 3)).files) == 3
+    )

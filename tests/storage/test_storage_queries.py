@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from storage_samples import T0, attempt_rows, candle_rows, option_rows, tick_rows
 
+from storage.partitioning import IST
 from storage.queries import (
     StatusRow,
     dataset_status,
@@ -134,3 +135,34 @@ def test_shared_reads_bind_the_views_once_and_still_see_new_files(
         assert len(opened) == 2
     assert len(existing_candle_times("NSE:NIFTY", "1", T0, NOW, any_data_dir)) == 5
     assert len(opened) == 3  # the block's connection is gone with it
+
+
+def test_attempts_since_reads_across_ist_midnight_once_per_attempt_and_only_its_window(
+    data_dir: Path,
+) -> None:
+    """Breaker seeding reads the attempt files of its window directly: a window that spans
+    IST midnight reads both days' folders; an attempt written twice (a retried flush, another
+    `ingested_at`) counts once; older attempts, and files wholly before the window, are not
+    returned."""
+    from storage.queries import attempts_since
+
+    midnight = datetime(2026, 11, 24, 0, 0, tzinfo=IST)
+    writer = LakeWriter(data_dir=data_dir)
+    before = attempt_rows(2, outcome="error", start=midnight - timedelta(seconds=20))
+    after = attempt_rows(2, outcome="error", start=midnight + timedelta(seconds=10))
+    old = attempt_rows(1, outcome="error", start=midnight - timedelta(hours=2))
+    writer.write("provider_attempts", before)
+    writer.write("provider_attempts", after)
+    writer.write("provider_attempts", old)
+    # The same attempts again in a later file (another version: the latency differs).
+    writer.write("provider_attempts", [{**r, "latency_ms": 99.0} for r in after])
+
+    found = attempts_since(
+        midnight - timedelta(seconds=60), data_dir, now=midnight + timedelta(seconds=30)
+    )
+
+    assert [a.ts for a in found] == sorted([r["ts"] for r in before + after], reverse=True)
+    assert {a.ts.astimezone(IST).date() for a in found} == {
+        midnight.date() - timedelta(days=1),
+        midnight.date(),
+    }
