@@ -11,16 +11,15 @@ the same run, are
 
 Two situations, as a user meets them:
 
-- no server up: the command starts a temporary Prefect server in the data dir's Prefect home
-  (`flows.server.TemporaryPrefectServer`) and stops it when the run ends. A first command
-  (untimed, reported as the warm-up) migrates the fresh home's database, as a new user's first
-  command does once;
+- no server up: the command runs its flow directly (`flows.direct`), no Prefect server started
+  (checked: the data dir's Prefect home gets no database). A first command (untimed, reported
+  as the warm-up) creates the fresh data dir, as a new user's first command does once;
 - `make run` up: the server `protrade serve` starts (`LocalPrefectServer`, with its marker), on a
   free port, so the command reports to it; the runs must show in its API (checked).
 
 Target: ours within 1.5 s of the import floor (`ours - floor <= 1.5 s`). Diagnostics: the same
-with NSE's 3 requests/s politeness limit lifted (the floor pacing sets), and, no server up, the
-command as it ran before (Prefect's own temporary server; a few samples, it is slow).
+with NSE's 3 requests/s politeness limit lifted (the floor pacing sets), and what a temporary
+Prefect server (how the command ran with no server up before direct runs) costs by itself.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.harness import Figure, alternate, figure, median, not_available
+from benchmarks.harness import Figure, alternate, figure, median
 
 NAME = "cli"
 #: Ours may exceed the import floor by this much (seconds).
@@ -68,8 +67,8 @@ if legs == 0:
     sys.exit("no legs")
 """
 
-#: The Prefect floor with no server up: the import floor, plus a temporary Prefect API of the
-#: data dir's home started, waited for and stopped, as the command does: no flow, no fetch.
+#: What direct runs save: the import floor, plus a temporary Prefect API started, waited for and
+#: stopped, as the command did with no server up before it ran flows directly.
 SERVER_FLOOR_CODE = """
 import sys
 from pathlib import Path
@@ -91,16 +90,6 @@ import providers.http as http
 if not hasattr(http, "DEFAULT_MAX_RATE"):
     sys.exit("providers.http.DEFAULT_MAX_RATE is gone: update benchmarks/bench_cli.py")
 http.DEFAULT_MAX_RATE = 1e6
-from flows.cli import app
-app(sys.argv[1:], prog_name="protrade")
-"""
-
-#: The command as it ran before this benchmark existed: no server of ours, so Prefect started
-#: its own temporary server (diagnostic).
-PREFECT_EPHEMERAL_CODE = """
-import sys
-import flows.prefect_env as prefect_env
-prefect_env.prepare_prefect_env = lambda *args, **kwargs: None
 from flows.cli import app
 app(sys.argv[1:], prog_name="protrade")
 """
@@ -197,16 +186,13 @@ def _pacing_floor(base_url: str) -> tuple[int, float]:
 
 
 def _server_floor_note(samples: dict[str, list[float]], cpu: dict[str, list[float]]) -> str:
-    """The Prefect floor with no server up, and how far ours is above it: Prefect 3 runs no
-    flow without an API server, and starting one (importing its API app, its services) is
-    Prefect's own cost, which no setting here removes."""
-    ours, floor = median(samples["ours"]), median(samples["floor"])
-    server = median(samples["server floor"])
+    """What a temporary Prefect server alone costs: Prefect 3 runs no flow through its engine
+    without an API server, so this is what a direct run saves."""
+    floor, server = median(samples["floor"]), median(samples["server floor"])
     return (
-        f"Prefect floor: the same imports plus a temporary Prefect API started, ready and "
-        f"stopped, no flow: {server:.2f} s (CPU {median(cpu['server floor']):.2f} s) = import "
-        f"floor + {server - floor:.2f} s; ours is {ours - server:.2f} s above it (the "
-        f"flow run, the fetch and its pacing, the lake write)"
+        f"saved by running directly: the same imports plus a temporary Prefect API started, "
+        f"ready and stopped, no flow, take {server:.2f} s (CPU "
+        f"{median(cpu['server floor']):.2f} s) = import floor + {server - floor:.2f} s"
     )
 
 
@@ -264,12 +250,9 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
             return _timed([python, "-c", UNPACED_CODE, *COMMAND], env, _snapshot_ok)
 
         def server_floor() -> float:
-            args = [python, "-c", SERVER_FLOOR_CODE, str(prefect_home(data))]
+            # Its own home: the data dir's must stay without a database (checked below).
+            args = [python, "-c", SERVER_FLOOR_CODE, str(Path(tmp) / "server-floor-home")]
             return _timed(args, env, _any, cpu.setdefault("server floor", []))
-
-        def before() -> float:
-            args = [python, "-c", PREFECT_EPHEMERAL_CODE, *COMMAND]
-            return _timed(args, env, _snapshot_ok, cpu.setdefault("before", []))
 
         phase = "warm-up"
 
@@ -278,7 +261,7 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
             f"pacing alone: {requests} NSE requests, the ones past the burst at "
             f"{_rate()} requests/s, take at least {paced:.2f} s"
         )
-        warm_up = ours()  # migrates the fresh data dir's Prefect database, once
+        warm_up = ours()  # creates the fresh data dir, once
         phase = "alone"
         alone = alternate(
             [
@@ -290,13 +273,8 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
             ],
             repeats,
         )
-        prefect_own: list[float] | None = None
-        before_failure = ""
-        try:
-            before()  # warms Prefect's own home (its first start migrates a fresh database)
-            prefect_own = alternate([("before", before)], min(3, repeats))["before"]
-        except Exception as exc:  # a diagnostic must not cost the figures above
-            before_failure = f"{type(exc).__name__}: {exc}"
+        if (prefect_home(data) / "prefect.db").exists():
+            raise RuntimeError("a command with no server up started a Prefect server")
 
         server = LocalPrefectServer(home=prefect_home(data), port=_free_port())
         server.start()
@@ -320,12 +298,12 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
 
     figures += [
         _excess_figure(
-            "snapshot NIFTY, no server up (temporary server) vs import floor",
+            "snapshot NIFTY, no server up (direct run) vs import floor",
             alone,
             "ours",
             note=f"range {_spread(alone['ours'])}; CPU {_cpu(cpu, 'alone')}; {pacing}; "
-            f"{_server_floor_note(alone, cpu)}; the first run, which migrates the data dir's "
-            f"fresh Prefect database, took {warm_up:.2f} s",
+            f"{_server_floor_note(alone, cpu)}; the first run, into a fresh data dir, took "
+            f"{warm_up:.2f} s",
         ),
         _excess_figure(
             "snapshot NIFTY, `make run`'s server up vs import floor",
@@ -349,24 +327,4 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
         _plain_figure("snapshot NIFTY, no server up vs plain script", alone, "ours"),
         _plain_figure("snapshot NIFTY, `make run` up vs plain script", with_server, "ours"),
     ]
-    if prefect_own is None:
-        figures.append(
-            not_available(NAME, "before: Prefect's own temporary server", before_failure, None)
-        )
-    else:
-        figures.append(
-            figure(
-                NAME,
-                "before: Prefect's own temporary server vs import floor (diagnostic)",
-                "s",
-                median(prefect_own),
-                median(alone["floor"]),
-                kind="relative",
-                target=None,
-                samples={"ours": prefect_own, "baseline": alone["floor"]},
-                note=f"range {_spread(prefect_own)}; CPU {_cpu(cpu, 'before')}; how "
-                "`protrade snapshot` ran with no server up before the temporary server of our "
-                "own",
-            )
-        )
     return figures

@@ -17,8 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import acreate_table_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
@@ -29,6 +28,7 @@ from flows.candle_plan import (
     expected_in_range,
     final_mask,
 )
+from flows.direct import call, run_logger, table_artifact
 from flows.gaps import missing_times
 from flows.lake_rows import candle_table
 from flows.runtime import RunContext, holiday_skip, run_context, run_settings
@@ -162,7 +162,7 @@ async def backfill_symbol(
     lookback_days: int,
     ctx: RunContext,
 ) -> SymbolBackfill:
-    logger = get_run_logger()
+    logger = run_logger()
     now = clock.now()
     today = now.astimezone(IST).date()
     result = SymbolBackfill(symbol, interval)
@@ -293,7 +293,7 @@ async def historical_backfill(
     only_on_trading_days: bool = False,
 ) -> list[SymbolBackfill]:
     """Backfill candles per symbol; Failed when any symbol got nothing from any provider."""
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     # Canonical name (`D` -> `1D`): one interval is stored, gap-checked and reported under one
     # name, whichever spelling asked for it. An unknown code fails the run here, clearly.
@@ -306,11 +306,13 @@ async def historical_backfill(
     async with run_context(settings) as ctx:
         # Sequential on purpose: one history download at a time is gentle on the provider.
         for symbol in names:
-            outcome = await backfill_symbol(symbol, interval, count, since, lookback_days, ctx)
+            outcome = await call(
+                backfill_symbol, symbol, interval, count, since, lookback_days, ctx
+            )
             results.append(outcome)
             for listener in progress_listeners:
                 listener(outcome)
-    await acreate_table_artifact(
+    await table_artifact(
         key="historical-backfill",
         table=summary_table(results),
         description=f"Candles backfill ({interval}) {today}",

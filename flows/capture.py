@@ -11,8 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_table_artifact
+from prefect import flow
 
 from flows.capture_core import (
     DEFAULT_FLUSH_SECONDS,
@@ -20,6 +19,7 @@ from flows.capture_core import (
     CaptureSummary,
     capture,
 )
+from flows.direct import run_logger, table_artifact
 from flows.runtime import holiday_skip, run_settings
 from flows.settings import load_settings
 from flows.timespec import parse_clock
@@ -50,7 +50,7 @@ async def live_capture(
 ) -> CaptureSummary:
     """Capture quotes and final bars until `duration_seconds`, `until` ("HH:MM" IST), Ctrl-C,
     SIGTERM or cancellation, whichever comes first; always ends with a final flush."""
-    logger = get_run_logger()
+    logger = run_logger()
     # Read here for the holiday check and the symbols; the capture's run context reads them
     # again at its start (the same process, the same values).
     settings = run_settings()
@@ -66,7 +66,7 @@ async def live_capture(
         settings=CaptureSettings(flush_seconds=flush_seconds),
         logger=logger,  # type: ignore[arg-type]
     )
-    await acreate_table_artifact(
+    await table_artifact(
         key="live-capture",
         table=summary.table_rows(),
         description=f"Live capture {', '.join(summary.symbols)} ({interval}) {today}",

@@ -264,29 +264,11 @@ def _failure_lines(exc: BaseException) -> list[str]:
     return lines or [type(exc).__name__]
 
 
-class _NoTracebackFormatter(logging.Formatter):
-    """Formats a record as `inner` does, without its traceback.
-
-    For the console of CLI runs only: the traceback of an expected failure (a provider down,
-    a full disk) still reaches the run's logs in the Prefect UI, through the API handler.
-    """
-
-    def __init__(self, inner: logging.Formatter) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info or record.exc_text or record.stack_info:
-            # A copy: the same record may still go to other handlers (the API one).
-            record = logging.makeLogRecord(
-                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
-            )
-        return self.inner.format(record)
-
-
 def hide_console_tracebacks() -> None:
     """Keep Prefect's console log lines but drop their tracebacks (call after importing Prefect)."""
     from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows.direct import NoTracebackFormatter
 
     loggers = [logging.getLogger()] + [
         lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
@@ -294,11 +276,9 @@ def hide_console_tracebacks() -> None:
     for logger in loggers:
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler) and not isinstance(
-                handler.formatter, _NoTracebackFormatter
+                handler.formatter, NoTracebackFormatter
             ):
-                handler.setFormatter(
-                    _NoTracebackFormatter(handler.formatter or logging.Formatter())
-                )
+                handler.setFormatter(NoTracebackFormatter(handler.formatter or logging.Formatter()))
 
 
 def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
@@ -306,13 +286,19 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
 
     Whatever it failed with (an expected "some underlyings failed", a full disk, Prefect not
     starting) becomes one line per failure on stderr and exit code 1, never a traceback: the
-    traceback is in the run's logs, in the Prefect UI.
+    traceback is in the run's logs, in the Prefect UI (or, for a direct run, in its log file,
+    named on the last line).
     """
-    from flows.prefect_env import reporting_runs
+    from flows.prefect_env import direct_log, reporting_runs
 
     hide_console_tracebacks()
+    log_file = direct_log()
     try:
-        # A temporary Prefect server (none of ours was up) is awaited here and stopped after.
+        if log_file is not None:  # no server of ours is up: the flow's own function, here
+            from flows import direct
+
+            return direct.run(flow_fn, log_file, **params)
+        # A temporary Prefect server (the demo's) is awaited here and stopped after.
         with reporting_runs():
             state = run_async(flow_fn(**params, return_state=True))
             if state.is_completed():
@@ -327,6 +313,8 @@ def _run_flow(label: str, flow_fn: Any, **params: Any) -> Any:
         failure = exc
     for line in _failure_lines(failure):
         say_error(f"{label} failed", line)
+    if log_file is not None:
+        say_error("details", str(log_file))
     raise typer.Exit(1)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime, timedelta
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_table_artifact
+from prefect import flow
 
+from flows.direct import run_logger, table_artifact
 from flows.runtime import run_settings
 from providers.calendar import IST
 from storage.compaction import compact
@@ -36,7 +36,7 @@ async def compact_lake(
     fails), then a later run deletes them; this run first deletes those whose grace has passed.
     `only_on_trading_days` is accepted for a uniform schedule, but compaction is useful any day.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     cutoff = before or datetime.now(IST).date()
     names = datasets or list(DATASETS)
@@ -67,7 +67,7 @@ async def compact_lake(
             where = failure.folder.removeprefix(f"lake/{name}/")
             failures.append(f"{name} {where}: {failure.message}")
         rows.append(row)
-    await acreate_table_artifact(
+    await table_artifact(
         key="compact", table=rows, description=f"Compaction of partitions before {cutoff}"
     )
     if failures:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from flows import clock
+from flows.direct import run_logger
 from flows.runtime import run_settings
 from providers.calendar import IST, save_published_holidays
 from providers.nse import NseOptionsProvider
@@ -26,7 +27,7 @@ async def refresh_holidays(only_on_trading_days: bool = False) -> dict[str, obje
 
     `only_on_trading_days` is accepted for a uniform schedule and ignored: weekends are fine.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     provider = NseOptionsProvider(settings.nse_base_url)
     try:

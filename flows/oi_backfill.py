@@ -13,11 +13,11 @@ import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import acreate_table_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
+from flows.direct import call, run_logger, table_artifact
 from flows.gaps import missing_by_slot
 from flows.lake_rows import option_chain_table
 from flows.runtime import RunContext, holiday_skip, run_context, run_settings
@@ -51,7 +51,7 @@ class SlotFill:
 async def fill_underlying(
     underlying: str, day: date, every: timedelta, ctx: RunContext
 ) -> SlotFill:
-    logger = get_run_logger()
+    logger = run_logger()
     now = clock.now()
     result = SlotFill(underlying)
     slots = [s for s in snapshot_slots(day, every) if s <= now]
@@ -148,7 +148,7 @@ async def oi_backfill(
     every_minutes: int = 3,
     only_on_trading_days: bool = False,
 ) -> list[SlotFill]:
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     today = clock.now().astimezone(IST).date()
     day = day or today
@@ -164,8 +164,8 @@ async def oi_backfill(
         universe = await resolve_universe(names, ctx.registry, ctx.writer.store, day)
         if universe.warning:
             logger.warning(universe.warning)
-        results = [await fill_underlying(u, day, every, ctx) for u in universe.names]
-    await acreate_table_artifact(
+        results = [await call(fill_underlying, u, day, every, ctx) for u in universe.names]
+    await table_artifact(
         key="oi-backfill",
         table=[r.__dict__ for r in results],
         description=f"Intraday OI backfill {day}",

@@ -10,9 +10,13 @@ Where a command's runs report, first match wins:
 1. `PREFECT_API_URL` (or the Prefect settings already in force in this process);
 2. `protrade serve`'s server for this data dir, when it is up and proven ours
    (`flows.server.running_server`): the runs show in its UI with the scheduled ones;
-3. a temporary server of our own (`flows.server.TemporaryPrefectServer`) in the data dir's
-   Prefect home, started before the command imports its flow and stopped when the run ends;
-   the runs are in `make run`'s UI once it starts. Never a server found on :4200 by chance.
+3. no server: the command runs its flow directly (`flows.direct`), logging to the data dir's
+   `logs/cli-runs.log`. Starting a temporary Prefect server for one command cost ~3.4 s here,
+   more than the work itself; such a run is not in the UI, its rows and attempts are in the
+   lake as any run's. Never a server found on :4200 by chance.
+
+The demo alone always gets a temporary server of our own (`flows.server.TemporaryPrefectServer`)
+in its own data dir, so its runs show in the UI it opens.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ DRAIN_SECONDS = 10.0
 #: it replaced.
 _temporary: TemporaryPrefectServer | None = None
 _replaced_url: str | None = None
+#: Where this process's command logs its direct runs, when it runs them without a server.
+_direct_log: Path | None = None
 
 
 def disable_telemetry() -> None:
@@ -86,26 +92,37 @@ def configured_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-def prepare_prefect_env(temporary_home: Path | None = None) -> str:
+def prepare_prefect_env(temporary_home: Path | None = None) -> str | None:
     """Decide where this command's flow runs report (see the module's docstring); returns the
-    API URL. A temporary server is started here, not awaited: `reporting_runs` waits for it.
+    API URL, or None when they run directly (`direct_log` says where they log). A temporary
+    server is started here, not awaited: `reporting_runs` waits for it.
 
     `temporary_home`: always a temporary server there (the demo, which must never report to a
     real server).
     """
+    global _direct_log
     disable_telemetry()
     finish_runs()  # an earlier command of this process (tests) left its server: stop it
-    if temporary_home is None:
-        if url := configured_api_url():
-            return url
-        from flows.server import prefect_home, running_server
-        from flows.settings import load_settings
+    _direct_log = None
+    if temporary_home is not None:
+        return _start_temporary_server(temporary_home)
+    if url := configured_api_url():
+        return url
+    from flows.direct import log_path
+    from flows.server import prefect_home, running_server
+    from flows.settings import load_settings
 
-        temporary_home = prefect_home(load_settings().local_dir)
-        if url := running_server(temporary_home):
-            use_api_url(url)
-            return url
-    return _start_temporary_server(temporary_home)
+    local_dir = load_settings().local_dir
+    if url := running_server(prefect_home(local_dir)):
+        use_api_url(url)
+        return url
+    _direct_log = log_path(local_dir)
+    return None
+
+
+def direct_log() -> Path | None:
+    """The log of this command's direct runs; None when its runs report to a server."""
+    return _direct_log
 
 
 def _start_temporary_server(home: Path) -> str:

@@ -30,9 +30,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from flows.candle_plan import final_bars
+from flows.direct import run_logger, table_artifact
 from flows.lake_rows import candle_table, option_chain_table
 from providers.calendar import IST
 from providers.errors import ProviderError
@@ -458,11 +459,9 @@ async def reparse(
     day: date | None = None, dataset: str | None = None, provider: str | None = None
 ) -> ReparseReport:
     """Rebuild a day's rows (default today, IST) from the journal with today's parsers."""
-    from prefect.artifacts import acreate_table_artifact
-
     from flows import clock, runtime
 
-    logger = get_run_logger()
+    logger = run_logger()
     target = day or clock.now().astimezone(IST).date()
     settings = runtime.run_settings()
     registry = runtime.registry_factory(settings.providers)
@@ -484,7 +483,7 @@ async def reparse(
     for what, n in report.rejected.items():
         logger.warning("reparse %s: %d entries refused by %s", target, n, what)
     logger.info("reparse %s: %d journal entries; %s", target, report.entries, report.rows())
-    await acreate_table_artifact(
+    await table_artifact(
         key="reparse", table=report.rows(), description=f"Re-parse of the journal of {target}"
     )
     return report

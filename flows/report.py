@@ -18,11 +18,11 @@ from datetime import date, datetime
 from html import escape
 from pathlib import Path
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_link_artifact
+from prefect import flow
 
 from flows import clock
 from flows.config import live_symbol
+from flows.direct import link_artifact, run_logger
 from flows.report_charts import (
     IST,
     candles_with_volume,
@@ -231,7 +231,7 @@ async def daily_report(
 
     Returns the file's path.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     target = day or today_ist()
     if only_on_trading_days and (skipped := holiday_skip(target, "daily report", logger)):
@@ -246,7 +246,7 @@ async def daily_report(
         result.charts_drawn,
         result.charts_empty,
     )
-    await acreate_link_artifact(
+    await link_artifact(
         key="daily-report",
         link=result.path.as_uri(),
         link_text=str(result.path),

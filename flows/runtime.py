@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from flows import direct
 from flows.config import live_symbol
 from flows.greeks import DEFAULT_RISK_FREE_RATE, with_greeks
 from flows.journal_log import JournalLog, attach
@@ -46,13 +47,8 @@ log = logging.getLogger(__name__)
 
 
 def current_flow_run_id() -> str | None:
-    try:
-        from prefect.runtime import flow_run
-
-        run_id = flow_run.id
-    except Exception:  # outside a flow run there is simply no id
-        return None
-    return str(run_id) if run_id else None
+    """The run's id (a Prefect flow run's, or a direct run's: `flows.direct`); None outside."""
+    return direct.run_id()
 
 
 @dataclass
@@ -144,6 +140,9 @@ def library_logs_in_run() -> Iterator[None]:
     handler per logger (reference-counted), so no record is sent twice.
     """
     global _routing_users
+    if direct.current() is not None:  # no API to send to: the records reach the run's log
+        yield
+        return
     from prefect.logging.handlers import APILogHandler
 
     with _routing_lock:
@@ -274,6 +273,12 @@ def share_provider_limits(registry: ProviderRegistry, settings: Settings) -> Non
     (`flows.shared_limits`) instead of this process's own."""
     if settings.nse_pacing != "cluster":
         return
+    if direct.current() is not None:
+        log.warning(
+            "PROTRADE_NSE_PACING=cluster, but no Prefect server is up to share the pace: "
+            "this run paces NSE by itself"
+        )
+        return
     from flows.shared_limits import NSE_RATE_LIMIT, PrefectRateLimiter
 
     for name, provider in registry.providers("options"):
@@ -348,9 +353,7 @@ def _report_unwritten(entries: list[Any]) -> None:
         "re-parse cannot rebuild their rows (see the log for the cause)"
     )
     try:
-        from prefect.logging import get_run_logger
-
-        get_run_logger().error(message)
+        direct.run_logger().error(message)
     except Exception:  # outside a run (a plain function call): the process log only
         log.error(message)
 

@@ -41,11 +41,11 @@ from functools import partial
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import acreate_table_artifact
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
+from flows.direct import run_logger, settle, table_artifact
 from flows.lake_rows import option_chain_table, snapshot_pair_rows
 from flows.runtime import (
     RunContext,
@@ -150,7 +150,7 @@ async def snapshot_underlying(
     Raises `UnderlyingFailedError` (the task run ends Failed) when an expiry got no chain from
     any provider; what the others got is written first.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     in_flight = in_flight or asyncio.Semaphore(MAX_CHAINS_IN_FLIGHT)
     if expiries:
         fetched, failed, attempts, empty = await _fetch_expiries(
@@ -295,16 +295,16 @@ def _run_name() -> str:
     return f"oi-snapshot {','.join(names)} {stamp} IST"
 
 
-async def _snapshot_of(underlying: str, state: Any) -> UnderlyingSnapshot:
-    """What one underlying's task run produced, whether it completed or failed."""
-    value = await state.aresult(raise_on_failure=False)
+def _snapshot_of(underlying: str, value: Any) -> UnderlyingSnapshot:
+    """What one underlying's task run produced (`flows.direct.settle`: its value or what it
+    failed with)."""
     if isinstance(value, UnderlyingSnapshot):
         return value
     if isinstance(value, UnderlyingFailedError):
         return value.snapshot
     # A crash or an unexpected exception (e.g. the lake write): no attempts to show, the error.
     detail = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else None
-    return UnderlyingSnapshot(underlying, error=detail or state.message or "task run failed")
+    return UnderlyingSnapshot(underlying, error=detail or "task run failed")
 
 
 def _cell(text: str | None, provider: str | None = None) -> str:
@@ -491,14 +491,14 @@ async def done_in_earlier_attempt(names: list[str], origin: RunOrigin) -> set[st
                 ),
             )
     except Exception as exc:
-        get_run_logger().warning("could not read this run's earlier attempts: %s", exc)
+        run_logger().warning("could not read this run's earlier attempts: %s", exc)
         return set()
     by_task_name = {TASK_RUN_NAME.format(underlying=u): u for u in names}
     return {by_task_name[t.name] for t in completed if t.name in by_task_name}
 
 
 async def _publish_summary(results: list[UnderlyingSnapshot], today: date) -> None:
-    await acreate_table_artifact(
+    await table_artifact(
         key="oi-snapshot",
         table=summary_table(results),
         description=f"OI snapshot {today}: every provider attempt per underlying",
@@ -520,7 +520,7 @@ async def oi_snapshot(
     `expiries`: the plan's expiries per underlying (None for one: its whole chain), given to
     the runs a planned slot fans out to; without it the run plans the slot itself.
     """
-    logger = get_run_logger()
+    logger = run_logger()
     settings = run_settings()
     now = clock.now()
     today = now.astimezone(IST).date()
@@ -591,16 +591,16 @@ async def oi_snapshot(
                 )
         todo = [u for u in names if u not in done]
         in_flight = asyncio.Semaphore(MAX_CHAINS_IN_FLIGHT)
-        # States, not values: a failed underlying must not cancel or hide the others.
-        states = await asyncio.gather(
+        # Settled: a failed underlying must not cancel or hide the others.
+        outcomes = await asyncio.gather(
             *(
-                snapshot_underlying(
+                settle(
+                    snapshot_underlying,
                     u,
                     ctx,
                     idempotency_key(run_slot, u) if run_slot is not None else None,
                     planned.get(u),
                     in_flight,
-                    return_state=True,
                 )
                 for u in todo
             )
@@ -608,7 +608,7 @@ async def oi_snapshot(
         # Inside the run context: when the context's closing flush of provider_attempts fails
         # too (a full disk fails both writes), the underlyings' failure is still the one
         # raised, and read, first; the flush's error is added to it as a note.
-        fetched = {u: await _snapshot_of(u, s) for u, s in zip(todo, states, strict=True)}
+        fetched = {u: _snapshot_of(u, o) for u, o in zip(todo, outcomes, strict=True)}
         results = [
             fetched[u] if u in fetched else UnderlyingSnapshot(u, already_stored=True)
             for u in names
@@ -711,7 +711,7 @@ async def _plan_slot(
     # Recorded and shown while the chains are fetched (the flow awaits both before it ends).
     shown = [
         asyncio.create_task(
-            acreate_table_artifact(
+            table_artifact(
                 key="oi-snapshot-plan", table=plan_table(plan), description=plan_description(plan)
             )
         )

@@ -1,16 +1,16 @@
 """Where a real `protrade snapshot` process reports its run, against the NSE emulator.
 
-No server up: a temporary server of its own, in the data dir's Prefect home, stopped when the
-command ends; the run, its task run and its log lines are in that home's database afterwards
-(what `make run`'s UI shows later). `make run` up: the run goes to its server. A server
-that is not ours is never asked. Failures stay one line on stderr, details in the run's logs.
+No server up: the flow runs directly in the command's process (no Prefect server is started),
+its log in the data dir's `logs/cli-runs.log`, its attempts in the lake. `make run` up: the run
+goes to its server. A server that is not ours is never asked. Failures stay one line on stderr,
+details in the run's logs. The demo's temporary server names its log when it cannot start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,21 +19,23 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pyarrow.parquet as pq
 import pytest
 from test_server_marker import fake_server
 
+from flows.direct import LOG_NAME as DIRECT_LOG_NAME
 from flows.server import (
     MARKER_NAME,
-    MIGRATIONS_RECORD_NAME,
     TEMPORARY_LOG_NAME,
     LocalPrefectServer,
+    ServerStartError,
     prefect_home,
     write_marker,
 )
 from providers.emulators.nse import NseEmulator
 
 PROTRADE = str(Path(sys.executable).with_name("protrade"))
-TIMEOUT = 180.0  # a first start migrates a fresh database: ~10 s on a busy 2-core machine
+TIMEOUT = 180.0  # make run's server: a first start migrates a fresh database
 
 
 @pytest.fixture
@@ -78,13 +80,17 @@ def servers_of(home: Path) -> list[psutil.Process]:
     return found
 
 
-def recorded(home: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(f"file:{home / 'prefect.db'}?mode=ro", uri=True) as db:
-        return db.execute(sql).fetchall()
+def attempts_of(data: Path) -> list[tuple[object, ...]]:
+    """(provider, outcome, flow_run_id) of every provider attempt in the lake."""
+    files = sorted((data / "lake" / "provider_attempts").rglob("*.parquet"))
+    if not files:
+        return []
+    table = pq.read_table(files, columns=["provider", "outcome", "flow_run_id"])
+    return list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
 
 
 @pytest.mark.slow
-def test_with_no_server_up_the_run_goes_to_a_temporary_server_in_the_data_dir(
+def test_with_no_server_up_the_run_is_direct_and_logged_in_the_data_dir(
     tmp_path: Path, nse: NseEmulator
 ) -> None:
     data = tmp_path / "data"
@@ -99,20 +105,19 @@ def test_with_no_server_up_the_run_goes_to_a_temporary_server_in_the_data_dir(
 
     assert done.returncode == 0, done.stderr
     assert "NIFTY" in done.stdout and "nse" in done.stdout
-    assert servers_of(home) == []  # the temporary server stopped with the command
-    assert (home / MIGRATIONS_RECORD_NAME).exists()  # the next start skips migrations
-    runs = recorded(home, "SELECT name, state_type FROM flow_run")
-    assert [(str(name).split(" ")[:2], state) for name, state in runs] == [
-        (["oi-snapshot", "NIFTY"], "COMPLETED")
-    ]
-    # Task runs are recorded from events, which the command delivered before stopping it.
-    assert recorded(home, "SELECT name, state_type FROM task_run") == [
-        ("snapshot-NIFTY", "COMPLETED")
-    ]
+    # No Prefect server of any kind was started for it, and none left a database.
+    assert servers_of(home) == []
+    assert not (home / "prefect.db").exists() and not (home / TEMPORARY_LOG_NAME).exists()
+    log = (data / DIRECT_LOG_NAME).read_text()
+    (run_id,) = set(re.findall(r"run ([0-9a-f-]{36}) started here", log))
+    assert f"run {run_id} completed" in log
+    # The run's provider attempts are in the lake, stamped with its id, as any run's.
+    attempts = attempts_of(data)
+    assert attempts and set(attempts) == {("nse", "ok", run_id)}
 
 
 @pytest.mark.slow
-def test_a_failed_run_is_one_line_and_its_details_are_in_the_runs_logs(tmp_path: Path) -> None:
+def test_a_failed_direct_run_is_one_line_and_its_details_are_in_its_log(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = cli_env(data, "http://127.0.0.1:9")  # nothing listens there: NSE is down
     done = snapshot(env)
@@ -121,31 +126,37 @@ def test_a_failed_run_is_one_line_and_its_details_are_in_the_runs_logs(tmp_path:
     assert "Traceback" not in done.stderr
     (verdict,) = verdicts(done.stderr)
     assert verdict.startswith("snapshot failed: NIFTY: ") and "connection refused" in verdict
-    home = prefect_home(data)
-    assert servers_of(home) == []
-    assert recorded(home, "SELECT state_type FROM flow_run") == [("FAILED",)]
-    logged = "\n".join(str(m) for (m,) in recorded(home, "SELECT message FROM log"))
-    assert "Traceback" in logged and "UnderlyingFailedError" in logged
+    log_file = data / DIRECT_LOG_NAME
+    assert done.stderr.rstrip().splitlines()[-1] == f"details: {log_file}"
+    logged = log_file.read_text()
+    assert "Traceback" in logged and "SnapshotIncompleteError" in logged
+    assert "connection refused" in logged
+    assert servers_of(prefect_home(data)) == []
+    # The failed attempts are in the lake: `protrade status` shows the failure.
+    assert {outcome for _, outcome, _ in attempts_of(data)} - {"ok"}
 
 
 @pytest.mark.slow
-def test_a_temporary_server_that_cannot_start_is_one_line_naming_its_log(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    env = cli_env(data, "http://127.0.0.1:9")
-    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
-        f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'prefect.db'}"
-    )
-    done = snapshot(env)
+def test_a_temporary_server_that_cannot_start_names_its_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.prefect_env as prefect_env
 
-    home = prefect_home(data)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    assert verdicts(done.stderr) == [
-        "snapshot failed: the temporary Prefect server exited with code 3 before it was ready; "
+    monkeypatch.setenv(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+        f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'prefect.db'}",
+    )
+    home = tmp_path / "demo" / "prefect"
+    prefect_env.prepare_prefect_env(temporary_home=home)  # as the demo's server is started
+    with pytest.raises(ServerStartError) as failed, prefect_env.reporting_runs():
+        pass
+    assert str(failed.value) == (
+        "the temporary Prefect server exited with code 3 before it was ready; "
         f"see {home / TEMPORARY_LOG_NAME}"
-    ]
+    )
     assert "unable to open database file" in (home / TEMPORARY_LOG_NAME).read_text()
     assert servers_of(home) == []
+    assert prefect_env._temporary is None
 
 
 def _free_port() -> int:
