@@ -72,8 +72,8 @@ class NoTracebackFormatter(logging.Formatter):
 
 @dataclass(frozen=True)
 class DirectRun:
-    flow_name: str
     run_id: str
+    #: `protrade.run.<flow name>`: the run's own lines.
     logger: logging.Logger
 
 
@@ -159,7 +159,7 @@ async def link_artifact(key: str, link: str, link_text: str, description: str) -
 def run(flow: Any, log_file: Path, **params: Any) -> Any:
     """Run `flow`'s own (async) function to its end in this process as a direct run; return
     its result, or raise what it raised (logged first, with its traceback, to `log_file`)."""
-    run = DirectRun(flow.name, str(uuid.uuid4()), logging.getLogger(f"{LOGGER_PREFIX}.{flow.name}"))
+    run = DirectRun(str(uuid.uuid4()), logging.getLogger(f"{LOGGER_PREFIX}.{flow.name}"))
     with _logging_to(log_file, run):
         token = _current.set(run)
         try:

@@ -41,3 +41,14 @@ def test_the_plain_script_fails_when_it_gets_no_chain() -> None:
         [sys.executable, "-c", PLAIN_CODE, "http://127.0.0.1:9"], capture_output=True, timeout=60
     )
     assert done.returncode != 0
+
+
+def test_a_miss_below_the_pacing_floor_says_how_far_ours_is_above_floor_plus_pacing() -> None:
+    samples = {"floor": [1.0], "ours": [1.0 + EXCESS_TARGET + 0.5]}
+    paced = EXCESS_TARGET + 0.2
+    result = _excess_figure("probe", samples, "ours", pacing=paced)
+    assert result.verdict == "FAIL"  # the target is not moved
+    assert f"NSE's pacing alone ({paced:.2f} s) is above" in result.note
+    assert "ours is 0.30 s above import floor + pacing" in result.note
+    unpaced = _excess_figure("probe", samples, "ours", pacing=0.5)
+    assert "pacing alone" not in unpaced.note

@@ -24,6 +24,7 @@ import pytest
 from test_server_marker import fake_server
 
 from flows.direct import LOG_NAME as DIRECT_LOG_NAME
+from flows.emulators import TV_ENV
 from flows.server import (
     MARKER_NAME,
     TEMPORARY_LOG_NAME,
@@ -33,6 +34,7 @@ from flows.server import (
     write_marker,
 )
 from providers.emulators.nse import NseEmulator
+from providers.emulators.tradingview import TradingViewEmulator
 
 PROTRADE = str(Path(sys.executable).with_name("protrade"))
 TIMEOUT = 180.0  # make run's server: a first start migrates a fresh database
@@ -221,3 +223,33 @@ def test_the_demo_gets_a_temporary_server_even_when_another_is_configured(
         prefect_env.finish_runs()
     assert os.environ["PREFECT_API_URL"] == configured
     assert not process.is_running()
+
+
+@pytest.mark.slow
+def test_a_direct_backfill_runs_its_symbol_tasks_and_a_repeat_adds_nothing(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with TradingViewEmulator(tick_interval=None) as tv:
+        env = cli_env(data, "http://127.0.0.1:9")
+        env[TV_ENV] = tv.url
+        runs = [
+            subprocess.run(
+                [PROTRADE, "backfill", "NSE:NIFTY", "NSE:BANKNIFTY", "-i", "1D", "-n", "20"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+            )
+            for _ in range(2)
+        ]
+    for done in runs:
+        assert done.returncode == 0, done.stderr
+        assert "NSE:NIFTY" in done.stdout and "NSE:BANKNIFTY" in done.stdout
+    files = sorted((data / "lake" / "candles").rglob("*.parquet"))
+    table = pq.read_table([f for f in files if not f.name.startswith("_")])
+    assert sorted(set(table.column("symbol").to_pylist())) == ["NSE:BANKNIFTY", "NSE:NIFTY"]
+    assert table.num_rows == 40  # 20 bars each, written once over both runs
+    log = (data / DIRECT_LOG_NAME).read_text()
+    assert len(re.findall(r"run [0-9a-f-]{36} completed", log)) == 2
+    assert servers_of(prefect_home(data)) == []
