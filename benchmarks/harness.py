@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -133,6 +135,19 @@ def alternate(
         for name, run in order:
             samples[name].append(float(run()))
     return samples
+
+
+@contextmanager
+def fsync_lifted() -> Iterator[None]:
+    """While open, `os.fsync` does nothing: a diagnostic of what durability costs a write (the
+    file and its folder reach the disk before the write returns), which the baselines do not
+    pay. Never around a figure that is judged."""
+    real = os.fsync
+    os.fsync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fsync = real
 
 
 def median(values: Sequence[float]) -> float:

@@ -91,8 +91,23 @@ def test_generated_data_is_seeded_and_has_the_promised_sizes():
 
 
 def test_chain_benchmark_runs_tiny():
-    (fig,) = bench_chain.run(quick=True, repeats=1)
+    fig, durability = bench_chain.run(quick=True, repeats=1)
     assert fig.ours and fig.baseline and fig.ratio and fig.verdict in ("pass", "FAIL")
+    assert durability.ours and durability.baseline and durability.verdict == "n/a"
+
+
+def test_fsync_lifted_skips_fsync_only_inside_and_restores_it(tmp_path):
+    import os
+
+    from benchmarks.harness import fsync_lifted
+
+    real = os.fsync
+    calls = []
+    with fsync_lifted():
+        with open(tmp_path / "f", "wb") as out:
+            os.fsync(out.fileno())  # a no-op here
+        calls.append(os.fsync is real)
+    assert calls == [False] and os.fsync is real
 
 
 def test_every_chain_run_is_a_new_snapshot_so_it_writes_a_file(tmp_path):
