@@ -66,9 +66,10 @@ def test_query_as_csv(small_lake) -> None:
 
 
 def test_query_as_json_keeps_types_readable(small_lake) -> None:
-    result = runner.invoke(
-        app, ["query", "select snapshot_ts, open_interest from option_chain limit 1", "-f", "json"]
-    )
+    # Ordered: without ORDER BY any of the six rows may come first (the view's window
+    # returns rows in no set order; seen under load on CI).
+    sql = "select snapshot_ts, open_interest from option_chain order by strike, option_type limit 1"
+    result = runner.invoke(app, ["query", sql, "-f", "json"])
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     assert records[0]["open_interest"] == 10.5
