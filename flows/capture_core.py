@@ -576,13 +576,14 @@ async def capture(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> CaptureSummary:
     """One capture with the configured providers and lake: the flow's core, Prefect-free."""
-    from flows.runtime import current_flow_run_id, run_context
+    from flows.direct import run_id as current_run_id
+    from flows.runtime import run_context
     from storage.queries import existing_candle_times
 
     def existing(symbol: str, interval: str, start: datetime, end: datetime) -> set[datetime]:
         return existing_candle_times(symbol, interval, start, end)
 
-    run_id = current_flow_run_id()
+    run_id = current_run_id()
     async with run_context() as ctx:
         job = LiveCapture(
             live_provider(ctx.registry),

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import logging.handlers
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -169,7 +169,7 @@ def run(flow: Any, log_file: Path, **params: Any) -> Any:
                 run.run_id,
                 log_file,
             )
-            result = _run_async(flow.fn, params)
+            result = asyncio.run(flow.fn(**params))
         except BaseException as exc:
             run.logger.error("run %s failed", run.run_id, exc_info=exc)
             raise
@@ -177,13 +177,6 @@ def run(flow: Any, log_file: Path, **params: Any) -> Any:
             _current.reset(token)
         run.logger.info("run %s completed", run.run_id)
     return result
-
-
-def _run_async(fn: Callable[..., Awaitable[Any]], params: dict[str, Any]) -> Any:
-    async def main() -> Any:
-        return await fn(**params)
-
-    return asyncio.run(main())
 
 
 def _console_level() -> int:
@@ -218,6 +211,7 @@ def _logging_to(log_file: Path, run: DirectRun) -> Iterator[None]:
         NoTracebackFormatter(logging.Formatter(CONSOLE_FORMAT, CONSOLE_DATE_FORMAT))
     )
     logger = run.logger
+    level, propagate = logger.level, logger.propagate
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the console and the file below, each once
     logger.addHandler(console)
@@ -239,6 +233,8 @@ def _logging_to(log_file: Path, run: DirectRun) -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(console)
+        logger.setLevel(level)
+        logger.propagate = propagate
         if file is not None:
             logger.removeHandler(file)
             root.removeHandler(file)

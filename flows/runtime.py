@@ -46,11 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def current_flow_run_id() -> str | None:
-    """The run's id (a Prefect flow run's, or a direct run's: `flows.direct`); None outside."""
-    return direct.run_id()
-
-
 @dataclass
 class AttemptLog:
     """Registry sink: stamps each attempt with the flow run and writes them in batches."""
@@ -304,7 +299,7 @@ async def run_context(settings: Settings | None = None) -> AsyncIterator[RunCont
         asyncio.to_thread(seed_breakers, registry, writer.data_dir),
     )
     share_provider_limits(registry, settings)
-    attempts = AttemptLog(writer, current_flow_run_id())
+    attempts = AttemptLog(writer, direct.run_id())
     registry.add_sink(attempts)
     journal = (
         JournalLog(writer, attempts.flow_run_id) if settings.journal_retention_days > 0 else None

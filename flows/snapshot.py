@@ -45,11 +45,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import clock
+from flows.direct import run_id as current_run_id
 from flows.direct import run_logger, settle, table_artifact
 from flows.lake_rows import option_chain_table, snapshot_pair_rows
 from flows.runtime import (
     RunContext,
-    current_flow_run_id,
     holiday_skip,
     run_context,
     run_settings,
@@ -697,15 +697,15 @@ async def _plan_slot(
         len(plan.deferred),
         plan.rotation,
     )
-    run_id = current_flow_run_id()
+    flow_run_id = current_run_id()
     due = {(p.underlying, p.expiry): plan.slots_until(p) for p in plan.deferred}
     rows = snapshot_pair_rows(
-        slot, "planned", ((p.underlying, p.expiry) for p in plan.planned), flow_run_id=run_id
+        slot, "planned", ((p.underlying, p.expiry) for p in plan.planned), flow_run_id=flow_run_id
     ) + snapshot_pair_rows(
         slot,
         "deferred",
         ((p.underlying, p.expiry) for p in plan.deferred),
-        flow_run_id=run_id,
+        flow_run_id=flow_run_id,
         due_in_slots=due,
     )
     # Recorded and shown while the chains are fetched (the flow awaits both before it ends).
@@ -754,6 +754,6 @@ def _record_stored(
         ctx.writer.write(
             "snapshot_pairs",
             snapshot_pair_rows(
-                slot, "stored", details, flow_run_id=current_flow_run_id(), details=details
+                slot, "stored", details, flow_run_id=current_run_id(), details=details
             ),
         )

@@ -118,3 +118,55 @@ def test_the_console_never_shows_a_traceback_the_file_keeps() -> None:
         record.exc_info = sys.exc_info()
     assert direct.NoTracebackFormatter(inner).format(record) == "failed"
     assert "Traceback" in inner.format(record)  # the record itself keeps it for other handlers
+
+
+@flow(name="direct-run-context-test")
+async def context_flow(data_dir: str) -> dict[str, Any]:
+    """What a direct run's run context does where the engine is missing."""
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.runtime import _report_unwritten, default_registry, share_provider_limits
+    from flows.settings import read_settings
+    from flows.shared_limits import PrefectRateLimiter
+
+    settings = read_settings(nse_pacing="cluster", data_dir=data_dir)
+    registry = default_registry(settings.providers)
+    share_provider_limits(registry, settings)
+    nse = dict(registry.providers("options"))["nse"]
+    from flows.runtime import library_logs_in_run
+
+    with library_logs_in_run():
+        api_handlers = [
+            h for h in logging.getLogger("providers").handlers if isinstance(h, APILogHandler)
+        ]
+    _report_unwritten(["entry"] * 2)
+    await registry.aclose()
+    return {
+        "cluster_limiter": isinstance(nse._session._limiter, PrefectRateLimiter),
+        "api_handlers": len(api_handlers),
+    }
+
+
+def test_a_direct_run_keeps_its_own_pace_and_logs_where_the_engine_is_missing(
+    tmp_path: Path,
+) -> None:
+    log_file = tmp_path / "cli-runs.log"
+    seen_here = direct.run(context_flow, log_file, data_dir=str(tmp_path / "data"))
+
+    # Cluster pacing needs the server's concurrency limit: without one, the process's pace.
+    assert seen_here == {"cluster_limiter": False, "api_handlers": 0}
+    logged = log_file.read_text()
+    assert "PROTRADE_NSE_PACING=cluster, but no Prefect server is up" in logged
+    # Lost journal entries are an error in the run's own log, not only the process log.
+    assert "protrade.run.direct-run-context-test" in logged
+    assert "2 raw journal entries could not be written" in logged
+
+
+def test_the_run_logger_is_left_as_it_was_found(tmp_path: Path) -> None:
+    fresh = sample_flow.with_options(name="direct-restore-test")  # a logger no run touched
+    logger = logging.getLogger(f"{direct.LOGGER_PREFIX}.direct-restore-test")
+    before = (logger.level, logger.propagate, list(logger.handlers))
+    root_before = list(logging.getLogger().handlers)
+    direct.run(fresh, tmp_path / "cli-runs.log", values=[1])
+    assert (logger.level, logger.propagate, list(logger.handlers)) == before
+    assert logging.getLogger().handlers == root_before  # the run's log file is detached
