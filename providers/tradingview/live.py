@@ -517,6 +517,12 @@ class TradingViewLiveProvider(ILiveStreamProvider):
                     # succeeded must not leave the record in both the queue and `pending`.
                     if not put_task.cancelled():
                         self._pending_records -= len(pending.popleft())
+                    # A stop's cancel that landed while we waited for the cancelled put was
+                    # swallowed with the put's own CancelledError just above: honour it, or
+                    # this loop keeps reading and `stop()` waits for the connection to die.
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise asyncio.CancelledError
                 if recv_task is not None and recv_task in done:
                     data, recv_task = recv_task.result(), None
                     await self._on_frame(ws, data)

@@ -173,6 +173,48 @@ async def test_heartbeats_are_echoed_while_the_consumer_is_slow(emu):
     assert len(delivered) == provider.stats.quotes + provider.stats.bars
 
 
+async def test_a_stop_landing_while_a_deferred_put_settles_still_ends_the_receive_loop(emu):
+    """With the queue full every frame waits in a put task; a frame arriving first cancels
+    that put and waits for it to settle. A stop's cancel landing exactly then was taken for
+    the put's own cancellation and swallowed: the loop kept reading, and `stop()` hung until
+    the connection died (a full suite once waited 120 s here). The cancel is made to land in
+    that window: from inside the cancelled put."""
+    gate = asyncio.Event()
+
+    async def blocked(message: LiveMessage) -> None:
+        await gate.wait()  # the queue stays full: every frame goes through a put task
+
+    provider = make_provider(emu.url, queue_size=1, overflow_size=100_000)
+    provider.set_callback(blocked)
+    await provider.subscribe(SYMBOLS, "1")
+    await provider.start()
+    try:
+        await wait_for(lambda: provider.stats.deferred > 0)
+        receive = next(t for t in asyncio.all_tasks() if t.get_name() == "tv-live-receive")
+        queue = provider._queue
+        assert queue is not None
+        put = queue.put
+        landed = asyncio.Event()
+
+        async def put_then_stop_lands(item: list[LiveMessage]) -> None:
+            try:
+                await put(item)
+            except asyncio.CancelledError:
+                if not landed.is_set():
+                    landed.set()
+                    receive.cancel()  # what the supervisor does when stop() cancels it
+                raise
+
+        queue.put = put_then_stop_lands  # type: ignore[method-assign]
+        await asyncio.wait_for(landed.wait(), 3.0)
+        done, _ = await asyncio.wait({receive}, timeout=2.0)
+        assert receive in done, "the receive loop swallowed its cancellation and kept reading"
+        assert receive.cancelled()
+    finally:
+        gate.set()
+        await asyncio.wait_for(provider.stop(), 15.0)
+
+
 async def test_a_full_queue_and_overflow_stop_reading_instead_of_dropping(emu):
     delivered: list[LiveMessage] = []
 
