@@ -130,7 +130,7 @@ def measure(data_dir: Path, layout: str, expiry: date, repeats: int, figures: li
             )
             # Both sides hand every row to Python as tuples; for thousands of rows with a
             # TIMESTAMPTZ that alone is most of an absolute figure (oi_buildup, compacted:
-            # ~65 ms of ~85 here), so the note says how much.
+            # two thirds of it), so the note says how much.
             floor = conversion_floor(conn, ours, repeats)
             figures.append(
                 figure(
@@ -167,7 +167,6 @@ def run(
         if not report.ok:
             raise RuntimeError(f"compaction failed: {report.failures}")
         measure(data_dir, "compacted", expiry, repeats, figures)
-    figures[0].note = (
-        f"{shape.describe()}; baseline: the hand-written query over option_chain; {figures[0].note}"
-    )
+    described = f"{shape.describe()}; baseline: the hand-written query over option_chain"
+    figures[0].note = f"{described}; {figures[0].note}"
     return figures
