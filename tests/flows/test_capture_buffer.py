@@ -153,6 +153,26 @@ def test_tick_timestamps_are_exact_microseconds_whatever_the_zone():
     assert table.column("ts")[0].as_py() == datetime(2026, 11, 23, 5, 0, 0, 123457, tzinfo=UTC)
 
 
+def test_repeated_and_equal_times_of_interleaved_symbols_convert_each_to_its_own_instant():
+    # Values converted once are found again by equality: an equal instant in another zone is
+    # the same instant, a naive time of the same wall clock is read as UTC (another instant),
+    # and a time just before the epoch is a negative microsecond count, not a miss.
+    ist = timezone(timedelta(hours=5, minutes=30))
+    a = datetime(2026, 11, 23, 5, 0, 0, 1, tzinfo=UTC)
+    a_in_ist = a.astimezone(ist)
+    naive = datetime(2026, 11, 23, 10, 30, 0, 1)
+    before_epoch = datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    times = [a, naive, a, a_in_ist, None, before_epoch, naive, a, before_epoch, None]
+    batch = TickBatch("cap", flush_rows=1, max_rows=20)
+    for i, ts in enumerate(times):
+        batch.add(Quote(f"NSE:S{i % 3}", 1.0, ts, None, None, None, None, None, T0, "tv"))
+    table = batch.take()
+    assert table is not None
+    expected = pa.array(times, pa.timestamp("us", tz="UTC"))
+    assert table.column("ts").combine_chunks().equals(expected)
+    assert table.column("ts").cast(pa.int64()).to_pylist()[5] == -1
+
+
 def test_tables_put_back_twice_come_out_first_in_seq_order_and_count_as_buffered():
     batch = TickBatch("cap", flush_rows=1, max_rows=4)
     batch.add(quote())
