@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import orjson
+
 from providers.errors import ProtocolError
 from providers.tradingview.symbols import validate_interval, validate_symbol
 
@@ -408,22 +410,20 @@ Event = (
 # --------------------------------------------------------------------------------------------
 
 
-#: The C scanner behind `json.loads`, without its per-call overhead (type check, two whitespace
-#: regex matches): ~1.6 us of ~5 us per quote message.
-_scan_once = json.JSONDecoder().scan_once
-
-
 def _loads(payload: str) -> Any:
-    """`json.loads(payload)`: the scanner alone when it reads the whole payload; anything else
-    (surrounding whitespace, errors) goes through `json.loads` for its exact result."""
+    """`json.loads(payload)`, read by orjson where it can: a quote message's decode is ~45%
+    cheaper (5.9 against 10.5 us on the benchmark machine; the decode was a quarter of the
+    live client's event loop). What orjson refuses and `json` reads (NaN, 1e400, an escaped
+    lone surrogate), and every error, goes through `json.loads` for its exact result.
+
+    One difference passes: an integer beyond 64 bits comes back as a float. Every number the
+    codec and the quote book read is taken as a float or range-checked (prices, times,
+    volumes), so such a value reads the same.
+    """
     try:
-        value, end = _scan_once(payload, 0)
-    except (StopIteration, ValueError, RecursionError):
-        pass
-    else:
-        if end == len(payload):
-            return value
-    return json.loads(payload)
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
 
 
 def _bad(reason: str) -> ProtocolError:

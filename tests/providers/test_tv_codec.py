@@ -452,6 +452,46 @@ def test_json_with_surrounding_whitespace_reads_as_json_loads_does() -> None:
         Connection().receive_data(encode_frame('{"m":"qsd"} {}'))
 
 
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_payloads_decode_exactly_as_json_loads_decodes_them(value: object, ascii: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii)
+    assert codec._loads(text) == json.loads(text)
+    assert repr(codec._loads(text)) == repr(json.loads(text))  # -0.0 stays -0.0; 1 stays int
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"lp": NaN}',  # what the fast reader refuses and `json` reads
+        '{"lp": Infinity, "ch": -Infinity}',
+        "[1e400]",
+        '"\\ud800"',  # an escaped lone surrogate
+        '{"a": 1, "a": 2}',  # the last duplicate wins, as in `json`
+    ],
+)
+def test_what_json_loads_reads_beyond_strict_json_reads_the_same(text: str) -> None:
+    assert repr(codec._loads(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["{", '{"m": "qsd"} {}', "[" * 5000 + "]" * 5000, "\x00"])
+def test_what_json_loads_refuses_is_still_refused_as_invalid_json(text: str) -> None:
+    with pytest.raises((ValueError, RecursionError)):
+        json.loads(text)
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        codec.parse_payload(text)
+
+
 def test_create_series_sends_exactly_six_parameters_with_the_canonical_interval() -> None:
     params = payload_of(codec.create_series("cs_1", "sds_1", "s1", "sds_sym_1", "D", 300))["p"]
     assert params == ["cs_1", "sds_1", "s1", "sds_sym_1", "1D", 300]
