@@ -123,9 +123,17 @@ def option_chain_snapshot(
     _require_aware("snapshot_ts", snapshot_ts)
     # A leg is the row's middle nine fields: expiry ... underlying_value.
     rows = [_new_tuple(OptionChainRow, (snapshot_ts, underlying, *leg, provider)) for leg in legs]
-    for option_type in {row[4] for row in rows}:
-        _require_option_type(option_type)
+    check_option_chain_batch(snapshot_ts, {row[4] for row in rows})
     return rows
+
+
+def check_option_chain_batch(snapshot_ts: datetime, option_types: Iterable[str]) -> None:
+    """What `OptionChainRow(...)` checks per row, once for a batch a parser built itself as
+    `tuple.__new__(OptionChainRow, fields)` (the NSE parser: no intermediate leg tuple, ~1.6
+    of a snapshot's ~13 ms): an aware `snapshot_ts`, only CE and PE. ValueError otherwise."""
+    _require_aware("snapshot_ts", snapshot_ts)
+    for option_type in set(option_types):
+        _require_option_type(option_type)
 
 
 class Bar(NamedTuple):

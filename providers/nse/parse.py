@@ -24,11 +24,10 @@ from zoneinfo import ZoneInfo
 from providers.errors import EmptyPayloadError
 from providers.payload import PayloadReader
 from providers.records import (
-    OptionChainLeg,
     OptionChainRow,
     OptionType,
     Underlying,
-    option_chain_snapshot,
+    check_option_chain_batch,
 )
 
 PROVIDER = "nse"
@@ -49,6 +48,8 @@ _TS_RE = re.compile(r"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d{1,2}):(\d{2})(?:
 
 #: Tells "no `identifier` key" (a leg of an older shape) from `"identifier": null`.
 _ABSENT = object()
+#: `OptionChainRow` without its per-row checks (`check_option_chain_batch` makes them once).
+_new_row = tuple.__new__
 
 _reader = PayloadReader("NSE", PROVIDER)
 _schema = _reader.schema
@@ -158,8 +159,8 @@ def parse_chain(
     snapshot_ts = parse_timestamp(records.get("timestamp"))
     underlying_value = _number(records.get("underlyingValue"), key="records.underlyingValue")
     expiries: dict[str, date] = {}
-    legs: list[OptionChainLeg] = []
-    append = legs.append
+    rows: list[OptionChainRow] = []
+    append = rows.append
     for item in data:
         if type(item) is not dict:
             item = _require_dict(item, "records.data[]")
@@ -209,13 +210,33 @@ def parse_chain(
                 spot = get("underlyingValue")
                 if type(spot) is not float:
                     spot = _leg_number(spot, kind, "underlyingValue")
-            append((item_expiry, strike, kind, oi, change, volume, iv, ltp, spot))
-    if not legs:
+            # The row itself, with no leg tuple in between; its checks run once below.
+            append(
+                _new_row(
+                    OptionChainRow,
+                    (
+                        snapshot_ts,
+                        underlying,
+                        item_expiry,
+                        strike,
+                        kind,
+                        oi,
+                        change,
+                        volume,
+                        iv,
+                        ltp,
+                        spot,
+                        PROVIDER,
+                    ),
+                )
+            )
+    if not rows:
         which = f" for expiry {expiry.isoformat()}" if expiry else ""
         raise EmptyPayloadError(
             f"NSE option chain of {underlying}{which} has no rows", provider=PROVIDER
         )
-    return option_chain_snapshot(snapshot_ts, underlying, PROVIDER, legs)
+    check_option_chain_batch(snapshot_ts, _KINDS)
+    return rows
 
 
 #: The segment whose holidays close the F&O market (option chains); CM is the fallback.
