@@ -91,9 +91,29 @@ def test_generated_data_is_seeded_and_has_the_promised_sizes():
 
 
 def test_chain_benchmark_runs_tiny():
-    fig, durability = bench_chain.run(quick=True, repeats=1)
+    fig, content_named, durability = bench_chain.run(quick=True, repeats=1)
     assert fig.ours and fig.baseline and fig.ratio and fig.verdict in ("pass", "FAIL")
+    assert content_named.ours and content_named.baseline == fig.baseline
+    assert content_named.verdict == "n/a"
     assert durability.ours and durability.baseline and durability.verdict == "n/a"
+
+
+def test_the_chain_benchmark_writes_as_a_scheduled_slot_does_and_content_named(tmp_path):
+    from flows.snapshot import idempotency_key
+    from storage.writer import KEYED_PREFIX, keyed_file_name
+
+    payloads = bench_chain.restamped(datagen.nifty_payload_set(), 7)
+    slot = bench_chain.parse_timestamp(payloads[0]["records"]["timestamp"])
+    key = bench_chain.slot_key(payloads)
+    assert key == idempotency_key(slot, "NIFTY")
+    bench_chain.write_once(lambda: payloads, tmp_path)()
+    bench_chain.write_once(lambda: payloads, tmp_path, keyed=False)()
+    names = sorted(p.name for p in (tmp_path / "lake" / "option_chain").rglob("[!_]*.parquet"))
+    assert len(names) == 2 and names[1].startswith(KEYED_PREFIX)
+    assert not names[0].startswith(KEYED_PREFIX)  # `<min-ts>_<max-ts>_<digest>.parquet`
+    folder = next((tmp_path / "lake" / "option_chain").rglob(names[1])).parent
+    partition = folder.relative_to(tmp_path / "lake" / "option_chain").as_posix()
+    assert names[1] == keyed_file_name(key, "option_chain", partition)
 
 
 def test_fsync_lifted_skips_fsync_only_inside_and_restores_it(tmp_path):
