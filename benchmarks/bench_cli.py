@@ -83,6 +83,26 @@ finally:
     server.stop()
 """
 
+#: Prefect's floor with `make run` up: the import floor's process running the least flow a
+#: command can show in the UI (one task, nothing else) against the same server.
+PREFECT_RUN_FLOOR_CODE = """
+from prefect import flow, task
+import duckdb, pyarrow, httpx
+
+
+@task
+def step() -> int:
+    return 1
+
+
+@flow(name="prefect-run-floor")
+def skeleton() -> int:
+    return step()
+
+
+skeleton()
+"""
+
 #: The command with NSE's politeness limit lifted (diagnostic), as bench_flow lifts it.
 UNPACED_CODE = """
 import sys
@@ -297,17 +317,30 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
                 answer = httpx.post(f"{server.api_url}/flow_runs/count", json={}, timeout=10)
                 return int(answer.json())
 
+            def prefect_floor() -> float:
+                reporting = {**env, "PREFECT_API_URL": server.api_url}
+                args = [python, "-c", PREFECT_RUN_FLOOR_CODE]
+                return _timed(args, reporting, _any, cpu.setdefault("prefect floor", []))
+
             runs_before = count_runs()  # the runs above, in the same database
             phase = "with server"
             with_server = alternate(
-                [("floor", floor), ("plain", plain), ("ours", ours), ("unpaced", unpaced)],
+                [
+                    ("floor", floor),
+                    ("plain", plain),
+                    ("ours", ours),
+                    ("unpaced", unpaced),
+                    ("prefect floor", prefect_floor),
+                ],
                 repeats,
             )
             runs = count_runs() - runs_before
         finally:
             server.stop()
-        if runs != 2 * repeats:
-            raise RuntimeError(f"{runs} flow runs reached `make run`'s server, not {2 * repeats}")
+        if runs != 3 * repeats:
+            raise RuntimeError(f"{runs} flow runs reached `make run`'s server, not {3 * repeats}")
+        prefect_excess = median(with_server["prefect floor"]) - median(with_server["floor"])
+        above_prefect = median(with_server["unpaced"]) - median(with_server["prefect floor"])
 
     figures += [
         _excess_figure(
@@ -337,7 +370,17 @@ def run(*, quick: bool = False, repeats: int | None = None) -> list[Figure]:
             "same, `make run` up, NSE rate limit lifted (diagnostic)",
             with_server,
             "unpaced",
-            note=f"range {_spread(with_server['unpaced'])}",
+            note=f"range {_spread(with_server['unpaced'])}; Prefect's floor (a bare flow "
+            f"run with one task, reporting to the same server) is import floor + "
+            f"{prefect_excess:.2f} s, and ours {above_prefect:.2f} s above it",
+        ),
+        _excess_figure(
+            "a bare Prefect flow run with one task, `make run` up (diagnostic: Prefect's floor)",
+            with_server,
+            "prefect floor",
+            note=f"range {_spread(with_server['prefect floor'])}; CPU "
+            f"{_cpu(cpu, 'prefect floor')}: run creation, state changes, the task run, log "
+            "shipping and the client's exit, with nothing of ours",
         ),
         _plain_figure("snapshot NIFTY, no server up vs plain script", alone, "ours"),
         _plain_figure("snapshot NIFTY, `make run` up vs plain script", with_server, "ours"),

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 
 import pytest
 
-from benchmarks.bench_cli import EXCESS_TARGET, PLAIN_CODE, _excess_figure
+from benchmarks.bench_cli import (
+    EXCESS_TARGET,
+    PLAIN_CODE,
+    PREFECT_RUN_FLOOR_CODE,
+    _excess_figure,
+)
 from providers.emulators.nse import NseEmulator
 
 
@@ -52,3 +59,31 @@ def test_a_miss_below_the_pacing_floor_says_how_far_ours_is_above_floor_plus_pac
     assert "ours is 0.30 s above import floor + pacing" in result.note
     unpaced = _excess_figure("probe", samples, "ours", pacing=0.5)
     assert "pacing alone" not in unpaced.note
+
+
+def test_prefects_floor_runs_one_flow_with_one_task_that_reaches_the_server(
+    prefect_harness, tmp_path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", PREFECT_RUN_FLOOR_CODE], env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    async def runs() -> list[tuple[str, str]]:
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+        async with get_client() as client:
+            found = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["prefect-run-floor"]))
+            )
+            tasks = await client.read_task_runs()
+        ours = {str(r.id) for r in found}
+        return [(r.state_name, "task") for r in tasks if str(r.flow_run_id) in ours] + [
+            (r.state_name, "flow") for r in found
+        ]
+
+    assert sorted(asyncio.run(runs())) == [("Completed", "flow"), ("Completed", "task")]
