@@ -129,8 +129,9 @@ def option_chain_snapshot(
 
 def check_option_chain_batch(snapshot_ts: datetime, option_types: Iterable[str]) -> None:
     """What `OptionChainRow(...)` checks per row, once for a batch a parser built itself as
-    `tuple.__new__(OptionChainRow, fields)` (the NSE parser: no intermediate leg tuple, ~1.6
-    of a snapshot's ~13 ms): an aware `snapshot_ts`, only CE and PE. ValueError otherwise."""
+    `tuple.__new__(OptionChainRow, fields)` (the NSE parser, with no leg tuple in between:
+    a NIFTY snapshot's parse 6.8 -> 6.2 ms): an aware `snapshot_ts`, only CE and PE.
+    ValueError otherwise."""
     _require_aware("snapshot_ts", snapshot_ts)
     for option_type in set(option_types):
         _require_option_type(option_type)
